@@ -1,0 +1,3 @@
+from trx.cli import main
+
+main()

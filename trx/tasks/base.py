@@ -1,0 +1,86 @@
+"""The small interface every task implements, and the task registry.
+
+A task owns its data and model; the runner owns the loop. Batches are a pure function of
+(seed, step), so a resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+
+class TaskOptions(BaseModel):
+    """Base of every task's options; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataError(Exception):
+    """Data a task needs is missing or unreadable (a user error: exit 2)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+class Task(ABC):
+    """One training problem: a model, deterministic batches, a loss, an evaluation.
+
+    Subclasses set `name`, `description` and `Options` (a TaskOptions subclass whose fields,
+    with a `Field(description=...)` each, are the task's YAML keys besides `name`).
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Options: ClassVar[type[TaskOptions]]
+
+    def __init__(self, options: TaskOptions, seed: int, device: torch.device):
+        self.options = options
+        self.seed = seed
+        self.device = device
+
+    synthetic: bool = False
+    """True when the task trains on made-up data (recorded in summary.json)."""
+
+    def prepare(self) -> None:
+        """Load or check data; raise DataError when it is missing. Called before any output."""
+
+    @abstractmethod
+    def build_model(self) -> nn.Module:
+        """A freshly initialized model on `self.device` (the runner seeds torch before this)."""
+
+    def param_roles(self, model: nn.Module) -> dict[str, str]:
+        """Roles that differ from the defaults (embedding for nn.Embedding, else by ndim)."""
+        return {}
+
+    @abstractmethod
+    def batch(self, step: int) -> Any:
+        """The training batch for update `step`: a pure function of (self.seed, step)."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Any) -> Tensor:
+        """Scalar training loss on `batch` (the runner calls backward on it)."""
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Validation metrics, e.g. {"val_loss": ..., "val_acc": ...}; {} if the task has none."""
+        return {}
+
+    def summarize(self, history: list[dict[str, float]], arm: dict[str, Any], steps: int) -> dict[str, Any]:
+        """Extra summary.json entries computed from the logged rows (e.g. theory vs measurement)."""
+        return {}
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: add a task to the registry under `cls.name`."""
+    if cls.name in TASKS:
+        raise ValueError(f"task {cls.name!r} registered twice")
+    TASKS[cls.name] = cls
+    return cls
