@@ -1,0 +1,79 @@
+"""The configuration of one optimizer arm: filter × normalizer × schedule, weight decay, aux."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from trx.optim.base import Strict
+from trx.optim.filters import FilterConfig, NoFilter
+from trx.optim.normalizers import Adam, Identity, NormalizerConfig
+from trx.optim.schedules import Schedule
+
+Role = Literal["matrix", "vector", "embedding", "head"]
+
+
+class WeightDecay(Strict):
+    """Weight decay: coupled (added to g before the filter) or decoupled (−μ·s(t)·wd·w)."""
+
+    value: float = Field(0.0, ge=0.0, description="decay coefficient wd")
+    mode: Literal["coupled", "decoupled"] = Field("decoupled", description="coupled | decoupled")
+    exclude: list[Role] = Field(["vector"], description="parameter roles that are not decayed")
+
+
+def _number_is_value(v: Any) -> Any:
+    """`weight_decay: 0.1` means `weight_decay: {value: 0.1}`."""
+    return {"value": v} if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
+WeightDecayConfig = Annotated[WeightDecay, BeforeValidator(_number_is_value)]
+
+
+def _schedule_shorthand(v: Any) -> Any:
+    return {"name": v} if isinstance(v, str) else v
+
+
+ScheduleConfig = Annotated[Schedule, BeforeValidator(_schedule_shorthand)]
+
+
+class AuxConfig(Strict):
+    """Settings for the parameters the main normalizer cannot take; omitted keys inherit."""
+
+    lr: float | None = Field(None, gt=0.0, description="absolute learning rate (or use lr_scale)")
+    lr_scale: float | None = Field(None, gt=0.0, description="learning rate relative to the main lr")
+    filter: FilterConfig | None = Field(None, description="default: the main filter")
+    normalizer: NormalizerConfig = Field(default_factory=Adam, description="default: adam")
+    weight_decay: WeightDecayConfig | None = Field(None, description="default: the main weight decay")
+    schedule: ScheduleConfig | None = Field(None, description="default: the main schedule")
+
+    @model_validator(mode="after")
+    def _one_lr(self) -> AuxConfig:
+        if self.lr is not None and self.lr_scale is not None:
+            raise ValueError("lr_scale: give either lr (absolute) or lr_scale (relative), not both")
+        if not self.normalizer.accepts("vector"):
+            raise ValueError(f"normalizer: {self.normalizer.name} takes only matrices; aux holds the rest")
+        return self
+
+
+class ArmConfig(Strict):
+    """One optimizer: Δ = −μ·s(t)·N(H{g}), plus weight decay; `aux` for what N cannot take."""
+
+    lr: float = Field(gt=0.0, description="μ, the trust-region radius (learning rate)")
+    filter: FilterConfig = Field(default_factory=NoFilter, description="gradient filter H")
+    normalizer: NormalizerConfig = Field(default_factory=Identity, description="normalizer N")
+    weight_decay: WeightDecayConfig = Field(default_factory=WeightDecay, description="weight decay")
+    schedule: ScheduleConfig = Field(default_factory=Schedule, description="window s(t)")
+    aux: AuxConfig | None = Field(None, description="settings for parameters the normalizer cannot take")
+
+    def aux_arm(self) -> ArmConfig:
+        """The aux block resolved against the main one, as a full arm."""
+        aux = self.aux or AuxConfig()
+        lr = aux.lr if aux.lr is not None else self.lr * (aux.lr_scale or 1.0)
+        return ArmConfig(
+            lr=lr,
+            filter=aux.filter or self.filter,
+            normalizer=aux.normalizer,
+            weight_decay=aux.weight_decay or self.weight_decay,
+            schedule=aux.schedule or self.schedule,
+        )
