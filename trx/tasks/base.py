@@ -10,14 +10,13 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from trx.optim.base import Strict
 
-class TaskOptions(BaseModel):
-    """Base of every task's options; unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+class TaskOptions(Strict):
+    """Base of every task's options; unknown keys are errors that list the allowed ones."""
 
 
 class DataError(Exception):
