@@ -105,13 +105,16 @@ class Registry(dict):
 TAGGED_FIELDS: set[str] = {"filter", "normalizer", "task", "pre", "post"}
 
 
+_UNION_MEMBERS = {"int", "float", "str", "bool", "none", "list", "dict"}
+
+
 def _location(loc: tuple[Any, ...], extra: str | None) -> str:
     parts: list[str] = []
     for i, part in enumerate(loc):
         if i > 0 and loc[i - 1] in TAGGED_FIELDS and isinstance(part, str):
             continue  # the union tag: `filter.ema.beta` reads better as `filter.beta`
-        if isinstance(part, str) and part.startswith("function-"):
-            continue
+        if isinstance(part, str) and (part.startswith("function-") or "[" in part or part in _UNION_MEMBERS):
+            continue  # a member of a plain union (`int | float`): not part of the user's key
         parts.append(str(part))
     if extra:
         parts.append(extra)

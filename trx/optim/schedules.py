@@ -44,10 +44,10 @@ class Schedule(Strict):
     symmetric: bool = Field(False, description="map x ↦ |2x−1| first: a window that rises and falls")
     floor: float = Field(0.0, ge=0.0, lt=1.0, description="lowest value r: s = r + (1−r)·φ")
 
-    @field_validator("warmup")
+    @field_validator("warmup", mode="before")
     @classmethod
-    def _warmup_kind(cls, w: int | float) -> int | float:
-        if isinstance(w, bool) or w < 0:
+    def _warmup_kind(cls, w: object) -> int | float:
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
             raise ValueError(f"must be an integer number of updates ≥ 0 or a fraction in (0, 1), got {w!r}")
         if isinstance(w, float) and (w == 0.0 or w >= 1.0):
             if not w.is_integer():
