@@ -148,10 +148,10 @@ def _apply_overrides(roles: dict[str, str], overrides: dict[str, str] | None) ->
         return roles
     unknown = sorted(set(overrides) - set(roles))
     if unknown:
-        raise ValueError(f"roles: unknown parameter names {unknown}; known: {sorted(roles)}")
+        raise ConfigError("roles", f"unknown parameter names {unknown}; known: {sorted(roles)}")
     bad = {n: r for n, r in overrides.items() if r not in ROLES}
     if bad:
-        raise ValueError(f"roles: unknown roles {bad}; allowed: {', '.join(ROLES)}")
+        raise ConfigError("roles", f"unknown roles {bad}; allowed: {', '.join(ROLES)}")
     return {**roles, **overrides}
 
 
