@@ -83,3 +83,11 @@ def register_task(cls: type[Task]) -> type[Task]:
         raise ValueError(f"task {cls.name!r} registered twice")
     TASKS[cls.name] = cls
     return cls
+
+
+def generator(seed: int, *keys: int) -> torch.Generator:
+    """A CPU generator seeded from (seed, *keys): independent streams for batches, epochs, noise."""
+    mixed = seed
+    for key in keys:
+        mixed = (mixed * 1_000_003 + key + 1) % (2**63 - 1)
+    return torch.Generator().manual_seed(mixed)

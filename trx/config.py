@@ -1,0 +1,195 @@
+"""Experiment configs: YAML files, `--set` overrides, validation with errors that name the key."""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BeforeValidator, Field, create_model, field_validator, model_validator
+
+from trx.optim.base import ConfigError, Strict, validate
+from trx.optim.spec import ArmConfig
+from trx.tasks import TASKS
+
+ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad config, bad argument, missing data): exit code 2."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
+@functools.cache
+def task_config_type() -> Any:
+    """The `task:` block: a union of every registered task's options, tagged by `name`."""
+    members = [
+        create_model(f"{name}_options", __base__=cls.Options, name=(Literal[name], ...))  # type: ignore[call-overload]
+        for name, cls in sorted(TASKS.items())
+    ]
+
+    def shorthand(v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    return Annotated[Union[tuple(members)], Field(discriminator="name"), BeforeValidator(shorthand)]  # noqa: UP007
+
+
+class SweepConfig(Strict):
+    """The grid of `trx sweep`: dotted keys → values, lists or {log|linear: [lo, hi], num: n}."""
+
+    grid: dict[str, Any] = Field(default_factory=dict, description="dotted key → values")
+    seeds: list[int] | None = Field(None, description="seeds to run every cell with")
+
+
+def _experiment_model() -> type[Strict]:
+    class ExperimentConfig(Strict):
+        """One experiment: a task, one or more optimizer arms, and how to run them."""
+
+        name: str | None = Field(None, description="experiment name (default: the file's stem)")
+        seed: int = Field(0, ge=0, description="same seed ⇒ same initial weights and batch order in every arm")
+        device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda")
+        steps: int = Field(ge=1, description="τ, updates per arm")
+        eval_every: int = Field(100, ge=0, description="evaluate every N updates (0: only at the end)")
+        log_every: int = Field(10, ge=1, description="write a metrics row every N updates")
+        checkpoint_every: int = Field(0, ge=0, description="checkpoint every N updates (0: none)")
+        keep_checkpoint: bool = Field(False, description="keep checkpoint.pt after the arm completes")
+        divergence_threshold: float = Field(100.0, gt=1.0, description="loss > this × first loss ⇒ diverged")
+        grad_clip: float | None = Field(None, gt=0.0, description="max global gradient norm, before the filter")
+        threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
+        task: task_config_type() = Field(description="the task and its options")  # type: ignore[valid-type]
+        optimizers: dict[str, ArmConfig] = Field(description="named optimizer arms")
+        sweep: SweepConfig | None = Field(None, description="grid for `trx sweep`")
+
+        @field_validator("optimizers")
+        @classmethod
+        def _arm_names(cls, arms: dict[str, ArmConfig]) -> dict[str, ArmConfig]:
+            if not arms:
+                raise ValueError("needs at least one arm")
+            for name in arms:
+                if not ARM_NAME.match(name):
+                    raise ValueError(f"arm name {name!r} must be letters, digits, '_', '.', '-'")
+            return arms
+
+        @field_validator("name")
+        @classmethod
+        def _name(cls, name: str | None) -> str | None:
+            if name is not None and not ARM_NAME.match(name):
+                raise ValueError(f"{name!r} must be letters, digits, '_', '.', '-'")
+            return name
+
+        @model_validator(mode="after")
+        def _windows_fit(self) -> ExperimentConfig:
+            for arm_name, arm in self.optimizers.items():
+                for block, block_arm in (("", arm), ("aux.", arm.aux_arm() if arm.aux else None)):
+                    if block_arm is None:
+                        continue
+                    try:
+                        block_arm.schedule.build(self.steps)
+                    except ConfigError as exc:
+                        raise ValueError(f"optimizers.{arm_name}.{block}schedule.{exc.key}: {exc.message}") from None
+            return self
+
+    return ExperimentConfig
+
+
+@functools.cache
+def experiment_model() -> type[Strict]:
+    return _experiment_model()
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`KEY=VALUE` → (key, YAML-parsed value)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise UserError(f"--set {text!r}: expected KEY=VALUE with a dotted KEY, e.g. optimizers.adamw.lr=0.01")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise UserError(f"--set {key}: the value is not valid YAML ({exc.__class__.__name__})") from None
+    return key, value
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set `a.b.c` in nested dicts, creating mappings; `optimizers.*.x` sets x in every arm."""
+    parts = key.split(".")
+    if len(parts) >= 2 and parts[0] == "optimizers" and parts[1] == "*":
+        arms = data.get("optimizers")
+        if not isinstance(arms, dict) or not arms:
+            raise UserError(f"{key}: the config has no optimizers to apply '*' to")
+        for arm in arms:
+            set_dotted(data, ".".join(["optimizers", arm, *parts[2:]]), value)
+        return
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(parts[: i + 1])
+            raise UserError(f"{key}: {where} is {child!r}, not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"CONFIG: no such file: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise UserError(f"CONFIG: {path} is not valid YAML{where}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"CONFIG: cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"CONFIG: {path} must hold a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def resolve(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), default_name: str = "experiment") -> Any:
+    """Validate raw config data after applying `--set` overrides; raises UserError."""
+    data = yaml.safe_load(yaml.safe_dump(data))  # a deep copy of plain data
+    for text in overrides:
+        set_dotted(data, *parse_override(text))
+    data.setdefault("name", default_name)
+    try:
+        return validate(experiment_model(), data)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Read, override and validate a config file."""
+    path = Path(path)
+    return resolve(read_yaml(path), overrides, default_name=path.stem)
+
+
+def dump(cfg: Any) -> dict[str, Any]:
+    """The fully resolved config as plain data (every default filled in)."""
+    return cfg.model_dump(mode="json")
+
+
+def arm_config(cfg: Any, arm: str) -> dict[str, Any]:
+    """The resolved config of one arm: the experiment with only that arm and no sweep."""
+    data = dump(cfg)
+    data["optimizers"] = {arm: data["optimizers"][arm]}
+    data.pop("sweep", None)
+    return data
+
+
+def diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain-data configs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            sub = f"{prefix}.{key}" if prefix else str(key)
+            out += diff_keys(old.get(key), new.get(key), sub) if key in old and key in new else [sub]
+        return out
+    return [] if old == new else [prefix or "(root)"]

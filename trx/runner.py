@@ -1,0 +1,448 @@
+"""One experiment: every arm in turn from the same initial weights and batch order.
+
+An arm's loop, for update t = 0 … τ−1: loss at the current parameters, a metrics row on logged
+steps (with diagnostics of the update it then takes), the update; then a final row at t = τ with
+the loss and evaluation of the trained parameters. A loss that is non-finite or above
+`divergence_threshold` × the first loss ends the arm as `diverged`, a result like any other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import platform
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+import trx
+from trx.config import UserError, arm_config, diff_keys
+from trx.io import MetricsWriter, atomic_write, read_json, write_json, write_yaml
+from trx.optim import ArmConfig, ConfigError, build_optimizer, lr_ratio, plan_groups
+from trx.tasks import TASKS, DataError, Task
+
+FINISHED = ("complete", "diverged")
+RESULT_FILES = ("metrics.csv", "summary.json", "checkpoint.pt")
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM: the arm was saved as `interrupted`; later arms do not start."""
+
+
+class Progress(Protocol):
+    def start(self, arm: str, total: int, done: int) -> None: ...
+    def advance(self, arm: str, step: int, loss: float | None) -> None: ...
+    def finish(self, arm: str, summary: dict[str, Any]) -> None: ...
+
+
+class NoProgress:
+    def start(self, arm, total, done): ...
+    def advance(self, arm, step, loss): ...
+    def finish(self, arm, summary): ...
+
+
+@dataclass
+class StopFlag:
+    """Set by SIGINT/SIGTERM; the training loop checks it between updates."""
+
+    requested: bool = False
+    signal_name: str = ""
+
+
+@contextlib.contextmanager
+def stop_on_signals(flag: StopFlag):
+    """First SIGINT/SIGTERM asks the loop to stop cleanly; a second SIGINT interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag.requested, flag.signal_name = True, signal.Signals(signum).name
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device: cuda was asked for but torch sees no CUDA device", hint="use --device cpu")
+    return torch.device(name)
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(trx.__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def make_task(cfg: Any, device: torch.device) -> Task:
+    task = TASKS[cfg.task.name](cfg.task, cfg.seed, device)
+    try:
+        task.prepare()
+    except DataError as exc:
+        raise UserError(str(exc)) from None
+    return task
+
+
+def build_model(task: Task, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return task.build_model()
+
+
+@dataclass
+class Experiment:
+    """A validated experiment, ready to run: nothing has been written yet."""
+
+    cfg: Any
+    task: Task
+    device: torch.device
+    root: Path
+    roles: dict[str, str]
+    group_plans: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def arm_dir(self, arm: str) -> Path:
+        return self.root / arm
+
+
+def prepare(cfg: Any, out: Path, device: str | None = None) -> Experiment:
+    """Resolve the device, load data, build the model once and check every arm against it."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dev = resolve_device(device or cfg.device)
+    task = make_task(cfg, dev)
+    model = build_model(task, cfg.seed)
+    roles = task.param_roles(model)
+    plans = {}
+    for name, arm in cfg.optimizers.items():
+        try:
+            plans[name] = plan_groups(model, arm, roles)
+        except ConfigError as exc:
+            raise UserError(str(exc.under(f"optimizers.{name}"))) from None
+    return Experiment(cfg, task, dev, Path(out) / cfg.name, roles, plans)
+
+
+def _writable_ancestor(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def check_output(exp: Experiment, mode: str) -> None:
+    """Refuse an unwritable folder, results without --resume/--overwrite, or a resume of another
+    config. Called before anything is written."""
+    base = _writable_ancestor(exp.root)
+    if not base.is_dir() or not _can_write(base):
+        raise UserError(f"--out: cannot write to {base}", hint="choose another folder with --out")
+    held = [a for a in exp.cfg.optimizers if any((exp.arm_dir(a) / f).exists() for f in RESULT_FILES)]
+    if mode == "new" and held:
+        raise UserError(
+            f"{exp.root} already holds results (arms: {', '.join(held)})",
+            hint="add --resume to continue them or --overwrite to start over",
+        )
+    if mode == "resume":
+        for arm in exp.cfg.optimizers:
+            old = _read_yaml(exp.arm_dir(arm) / "config.yaml")
+            if old is None:
+                continue
+            differ = diff_keys(old, arm_config(exp.cfg, arm))
+            if differ:
+                raise UserError(
+                    f"--resume: {exp.arm_dir(arm)} was made by a different config; it differs at {', '.join(differ[:8])}",
+                    hint="resume with the same config and --set values, or use --overwrite",
+                )
+
+
+def _can_write(folder: Path) -> bool:
+    try:
+        with io.open(folder / f".trx-write-test-{time.time_ns()}", "wb") as f:
+            name = f.name
+        Path(name).unlink()
+        return True
+    except OSError:
+        return False
+
+
+def _read_yaml(path: Path) -> dict[str, Any] | None:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def run_experiment(
+    exp: Experiment, mode: str = "new", progress: Progress | None = None, stop: StopFlag | None = None
+) -> list[dict[str, Any]]:
+    """Run every arm (mode: new | resume | overwrite); returns their summaries in config order.
+    Raises Interrupted after saving the current arm when `stop` is set."""
+    check_output(exp, mode)
+    progress = progress or NoProgress()
+    stop = stop or StopFlag()
+    if mode == "overwrite":
+        for arm in exp.cfg.optimizers:
+            shutil.rmtree(exp.arm_dir(arm), ignore_errors=True)
+        (exp.root / "comparison.csv").unlink(missing_ok=True)
+    summaries = []
+    for arm in exp.cfg.optimizers:
+        previous = read_json(exp.arm_dir(arm) / "summary.json") if mode == "resume" else None
+        if previous and previous.get("status") in FINISHED:
+            progress.finish(arm, previous)
+            summaries.append(previous)
+            continue
+        summaries.append(ArmRun(exp, arm, progress, stop).run())
+    return summaries
+
+
+class ArmRun:
+    """One arm: build, maybe restore, train, summarize."""
+
+    def __init__(self, exp: Experiment, arm: str, progress: Progress, stop: StopFlag):
+        self.exp, self.arm, self.progress, self.stop = exp, arm, progress, stop
+        self.cfg = exp.cfg
+        self.arm_cfg: ArmConfig = exp.cfg.optimizers[arm]
+        self.dir = exp.arm_dir(arm)
+        self.metrics = MetricsWriter(self.dir / "metrics.csv")
+        self.t = 0
+        self.first_loss: float | None = None
+        self.best_loss = math.inf
+        self.last_loss: float | None = None
+        self.diverged_at: int | None = None
+        self.elapsed = 0.0
+        self.final_eval: dict[str, float] = {}
+        self.history: list[dict[str, Any]] = []
+
+    # ---- set-up -------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.model = build_model(self.exp.task, self.cfg.seed)
+        self.model.train()
+        self.opt = build_optimizer(
+            self.model, self.arm_cfg, self.cfg.steps, roles=self.exp.roles, grad_clip=self.cfg.grad_clip
+        )
+        self.schedule = self.opt.stages[0].schedule
+
+    def _restore(self) -> None:
+        path = self.dir / "checkpoint.pt"
+        if not path.exists():
+            self.metrics.path.unlink(missing_ok=True)
+            self.metrics = MetricsWriter(self.metrics.path)
+            return
+        ckpt = torch.load(path, map_location=self.exp.device, weights_only=False)
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng_cpu"])
+        if ckpt.get("rng_cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
+        self.t, self.first_loss = ckpt["step"], ckpt["first_loss"]
+        self.best_loss, self.elapsed = ckpt["best_loss"], ckpt["elapsed"]
+        self.metrics.truncate_before(self.t)
+        self.history = [{k: _num(v) for k, v in r.items()} for r in self.metrics.read()]
+
+    def _save_checkpoint(self) -> None:
+        buf = io.BytesIO()
+        torch.save(
+            {
+                "step": self.t,
+                "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(),
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "first_loss": self.first_loss,
+                "best_loss": self.best_loss,
+                "elapsed": self.elapsed + (time.perf_counter() - self.t0),
+                "metrics_rows": self.metrics.rows,
+            },
+            buf,
+        )
+        atomic_write(self.dir / "checkpoint.pt", buf.getvalue())
+
+    # ---- the loop -----------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_yaml(self.dir / "config.yaml", arm_config(self.cfg, self.arm))
+        status, error = "complete", None
+        self.t0 = time.perf_counter()
+        try:
+            self._build()
+            self._restore()
+            self.t0 = time.perf_counter()
+            self.progress.start(self.arm, self.cfg.steps, self.t)
+            self._train()
+            status = "diverged" if self.diverged_at is not None else "complete"
+        except Interrupted:
+            self._save_checkpoint()
+            summary = self._finish("interrupted", None)
+            raise
+        except KeyboardInterrupt:
+            summary = self._finish("interrupted", "interrupted before the arm could be checkpointed")
+            raise Interrupted from None
+        except Exception as exc:  # an arm that crashes is a recorded failure; the others still run
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            if _debug():
+                raise
+        return self._finish(status, error)
+
+    def _row_due(self, t: int) -> bool:
+        return t % self.cfg.log_every == 0 or t == self.cfg.steps - 1 or self._eval_due(t)
+
+    def _eval_due(self, t: int) -> bool:
+        every = self.cfg.eval_every
+        return bool(every) and t % every == 0
+
+    def _train(self) -> None:
+        task, opt, steps = self.exp.task, self.opt, self.cfg.steps
+        pending: list[tuple[int, torch.Tensor]] = []
+        while self.t < steps:
+            if self.stop.requested:
+                raise Interrupted(self.stop.signal_name)
+            t = self.t
+            loss = task.loss(self.model, task.batch(t))
+            pending.append((t, loss.detach()))
+            if self.first_loss is None:
+                self.first_loss = float(loss.detach())
+            row_due = self._row_due(t)
+            if row_due or len(pending) >= self.cfg.log_every:
+                if self._diverged(pending):
+                    return
+                pending = []
+            row: dict[str, Any] = {}
+            if row_due:
+                row = {"step": t, "loss": self.last_loss, "lr": opt.current_lr(), "lr_ratio": lr_ratio(self.schedule, t)}
+                if self._eval_due(t):
+                    row.update(self._evaluate())
+            loss.backward()
+            opt.diagnose = row_due
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            self.t = t + 1
+            if row_due:
+                self._write_row(row, opt.diagnostics)
+            if self.cfg.checkpoint_every and self.t % self.cfg.checkpoint_every == 0 and self.t < steps:
+                if pending and self._diverged(pending):
+                    return
+                pending = []
+                self._save_checkpoint()
+        if pending and self._diverged(pending):
+            return
+        self._final_row()
+
+    def _diverged(self, pending: list[tuple[int, torch.Tensor]]) -> bool:
+        """Check buffered losses (one host sync per check); on divergence write its row."""
+        values = torch.stack([l for _, l in pending]).float().cpu().tolist()
+        limit = self.cfg.divergence_threshold * abs(self.first_loss or 0.0)
+        for (t, _), value in zip(pending, values):
+            self.last_loss = value
+            if not math.isfinite(value) or (self.first_loss and value > limit):
+                self.diverged_at = t
+                self._write_row({"step": t, "loss": value, "lr": self.opt.param_groups[0]["lr"]}, {})
+                return True
+            self.best_loss = min(self.best_loss, value)
+        return False
+
+    def _evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        with torch.no_grad():
+            metrics = self.exp.task.evaluate(self.model)
+        self.model.train()
+        return metrics
+
+    def _write_row(self, row: dict[str, Any], diagnostics: dict[str, float]) -> None:
+        row.update(diagnostics)
+        lr = row.get("lr")
+        if lr and "update_rms" in row:
+            row["tr_ratio"] = row["update_rms"] / lr
+        row["wall_time"] = round(self.elapsed + time.perf_counter() - self.t0, 4)
+        self.metrics.append(row)
+        self.history.append(row)
+        self.progress.advance(self.arm, self.t, row.get("loss"))
+
+    def _final_row(self) -> None:
+        """Row t = τ: loss and evaluation at the trained parameters (no update follows)."""
+        task = self.exp.task
+        with torch.no_grad():
+            value = float(task.loss(self.model, task.batch(self.cfg.steps)))
+        self.final_eval = self._evaluate()
+        if not math.isfinite(value) or (self.first_loss and value > self.cfg.divergence_threshold * abs(self.first_loss)):
+            self.diverged_at = self.cfg.steps
+        else:
+            self.best_loss = min(self.best_loss, value)
+        self.last_loss = value
+        self._write_row({"step": self.cfg.steps, "loss": value, **self.final_eval}, {})
+
+    # ---- the record ---------------------------------------------------------------------
+    def _finish(self, status: str, error: str | None) -> dict[str, Any]:
+        cfg, arm_data = self.cfg, arm_config(self.cfg, self.arm)["optimizers"][self.arm]
+        summary: dict[str, Any] = {
+            "name": cfg.name,
+            "arm": self.arm,
+            "task": cfg.task.name,
+            "status": status,
+            "steps": cfg.steps,
+            "steps_done": self.diverged_at if self.diverged_at is not None else self.t,
+            "final_loss": self.last_loss,
+            "best_loss": self.best_loss if math.isfinite(self.best_loss) else None,
+            "first_loss": self.first_loss,
+        }
+        summary.update({f"final_{k}": v for k, v in self.final_eval.items()})
+        summary.update(
+            diverged=self.diverged_at is not None,
+            diverged_at=self.diverged_at,
+            wall_time_s=round(self.elapsed + time.perf_counter() - self.t0, 3),
+            synthetic=bool(self.exp.task.synthetic),
+            error=error,
+            seed=cfg.seed,
+            device=str(self.exp.device),
+            threads=torch.get_num_threads(),
+            trx_version=trx.__version__,
+            torch_version=torch.__version__,
+            python_version=platform.python_version(),
+            git_sha=git_sha(),
+            **(self.opt.info() if hasattr(self, "opt") else {}),
+        )
+        if status in FINISHED:
+            try:
+                summary.update(self.exp.task.summarize(self.history, arm_data, cfg.steps))
+            except Exception as exc:  # a summary extra must not lose the run
+                summary["summarize_error"] = f"{type(exc).__name__}: {exc}"
+            if not cfg.keep_checkpoint:
+                (self.dir / "checkpoint.pt").unlink(missing_ok=True)
+        write_json(self.dir / "summary.json", summary)
+        self.progress.finish(self.arm, summary)
+        return summary
+
+
+def _num(v: Any) -> Any:
+    if v in ("", None):
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+def _debug() -> bool:
+    import os
+
+    return os.environ.get("TRX_DEBUG") == "1"
