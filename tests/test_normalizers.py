@@ -1,0 +1,103 @@
+"""Every registered normalizer: smoke, description, scale properties, and a short descent."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import TypeAdapter
+from torch import nn
+
+from trx.optim import NORMALIZERS, StepContext, build_optimizer
+from trx.optim.normalizers import NormalizerConfig
+
+
+def build(name: str, **options):
+    cls = NORMALIZERS[name]
+    if "dtype" in cls.model_fields:
+        options.setdefault("dtype", "float32")
+    return TypeAdapter(NormalizerConfig).validate_python({"name": name, **options})
+
+
+def shapes_for(n) -> list[tuple[int, ...]]:
+    shapes = [(6, 4), (4, 9), (6, 4), (3, 2, 3, 3)]
+    return shapes + ([(7,), (1,)] if n.accepts("vector") else [])
+
+
+@pytest.mark.parametrize("name", sorted(NORMALIZERS))
+def test_every_normalizer_runs_and_describes_itself(name):
+    n = build(name)
+    assert NORMALIZERS.describe(name)
+    assert all(option != "name" for option, _, _ in type(n).describe_options())
+    assert n.accepts("matrix")
+    torch.manual_seed(0)
+    shapes = shapes_for(n)
+    states: list[dict] = [{} for _ in shapes]
+    for t in range(4):
+        grads = [torch.randn(s) for s in shapes]
+        v = [g * 0.5 for g in grads]
+        copies = [x.clone() for x in grads + v]
+        diag: dict[str, float] = {}
+        u = n.update(v, grads, states, StepContext(step=t, diagnose=True, diagnostics=diag))
+        assert [x.shape for x in u] == [x.shape for x in v]
+        assert all(torch.isfinite(x).all() for x in u)
+        assert all(torch.equal(a, b) for a, b in zip(grads + v, copies)), "a normalizer modified its input"
+        assert all(isinstance(val, float) for val in diag.values())
+    assert isinstance(n.info(torch.device("cpu")), dict)
+
+
+@pytest.mark.parametrize("name", sorted(NORMALIZERS))
+def test_normalizer_is_scale_free_in_v(name):
+    """u(c·v) ≈ u(v) for the scale-dividing normalizers (identity is the exception by design)."""
+    if name == "identity":
+        pytest.skip("identity keeps the scale")
+    torch.manual_seed(1)
+    n = build(name)
+    shapes = shapes_for(n)
+    grads = [torch.randn(s) for s in shapes]
+    u1 = n.update(grads, grads, [{} for _ in shapes], StepContext(step=0))
+    big = [g * 1000.0 for g in grads]
+    u2 = n.update(big, big, [{} for _ in shapes], StepContext(step=0))
+    for a, b in zip(u1, u2):
+        torch.testing.assert_close(a, b, rtol=2e-3, atol=2e-3)
+
+
+def test_sign_is_plus_minus_one():
+    u = build("sign").update([torch.tensor([-2.0, 0.5, 3.0])], [], [{}], StepContext(step=0))
+    assert u[0].tolist() == [-1.0, 1.0, 1.0]
+
+
+def test_adam_first_step_is_the_sign():
+    g = torch.tensor([-2.0, 0.5, 3.0])
+    u = build("adam", eps=1e-12).update([g], [g], [{}], StepContext(step=0))
+    torch.testing.assert_close(u[0], g.sign())
+
+
+def test_muon_update_is_nearly_orthogonal():
+    torch.manual_seed(0)
+    v = [torch.randn(32, 16), torch.randn(16, 48)]
+    u = build("muon", scale="none").update(v, v, [{}, {}], StepContext(step=0))
+    for x in u:
+        s = torch.linalg.svdvals(x)
+        assert 0.6 < float(s.min()) and float(s.max()) < 1.25
+
+
+@pytest.mark.parametrize("name", sorted(NORMALIZERS))
+def test_every_normalizer_descends_on_a_regression(name):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+    x = torch.randn(64, 6)
+    y = torch.sin(x[:, :3])
+    cfg = {"lr": 3e-3 if name != "identity" else 0.1, "filter": {"name": "ema", "beta": 0.9},
+           "normalizer": {"name": name, **({"dtype": "float32"} if "dtype" in NORMALIZERS[name].model_fields else {})},
+           "aux": {"lr": 3e-3}}
+    if not build(name).accepts("vector"):
+        cfg["lr"] = 0.02
+    opt = build_optimizer(model, cfg, total_steps=60)
+    first = None
+    for _ in range(60):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        first = float(loss.detach()) if first is None else first
+        loss.backward()
+        opt.step()
+    assert float(nn.functional.mse_loss(model(x), y)) < 0.7 * first
