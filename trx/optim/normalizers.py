@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -17,6 +18,15 @@ from torch import Tensor
 
 from trx.optim import newton_schulz as ns
 from trx.optim.base import Registry, StepContext, Strict, component_union
+from trx.optim.matrix_stats import (
+    calibrate_rms,
+    energy_clip,
+    feature_energy,
+    frobenius,
+    orthogonality_error,
+    rescale_to_norm,
+    second_moment_normalize,
+)
 
 NORMALIZERS = Registry("normalizer")
 
@@ -102,15 +112,20 @@ def shape_scale(rule: str, rows: int, cols: int) -> float:
     return 1.0
 
 
+def shape_groups(v: list[Tensor]) -> list[list[int]]:
+    """Indices of `v` grouped by matrix shape: each group is one batched Newton–Schulz call."""
+    by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i, t in enumerate(v):
+        by_shape[tuple(as_matrix(t).shape)].append(i)
+    return list(by_shape.values())
+
+
 def orthogonalize_all(
     v: list[Tensor], steps: int, coefficients: Any, dtype: torch.dtype
 ) -> list[Tensor]:
     """Orthogonalize every tensor of `v` (as matrices), one batched call per distinct shape."""
-    by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for i, t in enumerate(v):
-        by_shape[tuple(as_matrix(t).shape)].append(i)
     out: list[Tensor | None] = [None] * len(v)
-    for idx in by_shape.values():
+    for idx in shape_groups(v):
         stacked = torch.stack([as_matrix(v[i]) for i in idx])  # (B, rows, cols)
         ortho = ns.orthogonalize(stacked, steps, coefficients, dtype)
         for k, i in enumerate(idx):
@@ -118,15 +133,23 @@ def orthogonalize_all(
     return out  # type: ignore[return-value]
 
 
+def gather(states: list[dict[str, Any]], key: str, init: Callable[[int], Tensor]) -> Tensor:
+    """The per-parameter state `key` of a shape group, stacked; init(k) where it is missing."""
+    return torch.stack([st[key] if key in st else init(k) for k, st in enumerate(states)])
+
+
+def scatter(states: list[dict[str, Any]], key: str, stacked: Tensor) -> None:
+    """Write a stacked state back, one slice per parameter."""
+    for st, value in zip(states, stacked.unbind(0)):
+        st[key] = value
+
+
 class MatrixNormalizer(Normalizer):
-    """Options shared by the Newton–Schulz normalizers."""
+    """Newton–Schulz normalizers: per shape group, orthogonalize the stack, then `finish` it."""
 
     ns_steps: int = Field(5, ge=1, le=100, description="Newton–Schulz iterations")
     coefficients: str | list[list[float]] = Field(
         "keller", description="coefficient set name, or a list of [a, b, c] triples"
-    )
-    scale: Literal["original", "match_rms_adamw", "none"] = Field(
-        "original", description="shape scale: √max(1, rows/cols) | 0.2·√max(rows, cols) | 1"
     )
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Newton–Schulz precision; auto = bf16 where the hardware is fast at it"
@@ -146,26 +169,195 @@ class MatrixNormalizer(Normalizer):
     def info(self, device):
         return {"ns_dtype": str(ns.resolve_dtype(self.dtype, device)).removeprefix("torch.")}
 
-    def orthogonal_update(self, v: list[Tensor]) -> list[Tensor]:
-        """Shape-scaled orthogonalized v, the Muon direction."""
+    def update(self, v, grads, states, ctx):
         dtype = ns.resolve_dtype(self.dtype, v[0].device)
-        out = orthogonalize_all(v, self.ns_steps, self.coefficients, dtype)
-        for i, t in enumerate(out):
-            rows, cols = as_matrix(t).shape
-            factor = shape_scale(self.scale, rows, cols)
-            if factor != 1.0:
-                out[i] = t * factor
-        return out
+        out: list[Tensor | None] = [None] * len(v)
+        tally: dict[str, float] = defaultdict(float)
+        for idx in shape_groups(v):
+            M = torch.stack([as_matrix(v[i]) for i in idx])  # (B, rows, cols)
+            O = ns.orthogonalize(M, self.ns_steps, self.coefficients, dtype)
+            if ctx.diagnose and "ns_orth_err" not in ctx.diagnostics:
+                ctx.diagnostics["ns_orth_err"] = orthogonality_error(O[0])
+            O = self.finish(O, M, [states[i] for i in idx], ctx, tally)
+            for k, i in enumerate(idx):
+                out[i] = O[k].view_as(v[i])
+        if ctx.diagnose:
+            self.report(tally, ctx.diagnostics)
+        return out  # type: ignore[return-value]
+
+    def finish(
+        self, O: Tensor, M: Tensor, states: list[dict[str, Any]], ctx: StepContext, tally: dict[str, float]
+    ) -> Tensor:
+        """The update of a shape group from its orthogonalized stack O and filtered stack M."""
+        return O
+
+    def report(self, tally: dict[str, float], diagnostics: dict[str, float]) -> None:
+        """Turn what `finish` tallied over the shape groups into diagnostics."""
+
+
+class ShapeScaled(MatrixNormalizer):
+    """The shape scale option of the Muon family."""
+
+    scale: Literal["original", "match_rms_adamw", "none"] = Field(
+        "original", description="shape scale: √max(1, rows/cols) | 0.2·√max(rows, cols) | 1"
+    )
+
+    def scaled(self, O: Tensor) -> Tensor:
+        factor = shape_scale(self.scale, *O.shape[-2:])
+        return O.mul_(factor) if factor != 1.0 else O
 
 
 @NORMALIZERS.register
-class Muon(MatrixNormalizer):
+class Muon(ShapeScaled):
     """Per matrix: the orthogonalized v (Newton–Schulz), times a shape scale (Muon)."""
 
     name: Literal["muon"] = "muon"
 
+    def finish(self, O, M, states, ctx, tally):
+        return self.scaled(O)
+
+
+class SecondMomentOptions(Strict):
+    """NorMuon's per-feature second moment of the orthogonalized matrix (shared with TrasMuon)."""
+
+    beta2: float = Field(0.95, ge=0.0, lt=1.0, description="averaging coefficient of the per-feature second moment")
+    eps: float = Field(1e-8, gt=0.0, description="added to √(second moment) and to norms")
+    axis: Literal["output", "input"] = Field(
+        "output",
+        description="features that carry the second moment: output = rows of the (out, in) matrix "
+        "(NorMuon's neurons); input = columns",
+    )
+
+    def normalize(self, O: Tensor, states: list[dict[str, Any]]) -> Tensor:
+        """O / (√s + eps) with s the EMA of mean(O²) per feature, kept in states['normuon_sq']."""
+        stat_shape = (O.shape[-2], 1) if self.axis == "output" else (1, O.shape[-1])
+        s = gather(states, "normuon_sq", lambda k: O.new_zeros(stat_shape))
+        O, s = second_moment_normalize(O, s, self.beta2, self.eps, self.axis)
+        scatter(states, "normuon_sq", s)
+        return O
+
+
+@NORMALIZERS.register
+class NorMuon(ShapeScaled, SecondMomentOptions):
+    """Muon, then a per-neuron second-moment normalization that keeps the matrix norm (NorMuon)."""
+
+    name: Literal["normuon"] = "normuon"
+
+    def finish(self, O, M, states, ctx, tally):
+        norm = frobenius(O)
+        return self.scaled(rescale_to_norm(self.normalize(O, states), norm, self.eps))
+
+
+@NORMALIZERS.register
+class TrasMuon(MatrixNormalizer, SecondMomentOptions):
+    """Muon + per-feature second moment, global RMS calibration, energy trust-region clip (TrasMuon).
+
+    From the abstract of arXiv 2602.13498 (only the abstract is public): Newton–Schulz
+    orthogonalized momentum, then (i) a global RMS calibration of the update magnitude and
+    (ii) an energy-based trust-region clip driven by relative energy ratios, damping high-energy
+    bursts so that no warmup is needed.
+
+    The details follow the reading of the one public implementation (rollfast, JAX), written here
+    from its description: after Newton–Schulz, NorMuon's per-feature second-moment normalization
+    (`row_norm`); each matrix calibrated to RMS `rms`; the energy of each feature on the other axis
+    (of the filtered momentum M, not of O) compared with an EMA (`energy_beta`) of the median feature
+    energy; features whose ratio r exceeds `trigger` damped by 1/(1 + α·log1p(r/trigger)), floored at
+    `clip_min`; that factor smoothed by an EMA (`clip_beta`) and applied every `clip_every`
+    updates after `clip_delay`, mixed in by `clip_mix`. The momentum is the filter's
+    (`filter: {name: ema, beta: 0.95, bias_correction: false}` as in that reading).
+
+    Axis: rollfast stores weights as (in, out), so its "rows" are input features; a second
+    reconstruction (zij) puts the second moment on output features and the energy on input
+    features. Our default `axis: output` follows zij and NorMuon (whose normalization is per
+    output neuron in torch's (out, in) layout), so that `normuon` and `trasmuon` share one
+    stage with one meaning; `axis: input` gives rollfast's literal layout.
+
+    State per parameter: `normuon_sq` (second moment), `energy_ref` (running median energy),
+    `clip_ema` and `clip_last` (the smoothed and the applied clip). Diagnostics: `clip_frac`
+    (fraction of features over the trigger this update), `energy_ratio` (largest ratio).
+    """
+
+    name: Literal["trasmuon"] = "trasmuon"
+    row_norm: bool = Field(True, description="apply the per-feature second-moment normalization first")
+    rms: float = Field(1.0, gt=0.0, description="RMS of each matrix update after calibration (before the clip)")
+    energy_beta: float = Field(0.95, ge=0.0, lt=1.0, description="EMA coefficient of the median feature energy")
+    trigger: float = Field(1.0, gt=0.0, description="energy ratio above which a feature is damped")
+    alpha: float = Field(1.0, ge=0.0, description="damping strength α in 1/(1 + α·log1p(r/trigger))")
+    clip_min: float = Field(0.1, ge=0.0, le=1.0, description="smallest clip factor")
+    clip_beta: float = Field(0.9, ge=0.0, lt=1.0, description="EMA coefficient of the clip factor")
+    clip_every: int = Field(1, ge=1, description="refresh the applied clip every this many updates")
+    clip_delay: int = Field(0, ge=0, description="updates before the clip is first refreshed")
+    clip_mix: float = Field(1.0, ge=0.0, le=1.0, description="weight of the new smoothed clip when refreshed")
+
+    def finish(self, O, M, states, ctx, tally):
+        if self.row_norm:
+            O = self.normalize(O, states)
+        U = calibrate_rms(O, self.rms, self.eps)
+        clip = self.energy_clip(M, states, ctx, tally)
+        return U.mul_(clip)
+
+    def energy_clip(self, M: Tensor, states: list[dict[str, Any]], ctx: StepContext, tally: dict[str, float]) -> Tensor:
+        """The applied per-feature clip (B, 1, c) or (B, r, 1), updating its state."""
+        energy = feature_energy(M.float(), self.axis)
+        median = energy.flatten(1).median(dim=1).values.view(-1, 1, 1)
+        ref = gather(states, "energy_ref", lambda k: median[k])
+        ref = ref.mul(self.energy_beta).add_(median, alpha=1.0 - self.energy_beta)
+        ratio = energy / (ref + self.eps)
+        raw = energy_clip(ratio, self.trigger, self.alpha, self.clip_min)
+        smooth = gather(states, "clip_ema", lambda k: torch.ones_like(raw[k]))
+        smooth = smooth.mul(self.clip_beta).add_(raw, alpha=1.0 - self.clip_beta)
+        applied = gather(states, "clip_last", lambda k: torch.ones_like(raw[k]))
+        count = ctx.step + 1
+        if count > self.clip_delay and (count - self.clip_delay) % self.clip_every == 0:
+            applied = applied.mul(1.0 - self.clip_mix).add_(smooth, alpha=self.clip_mix)
+        for key, value in (("energy_ref", ref), ("clip_ema", smooth), ("clip_last", applied)):
+            scatter(states, key, value)
+        if ctx.diagnose:
+            tally["clipped"] += float((ratio > self.trigger).sum())
+            tally["features"] += ratio.numel()
+            tally["energy_ratio"] = max(tally["energy_ratio"], float(ratio.max()))
+        return applied.to(M.dtype)
+
+    def report(self, tally, diagnostics):
+        if tally["features"]:
+            diagnostics["clip_frac"] = tally["clipped"] / tally["features"]
+            diagnostics["energy_ratio"] = tally["energy_ratio"]
+
+
+@NORMALIZERS.register
+class Adafactor(Normalizer):
+    """Factored second moment: row × column statistics for matrices, full for vectors (Adafactor).
+
+    With t = step + 1: β2(t) = 1 − t^decay_rate; R, C the EMAs of the row and column means of
+    g² + eps (matrices, conv weights flattened to (out, in·kh·kw)), V̂ = R·C/mean(R); a vector keeps
+    the full EMA. u = v/√V̂, then u/max(1, RMS(u)/clip_threshold). Relative step is off: the
+    learning rate is absolute. With `filter: none` this is Adafactor with β1 = 0.
+    """
+
+    name: Literal["adafactor"] = "adafactor"
+    decay_rate: float = Field(-0.8, lt=0.0, description="β2(t) = 1 − t^decay_rate")
+    eps: float = Field(1e-30, gt=0.0, description="ε1, added to g² before averaging")
+    clip_threshold: float = Field(1.0, gt=0.0, description="d: the update is scaled down to RMS ≤ d")
+
     def update(self, v, grads, states, ctx):
-        return self.orthogonal_update(v)
+        beta2 = 1.0 - (ctx.step + 1) ** self.decay_rate
+        out = [self.factored(x, g, st, beta2) for x, g, st in zip(v, grads, states)]
+        rms = torch.stack(torch._foreach_norm(out)) / torch.tensor([x.numel() ** 0.5 for x in out], device=out[0].device)
+        scale = (rms / self.clip_threshold).clamp_(min=1.0).reciprocal_()
+        return torch._foreach_mul(out, list(scale.unbind(0)))
+
+    def factored(self, v: Tensor, g: Tensor, st: dict[str, Any], beta2: float) -> Tensor:
+        """v/√V̂ for one parameter, updating its row/column (or full) statistics."""
+        sq = g.square().add_(self.eps)
+        if g.ndim < 2:
+            st["factored_sq"] = st["factored_sq"].lerp_(sq, 1.0 - beta2) if "factored_sq" in st else sq
+            return v / st["factored_sq"].sqrt()
+        sq = as_matrix(sq)  # (r, c)
+        for key, mean in (("factored_row", sq.mean(dim=1)), ("factored_col", sq.mean(dim=0))):
+            st[key] = st[key].lerp_(mean, 1.0 - beta2) if key in st else mean
+        row, col = st["factored_row"], st["factored_col"]
+        vhat = torch.outer(row / row.mean(), col)  # (r, c)
+        return (as_matrix(v) / vhat.sqrt()).view_as(v)
 
 
 NormalizerConfig = component_union(NORMALIZERS)
