@@ -1,0 +1,184 @@
+"""The command line as a user meets it: exit codes, one-line errors, nothing half-written."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import tiny_config
+from typer.testing import CliRunner
+
+from trx.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def trx(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """`python -m trx ARGS` in a real process (signals, exit codes, tracebacks as a user sees them)."""
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("TRX_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "trx", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout, env=env)
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str) -> Result:
+    """The same command in-process (fast)."""
+    res = CliRunner().invoke(app, list(args))
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return Result(res.exit_code, res.stdout, res.stderr)
+
+
+def test_run_prints_a_comparison_and_saves_it(tmp_path, write_config):
+    cfg = write_config(tiny_config())
+    res = trx("run", str(cfg), "--out", str(tmp_path / "runs"))
+    assert res.returncode == 0, res.stderr
+    assert "final_loss" in res.stdout and "adam" in res.stdout
+    assert (tmp_path / "runs" / "tiny" / "comparison.csv").read_text().startswith("arm,status,")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "optimizers.sgd.lr=0"], "optimizers.sgd.lr: must be > 0"),
+        (["--set", "optimizers.sgd.normalizer=whiten"], "optimizers.sgd.normalizer: unknown name 'whiten'; allowed:"),
+        (["--set", "bogus=1"], "bogus: unknown key; allowed:"),
+        (["--set", "task.dataset=mnist"], "task.dataset: must be one of"),
+        (["--set", "optimizers.sgd.filter={name: iir, b: [1], a: [1, -1]}"], "unstable filter"),
+        (["--device", "tpu"], "--device: must be auto, cpu or cuda"),
+        (["--resume", "--overwrite"], "--resume and --overwrite exclude each other"),
+        (["--set", "no-equals"], "expected KEY=VALUE"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, write_config, args, message):
+    cfg = write_config(tiny_config())
+    out = tmp_path / "runs"
+    res = cli("run", str(cfg), "--out", str(out), *args)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    assert not out.exists()
+
+
+def test_missing_config_file_and_unwritable_out(tmp_path, write_config):
+    res = trx("run", str(tmp_path / "nope.yaml"))  # a real process: one line, no traceback
+    assert res.returncode == 2 and "no such file" in res.stderr and "Traceback" not in res.stderr
+    cfg = write_config(tiny_config())
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = cli("run", str(cfg), "--out", str(blocker / "runs"))
+    assert res.returncode == 2 and "--out: cannot write" in res.stderr
+
+
+def test_results_are_not_overwritten_by_accident(tmp_path, write_config):
+    cfg = write_config(tiny_config())
+    out = str(tmp_path / "runs")
+    assert cli("run", str(cfg), "--out", out).returncode == 0
+    res = cli("run", str(cfg), "--out", out)
+    assert res.returncode == 2 and "already holds results" in res.stderr and "--resume" in res.stderr
+    assert cli("run", str(cfg), "--out", out, "--overwrite").returncode == 0
+    res = cli("run", str(cfg), "--out", out, "--resume", "--set", "seed=1")
+    assert res.returncode == 2 and "differs at seed" in res.stderr
+
+
+def test_diverged_arm_exits_zero(tmp_path, write_config):
+    cfg = write_config(tiny_config(optimizers={"wild": {"lr": 1e5}}, divergence_threshold=10))
+    res = cli("run", str(cfg), "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "tiny" / "wild" / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_dry_run_shows_groups_and_writes_nothing(tmp_path, write_config):
+    data = tiny_config(optimizers={"muon": {"lr": 0.02, "normalizer": "muon", "aux": {"lr_scale": 0.1}}})
+    res = cli("run", str(write_config(data)), "--out", str(tmp_path / "runs"), "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "parameter groups of arm muon" in res.stdout and "weight (13, 13)" not in res.stdout
+    assert "(3, 13) (matrix)" in res.stdout and "bias (3,) (vector)" in res.stdout
+    assert not (tmp_path / "runs").exists()
+
+
+def test_list_shows_every_component():
+    res = cli("list")
+    assert res.returncode == 0
+    for name in ("heavy_ball", "nesterov", "ema", "iir", "identity", "adam", "muon", "sign", "quadratic1d", "logreg",
+                 "warmup", "floor"):
+        assert name in res.stdout, name
+
+
+def _wait_for(path: Path, timeout: float = 60.0) -> None:
+    end = time.time() + timeout
+    while not path.exists():
+        if time.time() > end:
+            raise TimeoutError(path)
+        time.sleep(0.05)
+
+
+def _slow_config(write_config, **over):
+    data = tiny_config(steps=1500, log_every=50, eval_every=500, checkpoint_every=100,
+                       optimizers={"adam": {"lr": 0.01, "filter": "ema", "normalizer": "adam"}, "sgd": {"lr": 0.1}}, **over)
+    return write_config(data)
+
+
+def _metric_rows(path: Path) -> list[dict[str, str]]:
+    """metrics.csv rows without wall_time, the one column that may differ between two runs."""
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row.pop("wall_time")
+    return rows
+
+
+@pytest.mark.slow
+def test_sigint_saves_the_arm_and_exits_130_then_resume_finishes(tmp_path, write_config):
+    cfg = _slow_config(write_config)
+    out = tmp_path / "runs"
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "trx", "run", str(cfg), "--out", str(out)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(out / "tiny" / "adam" / "checkpoint.pt")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    summary = json.loads((out / "tiny" / "adam" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "Traceback" not in err
+    assert not (out / "tiny" / "sgd").exists()
+    res = trx("run", str(cfg), "--out", str(out), "--resume", timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / "tiny" / "adam" / "summary.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_kill_9_loses_nothing_and_resume_matches_an_uninterrupted_run(tmp_path, write_config):
+    cfg = _slow_config(write_config)
+    ref = trx("run", str(cfg), "--out", str(tmp_path / "ref"), timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "trx", "run", str(cfg), "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = out / "tiny" / "adam" / "checkpoint.pt"
+    _wait_for(ckpt)
+    time.sleep(0.3)
+    proc.kill()
+    proc.wait(timeout=30)
+    for f in (out / "tiny").rglob("*.json"):
+        json.loads(f.read_text())  # never torn
+    res = trx("run", str(cfg), "--out", str(out), "--resume", timeout=300)
+    assert res.returncode == 0, res.stderr
+    for arm in ("adam", "sgd"):
+        ref_rows = _metric_rows(tmp_path / "ref" / "tiny" / arm / "metrics.csv")
+        assert _metric_rows(out / "tiny" / arm / "metrics.csv") == ref_rows, arm

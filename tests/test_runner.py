@@ -1,0 +1,177 @@
+"""The runner: output files, the step convention, divergence, failures, determinism, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from trx.config import UserError, resolve
+from trx.runner import Interrupted, StopFlag, prepare, run_experiment
+from trx.tasks.logreg import Logreg
+
+
+def _rows(path):
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def run(tmp_path, data, mode="new", **kw):
+    return run_experiment(prepare(resolve(data), tmp_path), mode, **kw)
+
+
+def test_outputs_follow_the_step_convention(tmp_path):
+    data = tiny_config()
+    summaries = run(tmp_path, data)
+    root = tmp_path / "tiny"
+    for s in summaries:
+        d = root / s["arm"]
+        assert {p.name for p in d.iterdir()} == {"config.yaml", "metrics.csv", "summary.json"}
+        rows = _rows(d / "metrics.csv")
+        assert [int(r["step"]) for r in rows] == [0, 5, 10, 15, 19, 20]
+        for col in ("loss", "lr", "grad_norm", "update_norm", "param_norm", "update_rms", "wall_time", "val_loss", "val_acc"):
+            assert col in rows[0], col
+        assert rows[-1]["lr"] == "" and rows[-1]["update_norm"] == ""  # t = τ: no update follows
+        assert rows[2]["val_loss"] and not rows[1]["val_loss"]  # eval every 10
+        summary = json.loads((d / "summary.json").read_text())
+        for key in ("name", "arm", "task", "steps_done", "final_loss", "best_loss", "final_val_loss", "diverged",
+                    "diverged_at", "wall_time_s", "status", "synthetic", "trx_version", "torch_version", "device",
+                    "threads", "seed", "git_sha"):
+            assert key in summary, key
+        assert summary["status"] == "complete" and summary["steps_done"] == 20
+        assert summary["final_loss"] == pytest.approx(float(rows[-1]["loss"]))
+    # same seed ⇒ same initial weights and batches: identical loss at step 0 in every arm
+    first = {_rows(root / a / "metrics.csv")[0]["loss"] for a in ("sgd", "adam")}
+    assert len(first) == 1
+
+
+def test_logged_loss_is_the_loss_before_the_update(tmp_path):
+    data = tiny_config(optimizers={"sgd": {"lr": 0.1}}, log_every=1)
+    run(tmp_path, data)
+    rows = _rows(tmp_path / "tiny" / "sgd" / "metrics.csv")
+    exp = prepare(resolve(data), tmp_path / "x")
+    torch.manual_seed(0)
+    model = exp.task.build_model()
+    with torch.no_grad():
+        assert float(rows[0]["loss"]) == pytest.approx(float(exp.task.loss(model, exp.task.batch(0))), rel=1e-6)
+    assert float(rows[0]["lr"]) == 0.1
+    update = float(rows[0]["update_norm"])
+    assert update == pytest.approx(0.1 * float(rows[0]["grad_norm"]), rel=1e-4)  # SGD: ‖Δ‖ = μ‖g‖
+
+
+def test_lr_column_follows_the_schedule(tmp_path):
+    data = tiny_config(steps=10, log_every=1, optimizers={"sgd": {"lr": 0.1, "schedule": {"name": "linear", "warmup": 2}}})
+    run(tmp_path, data)
+    rows = _rows(tmp_path / "tiny" / "sgd" / "metrics.csv")
+    lrs = [float(r["lr"]) for r in rows[:10]]
+    expected = [0.05, 0.1] + [0.1 * (1 - k / 7) for k in range(8)]
+    assert lrs == pytest.approx(expected)
+    assert rows[0]["lr_ratio"] == "" and float(rows[1]["lr_ratio"]) == pytest.approx(2.0)
+
+
+def test_divergence_is_a_result_and_other_arms_run(tmp_path):
+    data = tiny_config(optimizers={"wild": {"lr": 1e4}, "fine": {"lr": 0.1}}, divergence_threshold=10)
+    out = {s["arm"]: s for s in run(tmp_path, data)}
+    assert out["wild"]["status"] == "diverged" and out["wild"]["diverged"] is True
+    assert 0 < out["wild"]["diverged_at"] < 20
+    assert out["fine"]["status"] == "complete" and out["fine"]["diverged_at"] is None
+    rows = _rows(tmp_path / "tiny" / "wild" / "metrics.csv")
+    assert int(rows[-1]["step"]) == out["wild"]["diverged_at"]
+
+
+def test_a_crashing_arm_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
+    original = Logreg.loss
+    current = {"arm": None}
+
+    def flaky(self, model, batch):
+        if current["arm"] == "sgd":
+            raise RuntimeError("boom")
+        return original(self, model, batch)
+
+    class Track:
+        def start(self, arm, total, done):
+            current["arm"] = arm
+
+        def advance(self, *a): ...
+        def finish(self, *a): ...
+
+    monkeypatch.setattr(Logreg, "loss", flaky)
+    out = {s["arm"]: s for s in run_experiment(prepare(resolve(tiny_config()), tmp_path), progress=Track())}
+    assert out["sgd"]["status"] == "failed" and "RuntimeError: boom" in out["sgd"]["error"]
+    assert out["adam"]["status"] == "complete"
+
+
+def test_same_config_same_metrics(tmp_path):
+    data = tiny_config()
+    run(tmp_path / "a", data)
+    run(tmp_path / "b", data)
+    for arm in ("sgd", "adam"):
+        a, b = (_rows(tmp_path / x / "tiny" / arm / "metrics.csv") for x in ("a", "b"))
+        for r in a + b:
+            r.pop("wall_time")
+        assert a == b
+
+
+def test_existing_results_need_resume_or_overwrite(tmp_path):
+    data = tiny_config()
+    run(tmp_path, data)
+    with pytest.raises(UserError, match="already holds results"):
+        run(tmp_path, data)
+    before = (tmp_path / "tiny" / "sgd" / "summary.json").stat().st_mtime_ns
+    run(tmp_path, data, mode="resume")  # finished arms are skipped
+    assert (tmp_path / "tiny" / "sgd" / "summary.json").stat().st_mtime_ns == before
+    run(tmp_path, data, mode="overwrite")
+    assert (tmp_path / "tiny" / "sgd" / "summary.json").stat().st_mtime_ns != before
+    with pytest.raises(UserError, match=r"differs at optimizers\.sgd\.lr"):
+        run(tmp_path, tiny_config(optimizers={"sgd": {"lr": 0.2}}), mode="resume")
+
+
+@pytest.mark.parametrize("checkpoint_every", [0, 7])
+def test_interrupted_run_resumes_to_identical_metrics(tmp_path, checkpoint_every):
+    data = tiny_config(steps=30, log_every=1, checkpoint_every=checkpoint_every,
+                       optimizers={"adam": {"lr": 0.01, "filter": "nesterov", "normalizer": "adam"}, "sgd": {"lr": 0.1}})
+    run(tmp_path / "ref", data)
+
+    stop = StopFlag()
+
+    class StopAt:
+        def start(self, *a): ...
+        def advance(self, arm, step, loss):
+            if step == 12:
+                stop.requested = True
+        def finish(self, *a): ...
+
+    with pytest.raises(Interrupted):
+        run(tmp_path / "cut", data, progress=StopAt(), stop=stop)
+    arm_dir = tmp_path / "cut" / "tiny" / "adam"
+    assert json.loads((arm_dir / "summary.json").read_text())["status"] == "interrupted"
+    assert (arm_dir / "checkpoint.pt").exists()
+    assert not (tmp_path / "cut" / "tiny" / "sgd").exists()  # later arms are not started
+    run(tmp_path / "cut", data, mode="resume")
+    for arm in ("adam", "sgd"):
+        ref, cut = (_rows(tmp_path / x / "tiny" / arm / "metrics.csv") for x in ("ref", "cut"))
+        for r in ref + cut:
+            r.pop("wall_time")
+        assert cut == ref, arm
+        assert not (tmp_path / "cut" / "tiny" / arm / "checkpoint.pt").exists()
+
+
+def test_keep_checkpoint(tmp_path):
+    run(tmp_path, tiny_config(checkpoint_every=5, keep_checkpoint=True))
+    assert (tmp_path / "tiny" / "sgd" / "checkpoint.pt").exists()
+
+
+def test_missing_aux_is_caught_before_anything_is_written(tmp_path):
+    data = tiny_config(optimizers={"muon": {"lr": 0.02, "normalizer": "muon"}})
+    with pytest.raises(UserError, match=r"optimizers\.muon\.aux: .*cannot take these parameters.*bias \(vector\)"):
+        run(tmp_path, data)
+    assert not any(tmp_path.iterdir())
+
+
+def test_muon_arm_records_its_newton_schulz_dtype(tmp_path):
+    data = tiny_config(optimizers={"muon": {"lr": 0.02, "normalizer": {"name": "muon", "dtype": "float32"}, "aux": {}}})
+    s = run(tmp_path, data)[0]
+    assert s["status"] == "complete" and s["ns_dtype"] == "float32"
