@@ -175,3 +175,16 @@ def test_muon_arm_records_its_newton_schulz_dtype(tmp_path):
     data = tiny_config(optimizers={"muon": {"lr": 0.02, "normalizer": {"name": "muon", "dtype": "float32"}, "aux": {}}})
     s = run(tmp_path, data)[0]
     assert s["status"] == "complete" and s["ns_dtype"] == "float32"
+
+
+def test_early_warning_columns_rise_before_divergence(tmp_path):
+    data = tiny_config(steps=200, log_every=1, eval_every=0, divergence_threshold=1e8,
+                       task={"name": "quadratic1d", "curvature": 1.0}, optimizers={"hb": {"lr": 3.1, "filter": {"name": "heavy_ball", "beta": 0.5}}})
+    s = run(tmp_path, data)[0]
+    assert s["status"] == "diverged"
+    rows = _rows(tmp_path / "tiny" / "hb" / "metrics.csv")[:-1]  # the rows before the diverging one
+    assert int(rows[-1]["loss_spikes"]) > 0
+    assert float(rows[-1]["update_rms_ratio"]) > 2.0
+    calm = run(tmp_path / "calm", tiny_config(steps=60, log_every=1))[0]
+    calm_rows = _rows(tmp_path / "calm" / "tiny" / calm["arm"] / "metrics.csv")
+    assert int(calm_rows[-1]["loss_spikes"]) == 0

@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import statistics
 import platform
 import shutil
 import signal
 import subprocess
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +32,9 @@ from trx.optim import ArmConfig, ConfigError, build_optimizer, lr_ratio, plan_gr
 from trx.tasks import TASKS, DataError, Task
 
 FINISHED = ("complete", "diverged")
+SPIKE_FACTOR = 2.0  # a loss above this × the median of the recent ones counts as a spike
+SPIKE_WINDOW = 50  # updates in that median
+RMS_WINDOW = 20  # logged rows in the median that `update_rms_ratio` compares against
 RESULT_FILES = ("metrics.csv", "summary.json", "checkpoint.pt")
 
 
@@ -233,6 +238,9 @@ class ArmRun:
         self.elapsed = 0.0
         self.final_eval: dict[str, float] = {}
         self.history: list[dict[str, Any]] = []
+        self.recent_losses: deque[float] = deque(maxlen=SPIKE_WINDOW)
+        self.recent_update_rms: deque[float] = deque(maxlen=RMS_WINDOW)
+        self.loss_spikes = 0
 
     # ---- set-up -------------------------------------------------------------------------
     def _build(self) -> None:
@@ -257,6 +265,9 @@ class ArmRun:
             torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
         self.t, self.first_loss = ckpt["step"], ckpt["first_loss"]
         self.best_loss, self.elapsed = ckpt["best_loss"], ckpt["elapsed"]
+        self.loss_spikes = ckpt["loss_spikes"]
+        self.recent_losses.extend(ckpt["recent_losses"])
+        self.recent_update_rms.extend(ckpt["recent_update_rms"])
         self.metrics.truncate_before(self.t)
         self.history = [{k: _num(v) for k, v in r.items()} for r in self.metrics.read()]
 
@@ -273,6 +284,9 @@ class ArmRun:
                 "best_loss": self.best_loss,
                 "elapsed": self.elapsed + (time.perf_counter() - self.t0),
                 "metrics_rows": self.metrics.rows,
+                "loss_spikes": self.loss_spikes,
+                "recent_losses": list(self.recent_losses),
+                "recent_update_rms": list(self.recent_update_rms),
             },
             buf,
         )
@@ -359,7 +373,14 @@ class ArmRun:
                 self._write_row({"step": t, "loss": value, "lr": self.opt.param_groups[0]["lr"]}, {})
                 return True
             self.best_loss = min(self.best_loss, value)
+            self._count_spike(value)
         return False
+
+    def _count_spike(self, value: float) -> None:
+        """Early warning: a loss well above the recent median, counted before it becomes divergence."""
+        if len(self.recent_losses) >= 10 and value > SPIKE_FACTOR * statistics.median(self.recent_losses):
+            self.loss_spikes += 1
+        self.recent_losses.append(value)
 
     def _evaluate(self) -> dict[str, float]:
         self.model.eval()
@@ -370,9 +391,15 @@ class ArmRun:
 
     def _write_row(self, row: dict[str, Any], diagnostics: dict[str, float]) -> None:
         row.update(diagnostics)
-        lr = row.get("lr")
-        if lr and "update_rms" in row:
-            row["tr_ratio"] = row["update_rms"] / lr
+        lr, rms = row.get("lr"), row.get("update_rms")
+        if lr and rms is not None:
+            row["tr_ratio"] = rms / lr
+        if rms is not None:
+            # early warning: this update's RMS against the median of the recent logged ones
+            median = statistics.median(self.recent_update_rms) if self.recent_update_rms else None
+            row["update_rms_ratio"] = rms / median if median else None
+            self.recent_update_rms.append(rms)
+        row["loss_spikes"] = self.loss_spikes
         row["wall_time"] = round(self.elapsed + time.perf_counter() - self.t0, 4)
         self.metrics.append(row)
         self.history.append(row)
