@@ -8,12 +8,13 @@ optimizer's `state[p]` dicts, handed to the stage on every update.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 ROLES = ("matrix", "vector", "embedding", "head")
+Role = Literal["matrix", "vector", "embedding", "head"]
 
 
 class ConfigError(ValueError):

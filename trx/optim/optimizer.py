@@ -2,8 +2,15 @@
 
 One update of a group, with t its update index and μ its radius:
     g ← clip(p.grad) (+ wd·w if coupled)      gradient entering the filter (p.grad is never changed)
+    g ← ρ(w, g)·g                            trust ratio `pre_filter` (LARS), if configured
     v ← filter(g);  u ← normalizer(v, g)
-    w ← w − μ·s(t)·(u + wd·w if decoupled)
+    u ← u·min(1, max_rms/RMS(u))             update clip, if configured
+    u ← ρ(w, u + wd·w)·(u + wd·w)            trust ratio `post_normalizer` (LAMB), if configured
+    w ← w − μ·s(t)·(u + wd·w if decoupled and not already in u)
+
+A group that is exactly Adam(W) (filter ema with bias correction, normalizer adam, no grad clip,
+trust ratio or update clip) runs torch's fused Adam kernel when `fused: true` (the default): the
+same update, up to floating-point rounding, several times faster than the stage path.
 """
 
 from __future__ import annotations
@@ -15,11 +22,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.optim.adam import adam as torch_adam
 
 from trx.optim.base import ROLES, ConfigError, StepContext, validate
-from trx.optim.filters import Filter
-from trx.optim.normalizers import Normalizer
+from trx.optim.filters import EMA, Filter
+from trx.optim.normalizers import Adam, Normalizer
 from trx.optim.spec import ArmConfig
+from trx.optim.trust import TrustRatio, UpdateClip
 
 
 @dataclass
@@ -29,6 +38,22 @@ class GroupStages:
     filter: Filter
     normalizer: Normalizer
     schedule: Callable[[int], float]
+    trust_ratio: TrustRatio | None = None  # for groups whose roles it does not exclude
+    update_clip: UpdateClip | None = None
+    fused: bool = False  # exactly Adam(W): torch's fused kernel does the whole update
+
+
+def is_exact_adam(arm: ArmConfig, trusted: bool, grad_clip: float | None) -> bool:
+    """Whether a group of `arm` is plain Adam(W), which torch's fused kernel computes."""
+    return (
+        arm.fused
+        and isinstance(arm.filter, EMA)
+        and arm.filter.bias_correction
+        and type(arm.normalizer) is Adam
+        and arm.update_clip is None
+        and not trusted
+        and grad_clip is None
+    )
 
 
 class TrustRegionOptimizer(torch.optim.Optimizer):
@@ -86,33 +111,87 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
         t = group["step"]
         lr = group["base_lr"] * stages.schedule(t)
         group["lr"] = lr
-        if params:
-            ctx = StepContext(step=t, diagnose=self.diagnose, diagnostics=self.diagnostics)
-            grads = [p.grad for p in params]
-            if coef is not None:
-                grads = torch._foreach_mul(grads, coef)
-            wd = group["weight_decay"]
-            if wd and group["wd_mode"] == "coupled":
-                grads = torch._foreach_add(grads, params, alpha=wd)
-            states = [self.state[p] for p in params]
-            v = stages.filter.update(grads, states, ctx)
-            u = stages.normalizer.update(v, grads, states, ctx)
-            if wd and group["wd_mode"] == "decoupled":
-                torch._foreach_mul_(params, 1.0 - lr * wd)
-            torch._foreach_add_(params, u, alpha=-lr)
+        if params and stages.fused and coef is None:
+            self._fused_adam(group, stages, params, t, lr)
+        elif params:
+            self._stage_update(group, stages, params, coef, t, lr)
         group["step"] = t + 1
+
+    def _stage_update(
+        self, group: dict[str, Any], stages: GroupStages, params: list[Tensor], coef: Tensor | None, t: int, lr: float
+    ) -> None:
+        ctx = StepContext(step=t, diagnose=self.diagnose, diagnostics=self.diagnostics)
+        diagnostics = self.diagnostics if self.diagnose else None
+        trust = stages.trust_ratio if group.get("trust_ratio") else None
+        grads = [p.grad for p in params]
+        if coef is not None:
+            grads = torch._foreach_mul(grads, coef)
+        wd, decoupled = group["weight_decay"], group["wd_mode"] == "decoupled"
+        if wd and not decoupled:
+            grads = torch._foreach_add(grads, params, alpha=wd)
+        if trust is not None and trust.where == "pre_filter":
+            grads = trust.apply(params, grads, diagnostics)
+        states = [self.state[p] for p in params]
+        v = stages.filter.update(grads, states, ctx)
+        u = stages.normalizer.update(v, grads, states, ctx)
+        if stages.update_clip is not None:
+            u = stages.update_clip.apply(u, diagnostics)
+        if trust is not None and trust.where == "post_normalizer":
+            if wd and decoupled:
+                u, wd = torch._foreach_add(u, params, alpha=wd), 0.0  # LAMB: the decay is inside the ratio
+            u = trust.apply(params, u, diagnostics)
+        if wd and decoupled:
+            torch._foreach_mul_(params, 1.0 - lr * wd)
+        torch._foreach_add_(params, u, alpha=-lr)
+
+    def _fused_adam(self, group: dict[str, Any], stages: GroupStages, params: list[Tensor], t: int, lr: float) -> None:
+        """The ema + adam update by torch's fused kernel, on the same state tensors as the stages."""
+        f, n = stages.filter, stages.normalizer
+        states = [self.state[p] for p in params]
+        for p, st in zip(params, states):
+            if "exp_avg" not in st:
+                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if "exp_avg_sq" not in st:
+                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if n.amsgrad and "max_exp_avg_sq" not in st:
+                st["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        # the kernel increments its step counters: start them at t so that it uses t + 1
+        steps = torch.full((len(params),), float(t), device=params[0].device).unbind(0)
+        torch_adam(
+            params,
+            [p.grad for p in params],
+            [st["exp_avg"] for st in states],
+            [st["exp_avg_sq"] for st in states],
+            [st["max_exp_avg_sq"] for st in states] if n.amsgrad else [],
+            list(steps),
+            fused=True,
+            decoupled_weight_decay=group["wd_mode"] == "decoupled",
+            amsgrad=n.amsgrad,
+            beta1=f.beta,
+            beta2=n.beta2,
+            lr=lr,
+            weight_decay=group["weight_decay"],
+            eps=n.eps,
+            maximize=False,
+        )
 
     def _record_update_diagnostics(self, before: list[Tensor]) -> None:
         after = [p.detach() for g in self.param_groups for p in g["params"]]
         delta = torch._foreach_sub(after, before)
         count = sum(p.numel() for p in after)
-        update_norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(delta))))
+        norms = torch.stack(torch._foreach_norm(delta))
+        update_norm = float(torch.linalg.vector_norm(norms))
         param_norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before))))
         self.diagnostics.update(
             update_norm=update_norm,
             update_rms=update_norm / math.sqrt(max(count, 1)),
             param_norm=param_norm,
         )
+        main = self.param_groups[0]
+        main_count = sum(p.numel() for p in main["params"])
+        if main["lr"] > 0 and main_count:
+            main_rms = float(torch.linalg.vector_norm(norms[: len(main["params"])])) / math.sqrt(main_count)
+            self.diagnostics["tr_ratio"] = main_rms / main["lr"]  # RMS(Δ)/(μ·s(t)) of the main group
 
 
 def default_roles(model: nn.Module) -> dict[str, str]:
@@ -158,7 +237,7 @@ def _apply_overrides(roles: dict[str, str], overrides: dict[str, str] | None) ->
 def plan_groups(
     model: nn.Module | Iterable[tuple[str, nn.Parameter]], cfg: ArmConfig | dict[str, Any], roles: dict[str, str] | None = None
 ) -> list[dict[str, Any]]:
-    """Which parameter goes where: [{name, block, arm, decay, params: [(name, role, param)]}]."""
+    """Which parameter goes where: [{name, block, arm, decay, trusted, params: [(name, role, param)]}]."""
     arm = cfg if isinstance(cfg, ArmConfig) else validate(ArmConfig, cfg)
     pairs, default = _named_parameters(model)
     role_of = _apply_overrides(default, roles)
@@ -170,11 +249,17 @@ def plan_groups(
     plan = []
     for block, block_arm, members in (("main", arm, main), ("aux", arm.aux_arm(), rest)):
         excluded = set(block_arm.weight_decay.exclude)
+        trust = block_arm.trust_ratio
         for decay in (True, False):
-            chosen = [m for m in members if (m[1] not in excluded) == decay]
-            if chosen:
-                name = block if decay else f"{block}/no_decay"
-                plan.append({"name": name, "block": block, "arm": block_arm, "decay": decay, "params": chosen})
+            for trusted in (True, False) if trust else (False,):
+                chosen = [
+                    m for m in members
+                    if (m[1] not in excluded) == decay and (trust is None or (m[1] not in trust.exclude) == trusted)
+                ]
+                if chosen:
+                    name = block + ("" if decay else "/no_decay") + ("/no_trust" if trust and not trusted else "")
+                    plan.append({"name": name, "block": block, "arm": block_arm, "decay": decay,
+                                 "trusted": trusted, "params": chosen})
     placed = {id(p) for g in plan for _, _, p in g["params"]}
     missing = [n for n, p in pairs if id(p) not in placed]
     if missing:  # an invariant: a bug here, not a user error
@@ -211,7 +296,17 @@ def build_optimizer(
                 "step": 0,
                 "weight_decay": block_arm.weight_decay.value if g["decay"] else 0.0,
                 "wd_mode": block_arm.weight_decay.mode,
+                "trust_ratio": g["trusted"],
             }
         )
-        stages.append(GroupStages(block_arm.filter, block_arm.normalizer, window))
+        stages.append(
+            GroupStages(
+                block_arm.filter,
+                block_arm.normalizer,
+                window,
+                trust_ratio=block_arm.trust_ratio,
+                update_clip=block_arm.update_clip,
+                fused=is_exact_adam(block_arm, g["trusted"], grad_clip),
+            )
+        )
     return TrustRegionOptimizer(groups, stages, grad_clip=grad_clip)

@@ -6,12 +6,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from trx.optim.base import Strict
+from trx.optim.base import Role, Strict
 from trx.optim.filters import FilterConfig, NoFilter
 from trx.optim.normalizers import Adam, Identity, NormalizerConfig
 from trx.optim.schedules import Schedule
+from trx.optim.trust import TrustRatioConfig, UpdateClipConfig
 
-Role = Literal["matrix", "vector", "embedding", "head"]
+__all__ = ["ArmConfig", "AuxConfig", "Role", "WeightDecay"]
 
 
 class WeightDecay(Strict):
@@ -46,6 +47,9 @@ class AuxConfig(Strict):
     normalizer: NormalizerConfig = Field(default_factory=Adam, description="default: adam")
     weight_decay: WeightDecayConfig | None = Field(None, description="default: the main weight decay")
     schedule: ScheduleConfig | None = Field(None, description="default: the main schedule")
+    trust_ratio: TrustRatioConfig | None = Field(None, description="default: the main trust ratio (null: none)")
+    update_clip: UpdateClipConfig | None = Field(None, description="default: the main update clip (null: none)")
+    fused: bool | None = Field(None, description="default: the main setting")
 
     @model_validator(mode="after")
     def _one_lr(self) -> AuxConfig:
@@ -64,16 +68,27 @@ class ArmConfig(Strict):
     normalizer: NormalizerConfig = Field(default_factory=Identity, description="normalizer N")
     weight_decay: WeightDecayConfig = Field(default_factory=WeightDecay, description="weight decay")
     schedule: ScheduleConfig = Field(default_factory=Schedule, description="window s(t)")
+    trust_ratio: TrustRatioConfig | None = Field(
+        None, description="layer-wise trust ratio {where: pre_filter | post_normalizer, trust_coef, eps, exclude}"
+    )
+    update_clip: UpdateClipConfig | None = Field(None, description="trust-region clip of the update {max_rms}")
+    fused: bool = Field(
+        True, description="run an exact Adam(W) group (ema + adam, no clip) with torch's fused kernel"
+    )
     aux: AuxConfig | None = Field(None, description="settings for parameters the normalizer cannot take")
 
     def aux_arm(self) -> ArmConfig:
         """The aux block resolved against the main one, as a full arm."""
         aux = self.aux or AuxConfig()
         lr = aux.lr if aux.lr is not None else self.lr * (aux.lr_scale or 1.0)
+        given = aux.model_fields_set
         return ArmConfig(
             lr=lr,
             filter=aux.filter or self.filter,
             normalizer=aux.normalizer,
             weight_decay=aux.weight_decay or self.weight_decay,
             schedule=aux.schedule or self.schedule,
+            trust_ratio=aux.trust_ratio if "trust_ratio" in given else self.trust_ratio,
+            update_clip=aux.update_clip if "update_clip" in given else self.update_clip,
+            fused=self.fused if aux.fused is None else aux.fused,
         )
