@@ -84,8 +84,9 @@ class RichProgress:
 
 def render_table(table, title: str | None = None) -> Table:
     out = Table(title=title, show_lines=False)
+    right = table.attrs.get("right", ())
     for col in table.columns:
-        out.add_column(str(col), justify="right" if table[col].dtype.kind in "fiu" else "left")
+        out.add_column(str(col), justify="right" if table[col].dtype.kind in "fiu" or col in right else "left")
     for _, row in table.iterrows():
         out.add_row(*(_fmt(v) for v in row))
     return out
@@ -153,6 +154,172 @@ def run(
             if s["status"] == "failed":
                 err_console.print(f"[red]arm {s['arm']} failed:[/] {s.get('error')}", highlight=False)
         raise typer.Exit(1)
+
+
+GridOpt = Annotated[list[str] | None, typer.Option("--grid", help="sweep axis: KEY=V1,V2,... or KEY=log:LO:HI:N")]
+RunDirsArg = Annotated[list[Path], typer.Argument(help="arm, experiment or sweep folders", show_default=False)]
+MetricOpt = Annotated[str, typer.Option("--metric", help="metrics.csv column to judge by: loss, val_loss, val_acc, ...")]
+
+
+class SweepProgress:
+    """One bar for a sweep: cells done, running, diverged, failed; a line per finished cell."""
+
+    def __init__(self, total: int) -> None:
+        self.bar = Progress(
+            TextColumn("sweep"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("running {task.fields[running]}  diverged {task.fields[diverged]}  failed {task.fields[failed]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.task = self.bar.add_task("sweep", total=total, running=0, diverged=0, failed=0)
+        self.counts = {"running": 0, "diverged": 0, "failed": 0}
+        self.skipped = 0
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.__exit__(*exc)
+
+    def event(self, kind: str, cell: Any, summary: dict[str, Any] | None) -> None:
+        if kind == "start":
+            self.counts["running"] += 1
+        elif kind in ("skip", "done"):
+            if kind == "done":
+                self.counts["running"] -= 1
+                loss = summary.get("final_loss")
+                tail = f"loss {loss:.4g}" if isinstance(loss, float) else (summary.get("error") or "")
+                colour = {"complete": "green", "diverged": "yellow"}.get(summary["status"], "red")
+                self.bar.console.print(f"[{colour}]{summary['status']:<11}[/] {cell.arm}/{cell.id}  {tail}",
+                                       highlight=False)
+            else:
+                self.skipped += 1
+            if summary["status"] in ("diverged", "failed"):
+                self.counts[summary["status"]] += 1
+            self.bar.advance(self.task)
+        self.bar.update(self.task, **self.counts)
+
+
+@app.command()
+@user_errors
+def sweep(
+    config: ConfigArg,
+    grid: GridOpt = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", help="run seeds seed … seed+N−1 (default: sweep.seeds)")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", help="cells run in parallel processes")] = 1,
+    set_: SetOpt = None,
+    out: OutOpt = Path("runs"),
+) -> None:
+    """Run every cell (arm × grid point × seed) of a sweep; finished cells are skipped."""
+    from trx.report import compare_table, find_runs, lr_table
+    from trx.runner import StopFlag, stop_on_signals
+    from trx.sweep import SweepInterrupted, check_plan, plan_sweep, run_sweep, save_sweep_csv, threads_per_job
+
+    if jobs < 1:
+        raise UserError(f"--jobs: must be ≥ 1, got {jobs}")
+    plan = plan_sweep(config, set_ or [], grid or [], seeds, out)
+    check_plan(plan, None)
+    arms = sorted({c.arm for c in plan.cells})
+    console.print(f"sweep {plan.name}: {len(plan.cells)} cells ({', '.join(arms)}), {jobs} job(s) × "
+                  f"{threads_per_job(jobs)} thread(s), into {plan.root}", highlight=False)
+    interrupted = False
+    with stop_on_signals(StopFlag()) as stop, SweepProgress(len(plan.cells)) as progress:
+        try:
+            summaries = run_sweep(plan, jobs, None, progress.event, stop)
+        except SweepInterrupted:
+            interrupted = True
+    if progress.skipped:
+        console.print(f"{progress.skipped} cell(s) were already finished and skipped")
+    if interrupted:
+        err_console.print("interrupted: running cells were saved; run the same command again to finish the sweep")
+        raise typer.Exit(130)
+    path = save_sweep_csv(plan, summaries)
+    done = [plan.cell_dir(c) for c, s in zip(plan.cells, summaries) if (plan.cell_dir(c) / "summary.json").exists()]
+    runs = find_runs(done) if done else []
+    if runs:
+        console.print(render_table(_display(compare_table(runs)), title=f"{plan.name}: cells (mean ± std over seeds)"))
+        lrs = lr_table(runs)
+        if not lrs.empty:
+            console.print(render_table(_display(lrs), title="learning-rate tolerance (final loss, within 10% of the best)"))
+    console.print(f"results in {plan.root} (one row per cell in {path.name})")
+    failed = [(c, s) for c, s in zip(plan.cells, summaries) if s.get("status") == "failed"]
+    for c, s in failed:
+        err_console.print(f"[red]cell {c.arm}/{c.id} failed:[/] {s.get('error')}", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _display(table):
+    from trx.report import display_frame
+
+    shown = display_frame(table)
+    for col in shown.columns:  # keep numeric columns right-aligned in render_table
+        if col in table.columns and table[col].dtype.kind in "fiu":
+            shown.attrs.setdefault("right", []).append(col)
+    return shown
+
+
+@app.command()
+@user_errors
+def compare(
+    run_dirs: RunDirsArg,
+    metric: MetricOpt = "loss",
+    target: Annotated[float | None, typer.Option("--target", help="report the first step where METRIC reaches X")] = None,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="relative distance from the best lr's result")] = 0.1,
+    format_: Annotated[str, typer.Option("--format", help="table | csv | md")] = "table",
+) -> None:
+    """Compare arms, experiments and sweeps: means over seeds, steps to a target, lr tolerance."""
+    from trx.report import check_metric, compare_table, find_runs, lr_table, to_csv, to_markdown
+
+    if format_ not in ("table", "csv", "md"):
+        raise UserError(f"--format: must be table, csv or md, got {format_!r}")
+    if not tolerance >= 0:
+        raise UserError(f"--tolerance: must be ≥ 0, got {tolerance}")
+    runs = find_runs(run_dirs)
+    check_metric(runs, metric)
+    cells = compare_table(runs, metric, target)
+    lrs = lr_table(runs, metric, tolerance)
+    lr_title = f"learning-rate tolerance (final {metric}, within {tolerance:.0%} of the best)"
+    if format_ == "csv":
+        print(to_csv(cells), end="")
+        if not lrs.empty:
+            print()
+            print(to_csv(lrs), end="")
+    elif format_ == "md":
+        print(to_markdown(cells))
+        if not lrs.empty:
+            print(f"\n{lr_title}:\n")
+            print(to_markdown(lrs))
+    else:
+        console.print(render_table(_display(cells), title="runs (mean ± std over seeds)"))
+        if not lrs.empty:
+            console.print(render_table(_display(lrs), title=lr_title))
+
+
+@app.command()
+@user_errors
+def plot(
+    run_dirs: RunDirsArg,
+    kind: Annotated[str, typer.Option("--kind", help="curves | lr | schedule | warmup")] = "curves",
+    out: Annotated[Path | None, typer.Option("--out", help="PNG file (default: <first RUN_DIR>/<kind>.png)")] = None,
+    metric: MetricOpt = "loss",
+) -> None:
+    """Draw a figure from run folders: loss curves, result vs lr, schedules, warmup ablation."""
+    from trx.plots import KINDS, make_plot
+    from trx.report import find_runs
+
+    if kind not in KINDS:
+        raise UserError(f"--kind: must be one of {', '.join(KINDS)}, got {kind!r}")
+    if out is not None and out.suffix.lower() != ".png":
+        raise UserError(f"--out: expected a .png file, got {out}")
+    runs = find_runs(run_dirs)
+    first = Path(run_dirs[0])
+    path = out or (first if first.is_dir() else first.parent) / f"{kind}.png"
+    make_plot(kind, runs, path, metric)
+    console.print(f"wrote {path}", highlight=False)
 
 
 @app.command("list")
