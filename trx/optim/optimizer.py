@@ -123,14 +123,14 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
         ctx = StepContext(step=t, diagnose=self.diagnose, diagnostics=self.diagnostics)
         diagnostics = self.diagnostics if self.diagnose else None
         trust = stages.trust_ratio if group.get("trust_ratio") else None
-        grads = [p.grad for p in params]
+        raw = grads = [p.grad for p in params]
         if coef is not None:
-            grads = torch._foreach_mul(grads, coef)
+            raw = grads = torch._foreach_mul(grads, coef)
         wd, decoupled = group["weight_decay"], group["wd_mode"] == "decoupled"
         if wd and not decoupled:
             grads = torch._foreach_add(grads, params, alpha=wd)
         if trust is not None and trust.where == "pre_filter":
-            grads = trust.apply(params, grads, diagnostics)
+            grads = trust.apply(params, grads, diagnostics, raw=raw, wd=0.0 if decoupled else wd)
         states = [self.state[p] for p in params]
         v = stages.filter.update(grads, states, ctx)
         u = stages.normalizer.update(v, grads, states, ctx)

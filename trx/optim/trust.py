@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 from torch import Tensor
 
 
@@ -35,15 +35,37 @@ class TrustRatio(Strict):
     trust_coef: float = Field(1.0, gt=0.0, description="η in η·‖w‖/‖u‖ (LARS uses 0.001, LAMB 1)")
     eps: float = Field(0.0, ge=0.0, description="added to ‖u‖")
     exclude: list[Role] = Field(["vector"], description="parameter roles left at ratio 1")
+    denominator: Literal["norm", "sum"] = Field(
+        "norm",
+        description="norm: ‖u‖ with u = g + wd·w | sum: ‖g‖ + wd·‖w‖ (the LARS paper; pre_filter only)",
+    )
 
-    def ratios(self, params: list[Tensor], u: list[Tensor]) -> Tensor:
+    @model_validator(mode="after")
+    def _sum_needs_pre_filter(self) -> TrustRatio:
+        if self.denominator == "sum" and self.where != "pre_filter":
+            raise ValueError("denominator: `sum` (‖g‖ + wd·‖w‖) is the LARS form; it needs where: pre_filter")
+        return self
+
+    def ratios(self, params: list[Tensor], u: list[Tensor], raw: list[Tensor] | None = None, wd: float = 0.0) -> Tensor:
+        """η·‖w‖/(‖u‖ + eps), or η·‖w‖/(‖raw‖ + wd·‖w‖ + eps) for `sum`; 1 where a norm is 0."""
         w_norm = torch.stack(torch._foreach_norm(params))
-        u_norm = torch.stack(torch._foreach_norm(u))
+        if self.denominator == "sum" and raw is not None:
+            u_norm = torch.stack(torch._foreach_norm(raw)) + wd * w_norm
+        else:
+            u_norm = torch.stack(torch._foreach_norm(u))
         ratio = self.trust_coef * w_norm / (u_norm + self.eps)
         return torch.where((w_norm > 0) & (u_norm > 0), ratio, torch.ones_like(ratio))
 
-    def apply(self, params: list[Tensor], u: list[Tensor], diagnostics: dict[str, float] | None) -> list[Tensor]:
-        ratio = self.ratios(params, u)
+    def apply(
+        self,
+        params: list[Tensor],
+        u: list[Tensor],
+        diagnostics: dict[str, float] | None,
+        raw: list[Tensor] | None = None,
+        wd: float = 0.0,
+    ) -> list[Tensor]:
+        """u scaled per tensor by its ratio; `raw` (g before coupled decay) and wd serve `sum`."""
+        ratio = self.ratios(params, u, raw, wd)
         if diagnostics is not None:
             diagnostics.setdefault("trust_ratio", float(ratio.mean()))
         return _per_tensor_scale(u, ratio)
