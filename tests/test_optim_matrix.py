@@ -1,0 +1,201 @@
+"""NorMuon, TrasMuon and Adafactor against per-matrix references written from their descriptions."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from trx.optim import StepContext, build_optimizer
+from trx.optim.newton_schulz import orthogonalize
+from trx.optim.normalizers import NORMALIZERS
+
+STEPS = 30
+
+
+def mlp(bias: bool, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 24, bias=bias), nn.Tanh(), nn.Linear(24, 16, bias=bias), nn.Tanh(), nn.Linear(16, 4, bias=bias))
+
+
+def batches():
+    gen = torch.Generator().manual_seed(5)
+    w = torch.randn(8, 4, generator=gen)
+    for _ in range(STEPS):
+        x = torch.randn(32, 8, generator=gen)
+        yield x, torch.sin(x @ w)
+
+
+def grads_of(m, batch):
+    m.zero_grad()
+    nn.functional.mse_loss(m(batch[0]), batch[1]).backward()
+    return [p.grad.clone() for p in m.parameters()]
+
+
+def compare(cfg: dict, reference, bias: bool = False) -> float:
+    """Largest relative gap between trx (cfg) and reference(params, grads, states, t) over the run."""
+    ours = mlp(bias)
+    ref = copy.deepcopy(ours)
+    opt = build_optimizer(ours, cfg, total_steps=STEPS)
+    states: list[dict] = [{} for _ in ref.parameters()]
+    worst = 0.0
+    for t, batch in enumerate(batches()):
+        opt.zero_grad()
+        nn.functional.mse_loss(ours(batch[0]), batch[1]).backward()
+        opt.step()
+        grads = grads_of(ref, batch)
+        with torch.no_grad():
+            for p, g, st in zip(ref.parameters(), grads, states):
+                p.sub_(reference(p, g, st, t))
+            gap = max(float((p - q).abs().max()) for p, q in zip(ours.parameters(), ref.parameters()))
+            worst = max(worst, gap / max(float(q.abs().max()) for q in ref.parameters()))
+    return worst
+
+
+def ns(M: torch.Tensor) -> torch.Tensor:
+    return orthogonalize(M[None], 5, "keller", torch.float32)[0]
+
+
+# --- NorMuon ----------------------------------------------------------------------------------
+
+
+def normuon_reference(lr, beta, beta2, eps):
+    def step(p, g, st, t):
+        buf = st["buf"] = beta * st["buf"] + g if "buf" in st else g.clone()
+        O = ns(g + beta * buf)  # nesterov
+        s = st["s"] = beta2 * st.get("s", torch.zeros(O.shape[0], 1)) + (1 - beta2) * O.square().mean(1, keepdim=True)
+        N = O / (s.sqrt() + eps)
+        N = N * O.norm() / (N.norm() + eps)  # keep the matrix norm
+        return lr * math.sqrt(max(1.0, O.shape[0] / O.shape[1])) * N
+
+    return step
+
+
+def test_normuon_matches_its_reference():
+    cfg = {"lr": 0.02, "filter": {"name": "nesterov", "beta": 0.95},
+           "normalizer": {"name": "normuon", "beta2": 0.9, "eps": 1e-8, "dtype": "float32"}}
+    assert compare(cfg, normuon_reference(0.02, 0.95, 0.9, 1e-8)) <= 1e-5
+
+
+# --- TrasMuon ---------------------------------------------------------------------------------
+
+TRAS = {"beta2": 0.95, "eps": 1e-8, "rms": 0.5, "energy_beta": 0.9, "trigger": 1.2, "alpha": 2.0,
+        "clip_min": 0.3, "clip_beta": 0.8}
+
+
+def trasmuon_direction(M, st, o=TRAS):
+    """Per matrix (out, in), axis output: the TrasMuon update direction, from the description."""
+    rows, cols = M.shape
+    O = ns(M)
+    s = st["s"] = o["beta2"] * st.get("s", torch.zeros(rows, 1)) + (1 - o["beta2"]) * O.square().mean(1, keepdim=True)
+    O = O / (s.sqrt() + o["eps"])
+    U = O * (o["rms"] * math.sqrt(rows * cols) / (O.norm() + o["eps"]))
+    energy = M.square().sum(0)  # per input column
+    median = energy.median()
+    ref = st["ref"] = median if "ref" not in st else o["energy_beta"] * st["ref"] + (1 - o["energy_beta"]) * median
+    ratio = energy / (ref + o["eps"])
+    raw = torch.where(ratio > o["trigger"], 1 / (1 + o["alpha"] * torch.log1p(ratio / o["trigger"])), torch.ones_like(ratio))
+    raw = raw.clamp(o["clip_min"], 1.0)
+    clip = st["clip"] = o["clip_beta"] * st.get("clip", torch.ones(cols)) + (1 - o["clip_beta"]) * raw
+    return U * clip[None, :]
+
+
+def trasmuon_reference(lr, beta, wd):
+    def step(p, g, st, t):
+        m = st["m"] = beta * st.get("m", torch.zeros_like(g)) + (1 - beta) * g
+        return lr * wd * p + lr * trasmuon_direction(m, st)
+
+    return step
+
+
+def tras_cfg(**extra) -> dict:
+    return {"lr": 0.01, "filter": {"name": "ema", "beta": 0.9, "bias_correction": False},
+            "normalizer": {"name": "trasmuon", "dtype": "float32", **TRAS, **extra},
+            "weight_decay": {"value": 0.1, "mode": "decoupled", "exclude": []}}
+
+
+def test_trasmuon_matches_its_reference():
+    assert compare(tras_cfg(), trasmuon_reference(0.01, 0.9, 0.1)) <= 1e-5
+
+
+def test_trasmuon_input_axis_is_the_transpose():
+    """axis: input on M is axis: output on Mᵀ, transposed back (Newton–Schulz commutes with ᵀ)."""
+    n_out = NORMALIZERS["trasmuon"](dtype="float32", axis="output")
+    n_in = NORMALIZERS["trasmuon"](dtype="float32", axis="input")
+    torch.manual_seed(0)
+    s_out, s_in = [{}], [{}]
+    for t in range(4):
+        M = torch.randn(6, 10)
+        M[:, 3] *= 8  # a high-energy input feature
+        a = n_in.update([M], [M], s_in, StepContext(step=t))[0]
+        b = n_out.update([M.T.contiguous()], [M.T], s_out, StepContext(step=t))[0]
+        torch.testing.assert_close(a, b.T, rtol=1e-5, atol=1e-6)
+
+
+def test_trasmuon_damps_a_burst_and_reports_it():
+    n = NORMALIZERS["trasmuon"](dtype="float32", clip_beta=0.0, trigger=2.0)
+    torch.manual_seed(0)
+    states: list[dict] = [{}]
+    for t in range(3):
+        n.update([torch.randn(8, 16)], [], states, StepContext(step=t))
+    M = torch.randn(8, 16)
+    M[:, 5] *= 30.0  # a burst in input feature 5
+    diag: dict[str, float] = {}
+    u = n.update([M], [], states, StepContext(step=3, diagnose=True, diagnostics=diag))[0]
+    clip = states[0]["clip_last"].flatten()
+    assert float(clip[5]) < 0.5 and float(clip[torch.arange(16) != 5].min()) > float(clip[5])
+    assert 1 / 16 <= diag["clip_frac"] < 0.5 and diag["energy_ratio"] > 100
+    assert 0.0 <= diag["ns_orth_err"] < 1.0
+    assert float(u.square().mean().sqrt()) <= 1.0 + 1e-5  # calibrated to rms 1, then damped
+
+
+def test_trasmuon_without_clip_is_calibrated_normuon():
+    """alpha 0 turns the clip off: the update is the second-moment-normalized O at RMS `rms`."""
+    n = NORMALIZERS["trasmuon"](dtype="float32", alpha=0.0, rms=0.2)
+    M = torch.randn(12, 20)
+    u = n.update([M], [M], [{}], StepContext(step=0))[0]
+    assert float(u.square().mean().sqrt()) == pytest.approx(0.2, rel=1e-5)
+
+
+def test_clip_refresh_period_and_delay():
+    n = NORMALIZERS["trasmuon"](dtype="float32", clip_every=2, clip_delay=1, clip_beta=0.0)
+    states: list[dict] = [{}]
+    applied = []
+    for t in range(5):
+        M = torch.randn(6, 10)
+        M[:, 0] *= 20
+        n.update([M], [], states, StepContext(step=t))
+        applied.append(float(states[0]["clip_last"].flatten()[0]))
+    assert applied[0] == 1.0 and applied[1] == 1.0  # count 1 ≤ delay; count 2: (2−1) % 2 ≠ 0
+    assert applied[2] < 1.0 and applied[3] == applied[2]  # refreshed at counts 3 and 5 only
+
+
+# --- Adafactor --------------------------------------------------------------------------------
+
+
+def adafactor_reference(lr, decay_rate=-0.8, eps1=1e-30, d=1.0):
+    """Shazeer & Stern 2018, Alg. 4/5 with β1 = 0, relative step off: R, C row/column sums."""
+
+    def step(p, g, st, t):
+        beta = 1 - (t + 1) ** decay_rate
+        sq = g * g + eps1
+        if g.ndim >= 2:
+            R = st["R"] = beta * st.get("R", 0) + (1 - beta) * sq.sum(1)  # (n,)
+            C = st["C"] = beta * st.get("C", 0) + (1 - beta) * sq.sum(0)  # (m,)
+            V = torch.outer(R, C) / R.sum()
+        else:
+            V = st["V"] = beta * st.get("V", 0) + (1 - beta) * sq
+        U = g / V.sqrt()
+        U = U / max(1.0, float(U.square().mean().sqrt()) / d)
+        return lr * U
+
+    return step
+
+
+@pytest.mark.parametrize("clip", [1.0, 0.05])
+def test_adafactor_matches_the_paper(clip):
+    cfg = {"lr": 0.01, "normalizer": {"name": "adafactor", "clip_threshold": clip}}
+    assert compare(cfg, adafactor_reference(0.01, d=clip), bias=True) <= 1e-5
