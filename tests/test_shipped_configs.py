@@ -1,0 +1,39 @@
+"""Every YAML in configs/ loads, validates and runs a few steps on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trx.config import load_config
+from trx.runner import prepare, run_experiment
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+# Sizes that keep a GPU-sized config to a few seconds on 2 CPU cores.
+SMALL = {
+    "small_gpt": ["task.n_layer=1", "task.n_embd=32", "task.n_head=2", "task.block_size=32", "task.batch_size=4",
+                  "task.eval_batches=1", "task.compile=false", "task.grad_accum=1"],
+    "cifar_resnet": ["task.model=fast", "task.width=8", "task.batch_size=8", "task.train_size=64", "task.val_size=32",
+                     "task.eval_batch_size=32", "task.compile=false"],
+}
+
+
+def test_configs_exist():
+    assert {p.name for p in CONFIGS} >= {"muon_vs_adam.yaml", "quickstart.yaml", "quadratic_heavy_ball.yaml"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_shipped_config_runs_a_few_steps(path, tmp_path):
+    cfg = load_config(path)
+    small = SMALL.get(cfg.task.name, [])
+    warm = [b.schedule.warmup for a in cfg.optimizers.values() for b in (a, a.aux) if b and b.schedule]
+    n = 3 + max([w for w in warm if isinstance(w, int)], default=0)  # warmups in updates must still fit
+    steps = [f"steps={n}", "log_every=1", "eval_every=2", "checkpoint_every=0", "device=cpu"]
+    cfg = load_config(path, [*steps, *small])
+    summaries = run_experiment(prepare(cfg, tmp_path))
+    assert len(summaries) == len(cfg.optimizers)
+    for s in summaries:
+        assert s["status"] in ("complete", "diverged"), (s["arm"], s.get("error"))
+        assert s["steps_done"] >= 1
