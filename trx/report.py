@@ -265,7 +265,7 @@ def lr_table(runs: list[RunRecord], metric: str = "loss", tolerance: float = 0.1
     """Per optimizer arm of a sweep (and per setting of its other axes): best lr, best result,
     and the lr tolerance, with results averaged over seeds (diverged in any seed = diverged)."""
     curves: dict[tuple[str, str, str], dict[float, list[RunRecord]]] = {}
-    for run in runs:
+    for run in sorted(runs, key=lambda r: (r.name, r.arm, [(k, _sort_key(v)) for k, v in r.overrides])):
         if run.cell is None or run.lr is None:
             continue
         rest = ",".join(f"{k}={v}" for k, v in run.overrides if k != "lr")

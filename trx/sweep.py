@@ -101,7 +101,7 @@ def format_value(v: Any) -> str:
         return f"{v:.4g}"
     if isinstance(v, str):
         return v
-    return yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().replace(" ", "").replace("/", "_")
+    return yaml.safe_dump(v, default_flow_style=True, width=10**6, sort_keys=False).strip().replace(" ", "").replace("/", "_")
 
 
 # ---- cells ------------------------------------------------------------------------------------
@@ -261,7 +261,10 @@ def check_plan(plan: Plan, device: str | None) -> None:
         cfg = resolve(cell.data)
         key = yaml.safe_dump([cell.data["task"], cell.data["device"]])
         if key not in prepared:
-            prepared[key] = prepare(cfg, plan.root, device)
+            try:
+                prepared[key] = prepare(cfg, plan.root, device)
+            except UserError as exc:
+                raise UserError(f"sweep cell {cell.arm}/{cell.id}: {exc}", exc.hint) from None
         exp = prepared[key]
         try:
             groups = plan_groups(exp.task.build_model(), cfg.optimizers[cell.arm], exp.roles)
@@ -392,8 +395,18 @@ def _run_serial(plan, todo, job_of, summaries, notify, stop) -> None:
             raise SweepInterrupted
 
 
+def _context() -> Any:
+    """forkserver where available: workers fork from one process that imported trx once (torch
+    is slow to import); spawn elsewhere. Never plain fork from a process that may hold threads."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["trx.sweep"])
+        return ctx
+    return mp.get_context("spawn")
+
+
 def _run_parallel(plan, todo, job_of, summaries, notify, stop, jobs) -> None:
-    ctx = mp.get_context("spawn")
+    ctx = _context()
     event = ctx.Event()
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(event,)) as pool:
         futures = {}

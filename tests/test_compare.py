@@ -1,0 +1,164 @@
+"""`trx compare`: run folders found on disk, means over seeds, steps to a target, the
+learning-rate tolerance on hand-made sweeps, the three formats, bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from trx.cli import app
+from trx.report import find_runs, lr_table, lr_tolerance, split_cell_id, steps_to_target
+
+
+def write_run(folder: Path, arm: str, final_loss: float | None, *, seed: int = 0, lr: float | None = None,
+              status: str = "complete", name: str = "hand", losses: list[float] | None = None,
+              val: dict[str, float] | None = None, wall: float = 1.0) -> Path:
+    """A run folder as the runner writes it: summary.json, metrics.csv, config.yaml."""
+    folder.mkdir(parents=True, exist_ok=True)
+    diverged = status == "diverged"
+    summary: dict[str, Any] = {"name": name, "arm": arm, "task": "logreg", "status": status, "steps": 30,
+                               "steps_done": 30, "final_loss": final_loss, "best_loss": final_loss,
+                               "first_loss": 2.0, "diverged": diverged, "diverged_at": 20 if diverged else None,
+                               "wall_time_s": wall, "seed": seed}
+    summary.update({f"final_{k}": v for k, v in (val or {}).items()})
+    (folder / "summary.json").write_text(json.dumps(summary))
+    losses = losses or [2.0, 1.0, final_loss if final_loss is not None else math.inf]
+    rows = ["step,loss,lr"] + [f"{10 * i},{v},{lr or 0.1}" for i, v in enumerate(losses)]
+    (folder / "metrics.csv").write_text("\n".join(rows) + "\n")
+    config = {"name": name, "seed": seed, "optimizers": {arm: {"lr": lr if lr is not None else 0.1}}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    return folder
+
+
+def make_sweep(root: Path, results: dict[str, dict[float, list[float | None]]], name: str = "hand") -> Path:
+    """<root>/<name>/sweep/<arm>/lr=…,seed=…/ for every arm, lr and seed; None = diverged."""
+    sweep = root / name / "sweep"
+    for arm, by_lr in results.items():
+        for lr, values in by_lr.items():
+            for seed, value in enumerate(values):
+                cell = sweep / arm / f"lr={lr:.4g},seed={seed}"
+                write_run(cell, arm, value if value is not None else 1e6, seed=seed, lr=lr,
+                          status="complete" if value is not None else "diverged", name=name,
+                          val={"val_loss": (value or 1e6) + 0.05, "val_acc": 1.0 - (value or 1.0) / 2})
+    return sweep
+
+
+RESULTS = {
+    # lr:            seed 0, seed 1       mean
+    "adamw": {1e-4: [1.00, 1.00],          # 1.0
+              1e-3: [0.21, 0.23],          # 0.22  within 10% of 0.20
+              1e-2: [0.19, 0.21],          # 0.20  best
+              1e-1: [0.21, 0.21],          # 0.21  within
+              1.0: [0.15, None]},          # diverged in one seed: diverged
+    "muon": {1e-3: [0.5, 0.5], 1e-2: [0.3, 0.3], 1e-1: [0.1, 0.1]},  # best at the high edge
+}
+
+
+def compare_cli(*args: str):
+    return CliRunner().invoke(app, ["compare", *args], env={"COLUMNS": "200"})
+
+
+def parse_csv(text: str) -> list[list[dict[str, str]]]:
+    return [list(csv.DictReader(io.StringIO(block))) for block in text.strip().split("\n\n")]
+
+
+# ---- the tolerance itself ---------------------------------------------------------------------
+def test_tolerance_is_the_contiguous_run_within_tol_of_the_best():
+    lrs = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+    tol = lr_tolerance(lrs, [1.0, 0.22, 0.20, 0.21, None], 0.1, higher_better=False)
+    assert (tol.best_lr, tol.best, tol.lo, tol.hi) == (1e-2, 0.20, 1e-3, 1e-1)
+    assert tol.decades == pytest.approx(2.0) and tol.note == ""
+    gap = lr_tolerance(lrs, [0.2, 0.5, 0.2, 0.21, 0.21], 0.1, higher_better=False)  # 1e-4 is good but not contiguous
+    assert (gap.best_lr, gap.lo, gap.hi) == (1e-4, 1e-4, 1e-4) and "low edge" in gap.note
+    assert lr_tolerance([0.1], [0.5], 0.1, False).decades == 0
+    assert lr_tolerance(lrs[:2], [None, None], 0.1, False).best_lr is None
+
+
+def test_tolerance_for_accuracies_looks_upward_and_unsorted_input_is_sorted():
+    tol = lr_tolerance([1e-1, 1e-3, 1e-2], [0.90, 0.80, 0.95], 0.1, higher_better=True)
+    assert (tol.best_lr, tol.lo, tol.hi) == (1e-2, 1e-2, 1e-1)
+    assert tol.decades == pytest.approx(1.0) and "tolerant range reaches the edge" in tol.note
+
+
+def test_lr_table_of_a_hand_made_sweep_averages_seeds_and_flags_edges(tmp_path):
+    runs = find_runs([make_sweep(tmp_path, RESULTS)])
+    table = lr_table(runs, "loss", 0.1).set_index("arm")
+    adamw, muon = table.loc["adamw"], table.loc["muon"]
+    assert adamw["best_lr"] == 1e-2 and adamw["best_loss"] == pytest.approx(0.20)
+    assert (adamw["tolerant_lr_lo"], adamw["tolerant_lr_hi"]) == (1e-3, 1e-1)
+    assert adamw["tolerance_decades"] == pytest.approx(2.0) and adamw["diverged_lrs"] == "1/5"
+    assert muon["best_lr"] == 0.1 and muon["tolerance_decades"] == 0 and "range too narrow" in muon["note"]
+    narrow = lr_table(runs, "loss", 0.05).set_index("arm").loc["adamw"]
+    assert (narrow["tolerant_lr_lo"], narrow["tolerant_lr_hi"]) == (1e-2, 1e-1)
+    acc = lr_table(runs, "val_acc", 0.1).set_index("arm").loc["adamw"]
+    assert acc["best_lr"] == 1e-2 and acc["best_val_acc"] == pytest.approx(0.9)
+
+
+def test_cell_ids_split_back_into_keys():
+    assert split_cell_id("lr=0.01,schedule.warmup=0,seed=1") == [("lr", "0.01"), ("schedule.warmup", "0"), ("seed", "1")]
+    assert split_cell_id("filter.b=[1,0.5],seed=0") == [("filter.b", "[1,0.5]"), ("seed", "0")]
+
+
+def test_steps_to_target_reads_metrics_csv(tmp_path):
+    run = find_runs([write_run(tmp_path / "a", "a", 0.1, losses=[2.0, 0.8, 0.4, 0.1])])[0]
+    assert steps_to_target(run, "loss", 0.5) == 20 and steps_to_target(run, "loss", 0.01) is None
+
+
+# ---- through the command line -----------------------------------------------------------------
+def test_compare_csv_of_a_sweep_has_cells_then_lr_tolerance(tmp_path):
+    res = compare_cli(str(make_sweep(tmp_path, RESULTS)), "--format", "csv", "--target", "0.5")
+    assert res.exit_code == 0, res.output
+    cells, lrs = parse_csv(res.output)
+    by_run = {r["run"]: r for r in cells}
+    assert len(cells) == 8 and by_run["adamw lr=0.01"]["seeds"] == "2"
+    assert float(by_run["adamw lr=0.01"]["final_loss"]) == pytest.approx(0.20)
+    assert float(by_run["adamw lr=0.01"]["final_loss_std"]) == pytest.approx(math.sqrt(2) * 0.01)
+    assert by_run["adamw lr=1"]["diverged"] == "1/2" and by_run["adamw lr=1"]["status"] == "complete 1/2, diverged 1/2"
+    assert by_run["adamw lr=0.01"]["steps_to_target"] == "20.0" and by_run["adamw lr=0.0001"]["reached"] == "0/2"
+    assert [r["arm"] for r in lrs] == ["adamw", "muon"] and float(lrs[0]["tolerance_decades"]) == pytest.approx(2)
+
+
+def test_compare_md_pastes_into_a_report(tmp_path):
+    res = compare_cli(str(make_sweep(tmp_path, RESULTS)), "--format", "md", "--metric", "val_loss")
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0].startswith("| run | seeds | status |") and lines[1].startswith("|---|---:|---|")
+    assert "| adamw lr=0.01 | 2 | complete | 0.2 ± 0.014 |" in res.output
+    assert "learning-rate tolerance (final val_loss, within 10% of the best):" in res.output
+    assert "| muon | 3 | 2 | 0.1 | 0.15 ± 0 |" in res.output
+
+
+def test_compare_table_of_experiment_and_arm_folders(tmp_path):
+    write_run(tmp_path / "exp" / "sgd", "sgd", 0.3, name="exp", val={"val_loss": 0.35})
+    write_run(tmp_path / "exp" / "adam", "adam", 0.2, name="exp", val={"val_loss": 0.25})
+    write_run(tmp_path / "other" / "adam", "adam", 0.1, name="other")
+    res = compare_cli(str(tmp_path / "exp"), str(tmp_path / "other" / "adam"), str(tmp_path / "exp" / "sgd"))
+    assert res.exit_code == 0, res.output
+    assert "exp/adam" in res.output and "exp/sgd" in res.output and "other/adam" in res.output
+    assert res.output.count("exp/sgd") == 1 and "learning-rate tolerance" not in res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{tmp}/nope"], "no such file or folder"),
+        (["{tmp}/empty"], "no summary.json in or below"),
+        (["{tmp}/sweep", "--format", "xml"], "--format: must be table, csv or md"),
+        (["{tmp}/sweep", "--metric", "bleu"], "--metric bleu: no run has it"),
+        (["{tmp}/sweep", "--tolerance", "-1"], "--tolerance: must be ≥ 0"),
+    ],
+)
+def test_bad_input_is_exit_2_with_one_line(tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    write_run(tmp_path / "sweep" / "a", "a", 0.1)
+    res = compare_cli(*[a.format(tmp=tmp_path) for a in args])
+    assert res.exit_code == 2
+    assert message in res.output and "Traceback" not in res.output
