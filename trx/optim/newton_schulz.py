@@ -22,9 +22,9 @@ Coefficient sets (`COEFFICIENTS`, or a list of (a, b, c) triples; a short list r
   that bf16 round-off cannot push a singular value past the polynomial's stable range, and the
   input is normalized by 1.01·‖G‖_F + eps instead of max(‖G‖_F, eps). Steps past the eighth repeat
   the last triple (15/8, -10/8, 3/8), the classic degree-5 Newton–Schulz, which converges to 1.
-- `svd`: the exact polar factor U·Vᵀ from `torch.linalg.svd` (float64 for float64 input, float32
-  otherwise; `steps` is ignored) — the reference the iterations approximate. Directions whose
-  singular value is at round-off level map to 0, as they do under the iterations.
+- `svd`: the exact polar factor U·Vᵀ from `torch.linalg.svd` in float64 (`steps` is ignored) —
+  the reference the iterations approximate; slow, for tests and tables. Directions whose
+  singular value is below G's round-off (ε·σ_max) map to 0, as they do under the iterations.
 
 Precision: the iteration runs in `dtype` (bf16 is ~2 decimal digits, enough for an update
 direction); `resolve_dtype("auto", device)` picks bf16 where matmuls in it are fast. With
@@ -131,20 +131,30 @@ def resolve_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
     return torch.float32
 
 
+METHODS = ("standard", "gram")
+GRAM_MIN_ASPECT = 2  # method="gram" applies to matrices at least this rectangular
+
+
 def orthogonalize(
     G: Tensor,
     steps: int = 5,
     coefficients: str | Sequence[Sequence[float]] = "keller",
     dtype: torch.dtype = torch.float32,
     eps: float = 1e-7,
+    *,
+    method: str = "standard",
 ) -> Tensor:
     """Approximate polar factor of each matrix in G (..., m, n); returns G's dtype and shape.
 
     Stack same-shaped matrices into one (B, m, n) tensor: one batched call is much faster than a
-    loop over them (docs/newton_schulz.md).
+    loop over them (docs/newton_schulz.md). `method="gram"` runs the same polynomial in Gram form
+    on matrices with long side ≥ GRAM_MIN_ASPECT × short side (fewer FLOPs there; the standard
+    form elsewhere); equal to the standard form up to rounding.
     """
     if G.dim() < 2:
         raise ValueError(f"orthogonalize needs (..., m, n) matrices, got shape {tuple(G.shape)}")
+    if method not in METHODS:
+        raise ValueError(f"unknown Newton–Schulz method {method!r}; allowed: {', '.join(METHODS)}")
     if coefficients == SVD:
         return polar_svd(G)
     if steps < 1:
@@ -157,43 +167,65 @@ def orthogonalize(
     if m > n:  # iterate on the short side so the Gram matrix X Xᵀ is the small one
         X = X.mT
     norm = X.norm(dim=(-2, -1), keepdim=True)
-    denom = norm * safety + eps if safety else norm.clamp(min=eps)
-    X = _iterate(X, denom, schedule)
+    X = X / (norm * safety + eps) if safety else X / norm.clamp(min=eps)
+    if method == "gram" and max(m, n) >= GRAM_MIN_ASPECT * min(m, n):
+        X = _gram_iterations(X, schedule)
+    else:
+        X = _iterations(X, schedule)
     if m > n:
         X = X.mT
     return X.reshape(G.shape).to(G.dtype)
 
 
-def _iterate(X: Tensor, denom: Tensor, schedule: list[Triple]) -> Tensor:
-    """X ← a·X + (b·A + c·A²)·X with A = X Xᵀ, from X/denom, for X (m, n) or (B, m, n), m ≤ n.
+def _iterations(X: Tensor, schedule: list[Triple]) -> Tensor:
+    """X ← a·X + (b·A + c·A²)·X with A = X Xᵀ, for X (s, l) or (B, s, l) with s ≤ l.
 
-    The fused multiply-adds (addmm/baddbmm) write into two ping-pong buffers for X and one each
-    for A and b·A + c·A², allocated once: no step allocates. For 2-D input the calls are torch's
-    own (`mm`, `addmm`) in the order of `_zeropower_via_newtonschulz`.
+    For 2-D input these are torch's own calls (`mm`, `addmm`) in the order of
+    `_zeropower_via_newtonschulz`; batches use the same fused multiply-adds via baddbmm.
     """
-    batched = X.dim() == 3
-    mm = torch.bmm if batched else torch.mm
-    mm_add = torch.baddbmm if batched else torch.addmm
-    shape, m = X.shape, X.size(-2)
-    bufs = [X.new_empty(shape), X.new_empty(shape)]  # contiguous (…, m, n)
-    A = X.new_empty(*shape[:-1], m)  # (…, m, m)
-    B = torch.empty_like(A)
-    X = torch.div(X, denom, out=bufs[1])
-    for k, (a, b, c) in enumerate(schedule):
-        mm(X, X.mT, out=A)
-        mm_add(A, A, A, beta=b, alpha=c, out=B)
-        X = mm_add(X, B, X, beta=a, out=bufs[k % 2])
+    mm_add = torch.baddbmm if X.dim() == 3 else torch.addmm
+    for a, b, c in schedule:
+        A = X @ X.mT  # (…, s, s)
+        B = mm_add(A, A, A, beta=b, alpha=c)  # b·A + c·A²
+        X = mm_add(X, B, X, beta=a)  # a·X + B·X
     return X
+
+
+def _gram_iterations(X: Tensor, schedule: list[Triple]) -> Tensor:
+    """The same iterations in Gram form (Zhang, Amsel, Chen, Dao 2026, "Gram Newton–Schulz").
+
+    Every iterate is X_k = Q·X_0 with Q a polynomial in R = X_0 X_0ᵀ (s × s), so iterate on the
+    small matrices instead: Z = b·R + c·R², Q ← Q·(a·I + Z), R ← (a·I + Z)·R·(a·I + Z) (all
+    polynomials in R commute), and touch the long (s, l) matrix only at the end, X = Q·X_0.
+    That saves FLOPs once l ≥ 2s. In low precision R drifts from X Xᵀ, so before steps
+    2, 5, 8, … the iteration restarts from X ← Q·X (the authors' restart after step 2 of 5).
+    """
+    mm_add = torch.baddbmm if X.dim() == 3 else torch.addmm
+    R = X @ X.mT  # (…, s, s)
+    Q = None
+    for i, (a, b, c) in enumerate(schedule):
+        if Q is not None and i % 3 == 2:
+            X, Q = Q @ X, None
+            R = X @ X.mT
+        Z = mm_add(R, R, R, beta=b, alpha=c)  # b·R + c·R²
+        if Q is None:
+            Q = Z.clone()
+            Q.diagonal(dim1=-2, dim2=-1).add_(a)  # a·I + Z
+        else:
+            Q = mm_add(Q, Q, Z, beta=a)  # Q·(a·I + Z)
+        if i + 1 < len(schedule) and (i + 1) % 3 != 2:  # R is needed by the next step
+            RZ = mm_add(R, R, Z, beta=a)  # R·(a·I + Z)
+            R = mm_add(RZ, Z, RZ, beta=a)  # (a·I + Z)·R·(a·I + Z)
+    return Q @ X
 
 
 def polar_svd(G: Tensor) -> Tensor:
     """The exact polar factor U·Vᵀ of each matrix of G (..., m, n), in G's dtype.
 
-    Computed in float64 for float64 input, else float32. Singular values below
-    max(m, n)·ε·σ_max count as zero and their directions map to 0 (so 0 ↦ 0).
+    The SVD runs in float64. Singular values at or below ε·σ_max (ε of G's dtype: what G cannot
+    resolve) count as zero and their directions map to 0, as under the iterations (so 0 ↦ 0).
     """
-    work = torch.float64 if G.dtype == torch.float64 else torch.float32
-    U, S, Vh = torch.linalg.svd(G.to(work), full_matrices=False)
-    tol = S.amax(dim=-1, keepdim=True) * max(G.shape[-2:]) * torch.finfo(work).eps
-    keep = (S > tol).to(work)
+    U, S, Vh = torch.linalg.svd(G.to(torch.float64), full_matrices=False)
+    tol = S.amax(dim=-1, keepdim=True) * torch.finfo(G.dtype).eps
+    keep = (S > tol).to(torch.float64)
     return ((U * keep.unsqueeze(-2)) @ Vh).to(G.dtype)

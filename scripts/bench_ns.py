@@ -1,0 +1,276 @@
+"""Benchmark and accuracy tables for trx.optim.newton_schulz (numbers in docs/newton_schulz.md).
+
+    python scripts/bench_ns.py                  # CPU timings, < 1 minute on 2 cores
+    python scripts/bench_ns.py --table          # orthogonality error table (markdown), CPU float32
+    python scripts/bench_ns.py --device cuda    # GPU: TFLOP/s vs plain bf16 matmul, eager vs compile
+
+Shapes are the Muon matrices of a GPT, stacked the way trx stacks them (one (L, m, n) batch per
+shape): per layer (d, 3d), (d, d), (4d, d), (d, 4d). `small_gpt` is d=256 with 4 layers,
+`gpt2_small` d=768 with 12 layers (1 on CPU unless --layers, to stay under a minute).
+
+Two variants that are not in the library are measured here against it:
+- `plain`: the same iteration written with fresh tensors each step (`a·X + B@X`), no buffers;
+- `gram`: the Gram form of the iteration (Zhang, Amsel, Chen, Dao 2026, "Gram Newton–Schulz",
+  github.com/Dao-AILab/gram-newton-schulz): iterate on R = X Xᵀ and the polynomial Q(R) so
+  that X is touched only at a restart and at the end, X_out = Q·X; restart after step 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+try:
+    from trx.optim import newton_schulz as ns
+except ImportError:  # a bare GPU box with torch only: the module itself needs nothing else
+    _spec = importlib.util.spec_from_file_location("newton_schulz", ROOT / "trx/optim/newton_schulz.py")
+    ns = sys.modules["newton_schulz"] = importlib.util.module_from_spec(_spec)  # dynamo looks it up
+    _spec.loader.exec_module(ns)
+
+MODELS = {"small_gpt": (256, 4), "gpt2_small": (768, 12)}
+
+
+def model_shapes(d: int) -> list[tuple[int, int]]:
+    return [(d, 3 * d), (d, d), (4 * d, d), (d, 4 * d)]
+
+
+def ns_flops(batch: int, m: int, n: int, steps: int) -> float:
+    """FLOPs of `steps` standard iterations: X Xᵀ, A·A and B·X on the short side s = min(m, n)."""
+    s, l = min(m, n), max(m, n)
+    return batch * steps * 2.0 * (2 * s * s * l + s**3)
+
+
+# --- variants measured against the library -----------------------------------------------------
+
+
+def plain_iteration(G: torch.Tensor, steps: int = 5, dtype=torch.float32) -> torch.Tensor:
+    """The library's iteration without preallocated buffers: fresh tensors every step."""
+    X = G.to(dtype)
+    tall = X.size(-2) > X.size(-1)
+    if tall:
+        X = X.mT
+    X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=1e-7)
+    for a, b, c in ns.coefficient_schedule("keller", steps):
+        A = X @ X.mT
+        B = torch.baddbmm(A, A, A, beta=b, alpha=c)
+        X = torch.baddbmm(X, B, X, beta=a)
+    return (X.mT if tall else X).to(G.dtype)
+
+
+def gram_iteration(G: torch.Tensor, steps: int = 5, dtype=torch.float32, restarts=(2,)) -> torch.Tensor:
+    """Gram Newton–Schulz: X_k = Q_k(R)·X with R = X Xᵀ; same polynomial as the standard form.
+
+    One step maps Q ← Q·(a·I + Z) and R ← (a·I + Z)·R·(a·I + Z) with Z = b·R + c·R² (all
+    polynomials in R commute). In low precision R drifts from X Xᵀ, so at each restart step
+    X ← Q·X and R is recomputed from it.
+    """
+    X = G.to(dtype)
+    tall = X.size(-2) > X.size(-1)
+    if tall:
+        X = X.mT
+    X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=1e-7)  # (B, s, l)
+    schedule = ns.coefficient_schedule("keller", steps)
+    R = X @ X.mT  # (B, s, s)
+    eye = torch.eye(R.size(-1), dtype=R.dtype, device=R.device)
+    Q = None
+    for i, (a, b, c) in enumerate(schedule):
+        if i in restarts and Q is not None:
+            X, Q = Q @ X, None
+            R = X @ X.mT
+        Z = torch.baddbmm(R, R, R, beta=b, alpha=c)
+        Q = Z + a * eye if Q is None else torch.baddbmm(Q, Q, Z, beta=a)
+        if i + 1 < len(schedule) and i + 1 not in restarts:
+            RZ = torch.baddbmm(R, R, Z, beta=a)
+            R = torch.baddbmm(RZ, Z, RZ, beta=a)
+    X = Q @ X
+    return (X.mT if tall else X).to(G.dtype)
+
+
+# --- timing -------------------------------------------------------------------------------------
+
+
+def timeit(fn: Callable[[], object], device: str, min_time: float, min_reps: int = 3) -> float:
+    """Fastest seconds per call after one warm-up call: the minimum, not the median, because a
+    shared CPU adds noise that only ever makes a call slower."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    fn()
+    sync()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_reps or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def stacks(d: int, layers: int, device: str) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(layers, m, n, generator=g).to(device) for m, n in model_shapes(d)]
+
+
+def cpu_report(args) -> None:
+    print(f"# CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"fast bf16: {ns.cpu_has_fast_bf16()}, 5 keller steps, fastest ms per call")
+    for model, (d, layers) in MODELS.items():
+        layers = args.layers or (layers if d < 512 else 1)
+        print(f"\n## {model}: d={d}, {layers} layers")
+        print(f"{'shape (L,m,n)':>18} {'fp32':>8} {'bf16':>8} {'fp32/bf16':>9} {'loop fp32':>9} "
+              f"{'loop/batch':>10} {'plain fp32':>10} {'gram fp32':>9} {'gram bf16':>9}")
+        totals = dict.fromkeys(["fp32", "bf16", "loop", "plain", "gram", "gram16"], 0.0)
+        for G in stacks(d, layers, "cpu"):
+            t = {
+                "fp32": timeit(lambda: ns.orthogonalize(G), "cpu", args.min_time),
+                "bf16": timeit(lambda: ns.orthogonalize(G, dtype=torch.bfloat16), "cpu", args.min_time),
+                "loop": timeit(lambda: [ns.orthogonalize(g) for g in G], "cpu", args.min_time),
+                "plain": timeit(lambda: plain_iteration(G), "cpu", args.min_time),
+                "gram": timeit(lambda: gram_iteration(G), "cpu", args.min_time),
+                "gram16": timeit(lambda: gram_iteration(G, dtype=torch.bfloat16), "cpu", args.min_time),
+            }
+            for k in totals:
+                totals[k] += t[k]
+            print(_cpu_row(str(tuple(G.shape)), t))
+        print(_cpu_row("total", totals))
+
+
+def _cpu_row(label: str, t: dict[str, float]) -> str:
+    ms = {k: 1e3 * v for k, v in t.items()}
+    return (f"{label:>18} {ms['fp32']:8.2f} {ms['bf16']:8.2f} {t['fp32'] / t['bf16']:9.2f} "
+            f"{ms['loop']:9.2f} {t['loop'] / t['fp32']:10.2f} {ms['plain']:10.2f} "
+            f"{ms['gram']:9.2f} {ms['gram16']:9.2f}")
+
+
+# --- CUDA ---------------------------------------------------------------------------------------
+
+
+def matmul_chain(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """The GEMMs of `steps` iterations on the same shapes with no scaling or adds: the floor."""
+    X = G if G.size(-2) <= G.size(-1) else G.mT
+    for _ in range(steps):
+        A = X @ X.mT
+        X = (A @ A) @ X
+    return X
+
+
+def cuda_report(args, dev: str = "cuda", big_n: int = 8192) -> None:
+    name = torch.cuda.get_device_name() if dev == "cuda" else dev
+    print(f"# {name}, torch {torch.__version__}, 5 keller steps, bf16")
+    big = torch.randn(big_n, big_n, device=dev, dtype=torch.bfloat16)
+    peak = 2 * big_n**3 / timeit(lambda: big @ big, dev, args.min_time) / 1e12
+    print(f"plain bf16 matmul {big_n}³: {peak:.0f} TFLOP/s")
+    orth = lambda G: ns.orthogonalize(G, dtype=torch.bfloat16)  # noqa: E731
+    compiled = torch.compile(plain_iteration)
+    graphed = torch.compile(plain_iteration, mode="reduce-overhead")
+    gram_c = torch.compile(gram_iteration)
+    variants = {
+        "trx eager": orth,
+        "plain eager": lambda G: plain_iteration(G, dtype=torch.bfloat16),
+        "compiled": lambda G: compiled(G, dtype=torch.bfloat16),
+        "compiled+graphs": lambda G: graphed(G, dtype=torch.bfloat16),
+        "gram eager": lambda G: gram_iteration(G, dtype=torch.bfloat16),
+        "gram compiled": lambda G: gram_c(G, dtype=torch.bfloat16),
+        "loop (trx)": lambda G: [orth(g) for g in G],
+    }
+    for model, (d, layers) in MODELS.items():
+        print(f"\n## {model}: d={d}, {layers} layers; TFLOP/s counting the standard iteration's "
+              f"FLOPs (ratio to the same-shape matmul chain)")
+        print(f"{'shape (L,m,n)':>18} {'matmul':>7} " + " ".join(f"{k:>16}" for k in variants))
+        total = dict.fromkeys(["matmul", *variants], 0.0)
+        for G in stacks(d, layers, dev):
+            G16 = G.to(torch.bfloat16)
+            flops = ns_flops(*G.shape, 5) / 1e12
+            total["matmul"] += (t_base := timeit(lambda: matmul_chain(G16), dev, args.min_time))
+            cells = []
+            for key, fn in variants.items():
+                total[key] += (t := timeit(lambda: fn(G), dev, args.min_time))
+                cells.append(f"{flops / t:6.1f} ({t_base / t:4.0%})")
+            print(f"{str(tuple(G.shape)):>18} {flops / t_base:7.1f} " + " ".join(f"{c:>16}" for c in cells))
+        print(f"{'total ms':>18} " + " ".join(f"{1e3 * t:>7.3f}" if k == "matmul" else f"{1e3 * t:>16.3f}"
+                                          for k, t in total.items()))
+
+
+# --- accuracy -----------------------------------------------------------------------------------
+
+
+def conditioned(n: int, kappa: float, seed: int = 0, batch: int = 1) -> torch.Tensor:
+    """(batch, n, n) float64 matrices U·diag(s)·Vᵀ, s log-spaced from 1 down to 1/kappa."""
+    g = torch.Generator().manual_seed(seed)
+    U = torch.linalg.qr(torch.randn(batch, n, n, generator=g, dtype=torch.float64))[0]
+    V = torch.linalg.qr(torch.randn(batch, n, n, generator=g, dtype=torch.float64))[0]
+    s = torch.logspace(0, -math.log10(kappa), n, dtype=torch.float64)
+    return U * s @ V.mT
+
+
+def ortho_error(O: torch.Tensor) -> float:
+    """‖OᵀO − I‖_F / √n for square O, in float64; the mean over a batch."""
+    O = O.double()
+    n = O.size(-1)
+    E = O.mT @ O - torch.eye(n, dtype=O.dtype)
+    return (E.norm(dim=(-2, -1)) / math.sqrt(n)).mean().item()
+
+
+def table_report(args) -> None:
+    n, ks, kappas = 256, [1, 2, 3, 4, 5, 6, 8, 10], [10.0, 1e3, 1e6]
+    print(f"Orthogonality error ‖OᵀO − I‖_F/√n after k steps, n={n}, float32, singular values "
+          f"log-spaced in [1/κ, 1], mean of 4 random U, V.\n")
+    print("| set | κ | " + " | ".join(f"k={k}" for k in ks) + " |")
+    print("|---|---|" + "---|" * len(ks))
+    for name in ["keller", "polar_express", "svd"]:
+        for kappa in kappas:
+            G = conditioned(n, kappa, batch=4).float()
+            errs = [ortho_error(ns.orthogonalize(G, k, name)) for k in ks]
+            print(f"| {name} | {kappa:.0e} | " + " | ".join(f"{e:.2g}" for e in errs) + " |")
+    print("\nSingular values of the output after 5 steps, min–max (fp32 | bf16):\n")
+    print("| set | " + " | ".join(f"κ={k:.0e}" for k in kappas) + " |")
+    print("|---|" + "---|" * len(kappas))
+    for name in ["keller", "polar_express", "svd"]:
+        cells = []
+        for kappa in kappas:
+            G = conditioned(n, kappa, batch=4).float()
+            bands = []
+            for dt in (torch.float32, torch.bfloat16):
+                s = torch.linalg.svdvals(ns.orthogonalize(G, 5, name, dtype=dt).double())
+                bands.append(f"{s.min():.3f}–{s.max():.3f}")
+            cells.append(" \\| ".join(bands))
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\nGram form vs standard form (keller, 5 steps, restart after step 2), same error:\n")
+    print("| form | dtype | " + " | ".join(f"κ={k:.0e}" for k in kappas) + " |")
+    print("|---|---|" + "---|" * len(kappas))
+    for form, fn in [("standard", lambda G, dt: ns.orthogonalize(G, 5, dtype=dt)),
+                     ("gram", lambda G, dt: gram_iteration(G, 5, dtype=dt))]:
+        for dt in (torch.float32, torch.bfloat16):
+            errs = [ortho_error(fn(conditioned(n, k, batch=4).float(), dt)) for k in kappas]
+            print(f"| {form} | {str(dt)[6:]} | " + " | ".join(f"{e:.3g}" for e in errs) + " |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--table", action="store_true", help="print the orthogonality table instead")
+    p.add_argument("--layers", type=int, default=0, help="layers per shape (default: per model)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    p.add_argument("--min-time", type=float, default=0.05, help="seconds of timing per cell")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.table:
+        table_report(args)
+    elif args.device == "cuda":
+        cuda_report(args)
+    else:
+        cpu_report(args)
+
+
+if __name__ == "__main__":
+    main()
