@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+import torch.distributed as dist
 
 import trx
+from trx import distributed as D
 from trx.config import UserError, arm_config, diff_keys
 from trx.io import MetricsWriter, atomic_write, read_json, write_json, write_yaml
 from trx.optim import ArmConfig, ConfigError, build_optimizer, lr_ratio, plan_groups
@@ -46,6 +48,17 @@ class Progress(Protocol):
     def start(self, arm: str, total: int, done: int) -> None: ...
     def advance(self, arm: str, step: int, loss: float | None) -> None: ...
     def finish(self, arm: str, summary: dict[str, Any]) -> None: ...
+
+
+class NullMetrics:
+    """The metrics of a rank that writes nothing (every rank but 0)."""
+
+    rows = 0
+
+    def append(self, row): ...
+    def truncate_before(self, step): ...
+    def read(self):
+        return []
 
 
 class NoProgress:
@@ -126,6 +139,7 @@ class Experiment:
     root: Path
     roles: dict[str, str]
     group_plans: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    ctx: D.DistContext = D.SINGLE
 
     def arm_dir(self, arm: str) -> Path:
         return self.root / arm
@@ -136,7 +150,14 @@ def prepare(cfg: Any, out: Path, device: str | None = None) -> Experiment:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dev = resolve_device(device or cfg.device)
+    ctx = D.init_from_env(dev)
+    dev = D.device_for(ctx, dev)
     task = make_task(cfg, dev)
+    if ctx.enabled:
+        try:
+            D.shard(task.batch(0), ctx)
+        except ValueError as exc:
+            raise UserError(f"task: {cfg.task.name} cannot run data-parallel on {ctx.world} ranks: {exc}") from None
     model = build_model(task, cfg.seed)
     roles = task.param_roles(model)
     plans = {}
@@ -145,7 +166,7 @@ def prepare(cfg: Any, out: Path, device: str | None = None) -> Experiment:
             plans[name] = plan_groups(model, arm, roles)
         except ConfigError as exc:
             raise UserError(str(exc.under(f"optimizers.{name}"))) from None
-    return Experiment(cfg, task, dev, Path(out) / cfg.name, roles, plans)
+    return Experiment(cfg, task, dev, Path(out) / cfg.name, roles, plans, ctx)
 
 
 def _writable_ancestor(path: Path) -> Path:
@@ -204,12 +225,14 @@ def run_experiment(
     """Run every arm (mode: new | resume | overwrite); returns their summaries in config order.
     Raises Interrupted after saving the current arm when `stop` is set."""
     check_output(exp, mode)
-    progress = progress or NoProgress()
+    progress = progress if progress is not None and exp.ctx.is_main else NoProgress()
     stop = stop or StopFlag()
-    if mode == "overwrite":
+    if mode == "overwrite" and exp.ctx.is_main:
         for arm in exp.cfg.optimizers:
             shutil.rmtree(exp.arm_dir(arm), ignore_errors=True)
         (exp.root / "comparison.csv").unlink(missing_ok=True)
+    if exp.ctx.enabled:
+        dist.barrier()
     summaries = []
     for arm in exp.cfg.optimizers:
         previous = read_json(exp.arm_dir(arm) / "summary.json") if mode == "resume" else None
@@ -229,7 +252,9 @@ class ArmRun:
         self.cfg = exp.cfg
         self.arm_cfg: ArmConfig = exp.cfg.optimizers[arm]
         self.dir = exp.arm_dir(arm)
-        self.metrics = MetricsWriter(self.dir / "metrics.csv")
+        self.ctx = exp.ctx
+        self.main = exp.ctx.is_main  # only rank 0 writes
+        self.metrics = MetricsWriter(self.dir / "metrics.csv") if self.main else NullMetrics()
         self.t = 0
         self.first_loss: float | None = None
         self.best_loss = math.inf
@@ -244,8 +269,11 @@ class ArmRun:
 
     # ---- set-up -------------------------------------------------------------------------
     def _build(self) -> None:
-        self.model = build_model(self.exp.task, self.cfg.seed)
+        self.net = D.wrap_model(build_model(self.exp.task, self.cfg.seed), self.ctx)  # what the loss calls
+        self.model = getattr(self.net, "module", self.net)  # the model itself: optimizer, state, evaluation
         self.model.train()
+        if self.ctx.enabled:  # ranks draw different dropout masks, like different examples
+            torch.manual_seed(self.cfg.seed * 1009 + self.ctx.rank + 1)
         self.opt = build_optimizer(
             self.model, self.arm_cfg, self.cfg.steps, roles=self.exp.roles, grad_clip=self.cfg.grad_clip
         )
@@ -254,15 +282,19 @@ class ArmRun:
     def _restore(self) -> None:
         path = self.dir / "checkpoint.pt"
         if not path.exists():
-            self.metrics.path.unlink(missing_ok=True)
-            self.metrics = MetricsWriter(self.metrics.path)
+            if self.main:
+                self.metrics.path.unlink(missing_ok=True)
+                self.metrics = MetricsWriter(self.metrics.path)
             return
         ckpt = torch.load(path, map_location=self.exp.device, weights_only=False)
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng_cpu"])
-        if ckpt.get("rng_cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
+        rng_cpu, rng_cuda = ckpt["rng_cpu"], ckpt.get("rng_cuda")
+        if self.ctx.enabled:  # one state per rank
+            rng_cpu, rng_cuda = rng_cpu[self.ctx.rank], rng_cuda[self.ctx.rank] if rng_cuda else None
+        torch.set_rng_state(rng_cpu)
+        if rng_cuda is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng_cuda)
         self.t, self.first_loss = ckpt["step"], ckpt["first_loss"]
         self.best_loss, self.elapsed = ckpt["best_loss"], ckpt["elapsed"]
         self.loss_spikes = ckpt["loss_spikes"]
@@ -271,15 +303,27 @@ class ArmRun:
         self.metrics.truncate_before(self.t)
         self.history = [{k: _num(v) for k, v in r.items()} for r in self.metrics.read()]
 
+    def _rng_states(self) -> tuple[Any, Any]:
+        cpu = torch.get_rng_state()
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        if not self.ctx.enabled:
+            return cpu, cuda
+        gathered: list[Any] = [None] * self.ctx.world
+        dist.all_gather_object(gathered, (cpu, cuda))
+        return [g[0] for g in gathered], ([g[1] for g in gathered] if cuda is not None else None)
+
     def _save_checkpoint(self) -> None:
+        rng_cpu, rng_cuda = self._rng_states()  # a collective: every rank calls it
+        if not self.main:
+            return
         buf = io.BytesIO()
         torch.save(
             {
                 "step": self.t,
                 "model": self.model.state_dict(),
                 "optimizer": self.opt.state_dict(),
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "rng_cpu": rng_cpu,
+                "rng_cuda": rng_cuda,
                 "first_loss": self.first_loss,
                 "best_loss": self.best_loss,
                 "elapsed": self.elapsed + (time.perf_counter() - self.t0),
@@ -294,8 +338,9 @@ class ArmRun:
 
     # ---- the loop -----------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        write_yaml(self.dir / "config.yaml", arm_config(self.cfg, self.arm))
+        if self.main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            write_yaml(self.dir / "config.yaml", arm_config(self.cfg, self.arm))
         status, error = "complete", None
         self.t0 = time.perf_counter()
         try:
@@ -314,7 +359,8 @@ class ArmRun:
             raise Interrupted from None
         except Exception as exc:  # an arm that crashes is a recorded failure; the others still run
             status, error = "failed", f"{type(exc).__name__}: {exc}"
-            if _debug():
+            if _debug() or self.ctx.enabled:  # ranks cannot go on alone: end the run (torchrun stops the rest)
+                self._finish(status, error)
                 raise
         return self._finish(status, error)
 
@@ -329,10 +375,10 @@ class ArmRun:
         task, opt, steps = self.exp.task, self.opt, self.cfg.steps
         pending: list[tuple[int, torch.Tensor]] = []
         while self.t < steps:
-            if self.stop.requested:
-                raise Interrupted(self.stop.signal_name)
             t = self.t
-            loss = task.loss(self.model, task.batch(t))
+            if self._stop_requested(t):
+                raise Interrupted(self.stop.signal_name)
+            loss = task.loss(self.net, D.shard(task.batch(t), self.ctx))
             pending.append((t, loss.detach()))
             if self.first_loss is None:
                 self.first_loss = float(loss.detach())
@@ -362,9 +408,16 @@ class ArmRun:
             return
         self._final_row()
 
+    def _stop_requested(self, t: int) -> bool:
+        """Ranks agree to stop at the same update: they compare flags on logged steps only."""
+        if not self.ctx.enabled:
+            return self.stop.requested
+        return t % self.cfg.log_every == 0 and D.any_rank(self.stop.requested, self.ctx, self.exp.device)
+
     def _diverged(self, pending: list[tuple[int, torch.Tensor]]) -> bool:
-        """Check buffered losses (one host sync per check); on divergence write its row."""
-        values = torch.stack([l for _, l in pending]).float().cpu().tolist()
+        """Check buffered losses (one host sync per check; averaged over ranks); on divergence
+        write its row."""
+        values = D.mean_over_ranks(torch.stack([l for _, l in pending]).float(), self.ctx).cpu().tolist()
         limit = self.cfg.divergence_threshold * abs(self.first_loss or 0.0)
         for (t, _), value in zip(pending, values):
             self.last_loss = value
@@ -409,7 +462,8 @@ class ArmRun:
         """Row t = τ: loss and evaluation at the trained parameters (no update follows)."""
         task = self.exp.task
         with torch.no_grad():
-            value = float(task.loss(self.model, task.batch(self.cfg.steps)))
+            loss = task.loss(self.net, D.shard(task.batch(self.cfg.steps), self.ctx)).detach().float().reshape(1)
+            value = float(D.mean_over_ranks(loss, self.ctx))
         self.final_eval = self._evaluate()
         if not math.isfinite(value) or (self.first_loss and value > self.cfg.divergence_threshold * abs(self.first_loss)):
             self.diverged_at = self.cfg.steps
@@ -442,6 +496,7 @@ class ArmRun:
             seed=cfg.seed,
             device=str(self.exp.device),
             threads=torch.get_num_threads(),
+            world_size=self.ctx.world,
             trx_version=trx.__version__,
             torch_version=torch.__version__,
             python_version=platform.python_version(),
@@ -453,9 +508,10 @@ class ArmRun:
                 summary.update(self.exp.task.summarize(self.history, arm_data, cfg.steps))
             except Exception as exc:  # a summary extra must not lose the run
                 summary["summarize_error"] = f"{type(exc).__name__}: {exc}"
-            if not cfg.keep_checkpoint:
+            if not cfg.keep_checkpoint and self.main:
                 (self.dir / "checkpoint.pt").unlink(missing_ok=True)
-        write_json(self.dir / "summary.json", summary)
+        if self.main:
+            write_json(self.dir / "summary.json", summary)
         self.progress.finish(self.arm, summary)
         return summary
 

@@ -1,0 +1,100 @@
+"""Data-parallel runs under torchrun (gloo on CPU): equal to one process, no hang on a crash."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from trx.distributed import DistContext, shard
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shard_splits_tensors_tuples_and_dicts():
+    ctx = DistContext(rank=1, world=2)
+    x, y = torch.arange(8).reshape(4, 2), torch.arange(4)
+    sx, sy = shard((x, y), ctx)
+    assert sx.tolist() == [[4, 5], [6, 7]] and sy.tolist() == [2, 3]
+    assert shard({"i": torch.arange(6)}, DistContext(0, 3))["i"].tolist() == [0, 1]
+    assert shard(x, DistContext()) is x
+    with pytest.raises(ValueError, match="does not split over 2 ranks"):
+        shard(torch.arange(5), DistContext(0, 2))
+    with pytest.raises(ValueError, match="cannot split"):
+        shard(3.0, DistContext(0, 2))
+
+
+def _config(tmp_path: Path, **over) -> Path:
+    data = {
+        "name": "ddp", "seed": 0, "steps": 12, "log_every": 2, "eval_every": 6, "checkpoint_every": 10,
+        "keep_checkpoint": True, "device": "cpu",
+        "task": {"name": "small_gpt", "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8,
+                 "eval_batches": 1, "dropout": 0.0},
+        "optimizers": {
+            "momentum": {"lr": 0.05, "filter": {"name": "heavy_ball", "beta": 0.9}},
+            "muon": {"lr": 0.02, "filter": "nesterov", "normalizer": {"name": "muon", "dtype": "float32"},
+                     "aux": {"lr_scale": 0.1, "filter": "ema"}},
+            "adamw": {"lr": 3e-3, "filter": "ema", "normalizer": "adam", "weight_decay": 0.1},
+        },
+    }
+    data.update(over)
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRX_DIST_TIMEOUT": "60", "COLUMNS": "200"}
+    env.pop("TRX_DEBUG", None)
+    return env
+
+
+def _torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", "-m", "trx", *args]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
+    cfg = _config(tmp_path)
+    one = subprocess.run([sys.executable, "-m", "trx", "run", str(cfg), "--out", str(tmp_path / "one"), "--set", "threads=1"],
+                         capture_output=True, text=True, env=_env(), timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(_torchrun("run", str(cfg), "--out", str(tmp_path / "two")), capture_output=True, text=True,
+                         env=_env(), timeout=300)
+    assert two.returncode == 0, two.stderr
+    tolerance = {"momentum": 1e-5, "muon": 1e-5, "adamw": 1e-3}  # Adam amplifies rounding where v ≈ 0
+    for arm, tol in tolerance.items():
+        a = torch.load(tmp_path / "one" / "ddp" / arm / "checkpoint.pt", weights_only=False)
+        b = torch.load(tmp_path / "two" / "ddp" / arm / "checkpoint.pt", weights_only=False)
+        assert a["step"] == b["step"] == 10
+        for name, pa in a["model"].items():
+            pb = b["model"][name]
+            assert (pa - pb).abs().max() <= tol * pa.abs().max().clamp(min=1e-6), (arm, name)
+    summary = (tmp_path / "two" / "ddp" / "muon" / "summary.json").read_text()
+    assert '"world_size": 2' in summary
+
+
+@pytest.mark.slow
+def test_a_killed_rank_ends_the_run_instead_of_hanging(tmp_path):
+    cfg = _config(tmp_path, steps=5000, checkpoint_every=5, log_every=5, eval_every=0)
+    proc = subprocess.Popen(_torchrun("run", str(cfg), "--out", str(tmp_path / "out")), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ckpt = tmp_path / "out" / "ddp" / "momentum" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists():
+        assert time.time() < deadline and proc.poll() is None, "the run never reached its first checkpoint"
+        time.sleep(0.1)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2
+    os.kill(int(workers[-1]), signal.SIGKILL)
+    killed = time.time()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert time.time() - killed < 90  # torchrun stops the survivor; the collective timeout (60 s) bounds it
