@@ -245,3 +245,10 @@ def test_parallel_cells_match_serial_ones_with_threads_recorded(tmp_path):
     serial, par = read_sweep_csv(tmp_path / "serial"), read_sweep_csv(tmp_path / "par")
     assert [r["final_loss"] for r in serial] == [r["final_loss"] for r in par]
     assert {r["threads"] for r in par} == {str(max(1, len(os.sched_getaffinity(0)) // 2))}
+
+
+def test_ids_do_not_depend_on_the_order_of_the_grid(tmp_path):
+    grid = {"task.noise": [0.0], "optimizers.*.schedule.warmup": [2], "optimizers.gd.lr": [0.1]}
+    plan = plan_sweep(write(tmp_path, quad_config(sweep={"grid": grid})), [], [], None, tmp_path)
+    again = plan_sweep(write(tmp_path, quad_config(sweep={"grid": dict(reversed(grid.items()))})), [], [], None, tmp_path)
+    assert ids(plan, "gd") == ids(again, "gd") == ["lr=0.1,schedule.warmup=2,task.noise=0,seed=0"]

@@ -216,10 +216,14 @@ def sweep(
     """Run every cell (arm × grid point × seed) of a sweep; finished cells are skipped."""
     from trx.report import compare_table, find_runs, lr_table
     from trx.runner import StopFlag, stop_on_signals
-    from trx.sweep import SweepInterrupted, check_plan, plan_sweep, run_sweep, save_sweep_csv, threads_per_job
+    from trx.sweep import (SweepInterrupted, check_plan, cpu_cores, plan_sweep, run_sweep, save_sweep_csv,
+                           threads_per_job)
 
     if jobs < 1:
         raise UserError(f"--jobs: must be ≥ 1, got {jobs}")
+    if jobs > cpu_cores():
+        err_console.print(f"--jobs {jobs} is more than the {cpu_cores()} CPU cores here: running {cpu_cores()} at a time")
+        jobs = cpu_cores()
     plan = plan_sweep(config, set_ or [], grid or [], seeds, out)
     check_plan(plan, None)
     arms = sorted({c.arm for c in plan.cells})

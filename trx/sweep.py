@@ -1,7 +1,8 @@
 """`trx sweep`: grid expansion into cells, validation of every cell, parallel runs, resume.
 
 A cell is one arm × one grid point × one seed, run as an ordinary one-arm experiment whose
-folder is `<out>/<name>/sweep/<arm>/<cell-id>/`. An arm's axes are its own
+folder is `<out>/<name>/sweep/<arm>/<cell-id>/`; the id lists the overrides (keys sorted, below
+the arm) and the seed: `lr=0.01,schedule.warmup=0,seed=1`. An arm's axes are its own
 `optimizers.<arm>.*` keys, the `optimizers.*.*` keys (a named key beats `*` for the same leaf)
 and every key outside `optimizers`; the axes of other arms do not multiply its cells.
 """
@@ -166,7 +167,8 @@ def expand(data: dict[str, Any], grid: dict[str, list[Any]], seeds: list[int]) -
     arms = list(data["optimizers"])
     cells = []
     for arm in arms:
-        axes = arm_axes(arm, grid, arms)
+        # Sorted keys: the same grid written in another order names the same cells (resume finds them).
+        axes = sorted(arm_axes(arm, grid, arms), key=lambda axis: axis[0].removeprefix(f"optimizers.{arm}."))
         check_axes(data, arm, axes, grid)
         keys = [k for k, _ in axes]
         for point in itertools.product(*(v for _, v in axes)):
@@ -354,9 +356,13 @@ class SweepInterrupted(Exception):
     """Ctrl-C during a sweep: running cells were saved as `interrupted`."""
 
 
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def threads_per_job(jobs: int) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // jobs)
+    """Torch threads per cell so that jobs × threads ≤ cores."""
+    return max(1, cpu_cores() // jobs)
 
 
 def run_sweep(plan: Plan, jobs: int = 1, device: str | None = None, on_event: Callable[..., None] | None = None,
