@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -133,6 +133,15 @@ def orthogonalize_all(
     return out  # type: ignore[return-value]
 
 
+def stack_matrices(tensors: list[Tensor], dtype: torch.dtype) -> Tensor:
+    """The tensors as matrices, stacked into one (B, rows, cols) tensor of `dtype` in one pass."""
+    first = as_matrix(tensors[0])
+    out = first.new_empty((len(tensors), *first.shape), dtype=dtype)
+    for k, t in enumerate(tensors):
+        out[k].copy_(as_matrix(t))
+    return out
+
+
 def gather(states: list[dict[str, Any]], key: str, init: Callable[[int], Tensor]) -> Tensor:
     """The per-parameter state `key` of a shape group, stacked; init(k) where it is missing."""
     return torch.stack([st[key] if key in st else init(k) for k, st in enumerate(states)])
@@ -169,12 +178,16 @@ class MatrixNormalizer(Normalizer):
     def info(self, device):
         return {"ns_dtype": str(ns.resolve_dtype(self.dtype, device)).removeprefix("torch.")}
 
+    # Whether `finish` may work in the Newton–Schulz dtype: then the stack is built in that dtype
+    # (one conversion pass, none back) and the update reaches the parameters in it, as in torch's Muon.
+    low_precision_finish: ClassVar[bool] = False
+
     def update(self, v, grads, states, ctx):
         dtype = ns.resolve_dtype(self.dtype, v[0].device)
         out: list[Tensor | None] = [None] * len(v)
         tally: dict[str, float] = defaultdict(float)
         for idx in shape_groups(v):
-            M = torch.stack([as_matrix(v[i]) for i in idx])  # (B, rows, cols)
+            M = stack_matrices([v[i] for i in idx], dtype if self.low_precision_finish else v[idx[0]].dtype)
             O = ns.orthogonalize(M, self.ns_steps, self.coefficients, dtype)
             if ctx.diagnose and "ns_orth_err" not in ctx.diagnostics:
                 ctx.diagnostics["ns_orth_err"] = orthogonality_error(O[0])
@@ -212,6 +225,7 @@ class Muon(ShapeScaled):
     """Per matrix: the orthogonalized v (Newton–Schulz), times a shape scale (Muon)."""
 
     name: Literal["muon"] = "muon"
+    low_precision_finish: ClassVar[bool] = True
 
     def finish(self, O, M, states, ctx, tally):
         return self.scaled(O)
