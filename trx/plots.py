@@ -57,8 +57,23 @@ def _colors(n: int) -> list[Any]:
     return [cmap(i if n <= 10 else i / max(1, n - 1)) for i in range(n)]
 
 
+def _group_colors(keys: list[tuple[str, str, str]]) -> list[Any]:
+    """tab10 for a few lines; for many, one colour family per arm, darker for later cells
+    (e.g. higher learning rates), so that arms stay apart."""
+    if len(keys) <= 10:
+        return _colors(len(keys))
+    families = ["Blues", "Oranges", "Greens", "Purples", "Reds", "Greys"]
+    arms = list(dict.fromkeys(k[:2] for k in keys))
+    out = []
+    for key in keys:
+        mine = [k for k in keys if k[:2] == key[:2]]
+        shade = 0.35 + 0.6 * mine.index(key) / max(1, len(mine) - 1)
+        out.append(plt.get_cmap(families[arms.index(key[:2]) % len(families)])(shade))
+    return out
+
+
 def _band(ax, steps, means, stds, color, label, style="-") -> None:
-    ax.plot(steps, means, style, color=color, label=label, lw=1.4)
+    ax.plot(steps, means, style, color=color, label=label, lw=1.4, ms=3)
     if any(stds):
         lo = [max(m - s, m * 1e-3) if m > 0 else m - s for m, s in zip(means, stds)]
         ax.fill_between(steps, lo, [m + s for m, s in zip(means, stds)], color=color, alpha=0.18, lw=0)
@@ -79,6 +94,14 @@ def _legend(ax, n: int) -> None:
         ax.legend(fontsize=7 if n > 6 else 8, ncol=1 if n <= 12 else 2)
 
 
+def _figure_legend(fig, ax, n: int) -> None:
+    """One legend below the panels, so that no line is hidden behind it."""
+    if n:
+        handles, labels = ax.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(n, 4 if n > 8 else 5),
+                   fontsize=8)
+
+
 # ---- figures ----------------------------------------------------------------------------------
 def plot_curves(runs: list[RunRecord], metric: str = "loss"):
     """Train loss and (where evaluated) validation loss vs step, one line per arm or cell."""
@@ -86,7 +109,7 @@ def plot_curves(runs: list[RunRecord], metric: str = "loss"):
     has_val = any(r.get("val_loss") is not None for run in runs for r in run.metrics)
     fig, axes = plt.subplots(1, 2 if has_val else 1, figsize=(11 if has_val else 6, 4), squeeze=False)
     several = len({k[0] for k in groups}) > 1
-    for (key, members), color in zip(groups.items(), _colors(len(groups))):
+    for (key, members), color in zip(groups.items(), _group_colors(list(groups))):
         label = group_label(key, several) + (f" ({len(members)} seeds)" if len(members) > 1 else "")
         label += " ✗ diverged" if any(r.diverged for r in members) else ""
         for ax, column in zip(axes[0], ["loss", "val_loss"]):
@@ -96,7 +119,7 @@ def plot_curves(runs: list[RunRecord], metric: str = "loss"):
     for ax, column, title in zip(axes[0], ["loss", "val_loss"], ["train loss (batch)", "validation loss"]):
         ax.set(xlabel="step", ylabel=column, title=title)
         _loss_axis(ax, runs, column)
-    _legend(axes[0][-1], len(groups))
+    _figure_legend(fig, axes[0][0], len(groups))
     fig.suptitle(_title(runs, "loss curves, mean ± std over seeds"))
     return fig
 
@@ -146,7 +169,7 @@ def plot_schedule(runs: list[RunRecord], metric: str = "loss"):
     groups = group_runs(runs)
     several = len({k[0] for k in groups}) > 1
     fig, (ax_s, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
-    for (key, members), color in zip(groups.items(), _colors(len(groups))):
+    for (key, members), color in zip(groups.items(), _group_colors(list(groups))):
         run = members[0]  # seeds share their schedule
         rows = [r for r in run.metrics if r.get("lr") is not None and r.get("step") is not None]
         if not rows:
@@ -157,7 +180,7 @@ def plot_schedule(runs: list[RunRecord], metric: str = "loss"):
         ax_lr.plot(steps, lrs, "-", color=color, label=group_label(key, several), lw=1.4)
     ax_s.set(xlabel="step t", ylabel="s(t) = lr / μ", title="window s(t)", ylim=(-0.03, 1.05))
     ax_lr.set(xlabel="step t", ylabel="lr = μ·s(t)", title="learning rate used (main group)")
-    _legend(ax_s, len(groups))
+    _figure_legend(fig, ax_s, len(groups))
     fig.suptitle(_title(runs, "schedules from metrics.csv"))
     return fig
 

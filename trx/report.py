@@ -262,8 +262,9 @@ def lr_tolerance(lrs: list[float], values: list[float | None], tolerance: float,
 
 
 def lr_table(runs: list[RunRecord], metric: str = "loss", tolerance: float = 0.1) -> pd.DataFrame:
-    """Per optimizer arm of a sweep (and per setting of its other axes): best lr, best result,
-    and the lr tolerance, with results averaged over seeds (diverged in any seed = diverged)."""
+    """Per optimizer arm of a sweep (and per setting of its other axes) with at least two learning
+    rates: best lr, best result, and the lr tolerance, with results averaged over seeds (a cell
+    diverged, failed or unfinished in any seed counts as diverged)."""
     curves: dict[tuple[str, str, str], dict[float, list[RunRecord]]] = {}
     for run in sorted(runs, key=lambda r: (r.name, r.arm, [(k, _sort_key(v)) for k, v in r.overrides])):
         if run.cell is None or run.lr is None:
@@ -275,6 +276,8 @@ def lr_table(runs: list[RunRecord], metric: str = "loss", tolerance: float = 0.1
     rows = []
     for key, by_lr in curves.items():
         lrs = sorted(by_lr)
+        if len(lrs) < 2:  # lr is not an axis of this sweep
+            continue
         means, stds, diverged = [], [], 0
         for lr in lrs:
             members = by_lr[lr]
