@@ -17,44 +17,39 @@ def feature_dim(axis: str) -> int:
     return -1 if axis == "output" else -2
 
 
-def second_moment_normalize(
-    O: Tensor, s: Tensor | None, beta2: float, eps: float, axis: str
-) -> tuple[Tensor, Tensor]:
-    """NorMuon's stage: s ← β2·s + (1−β2)·mean(O²) per feature; O / (√s + eps).
+def feature_mean_square(O: Tensor, axis: str) -> Tensor:
+    """mean(O²) per feature, in float32 whatever O's dtype: (B, r, 1) for `output`, (B, 1, c) for `input`."""
+    dim = feature_dim(axis)
+    norm = torch.linalg.vector_norm(O, dim=dim, keepdim=True, dtype=torch.float32)
+    return norm.square_().div_(O.shape[dim])
 
-    O: (B, r, c); s: (B, r, 1) for `output`, (B, 1, c) for `input` (None on the first step, as if
-    zeros: no bias correction, as in NorMuon). Returns (normalized O, new s).
+
+def second_moment_factor(mean_sq: Tensor, s: Tensor, beta2: float, eps: float) -> tuple[Tensor, Tensor]:
+    """NorMuon's stage: s ← β2·s + (1−β2)·mean(O²) per feature; the factor 1/(√s + eps).
+
+    No bias correction (s starts at 0), as in NorMuon. Returns (factor, new s), both shaped
+    like `mean_sq`: the normalized matrix is O·factor.
     """
-    mean_sq = O.square().mean(dim=feature_dim(axis), keepdim=True)
-    s = mean_sq.mul(1.0 - beta2) if s is None else s.mul(beta2).add_(mean_sq, alpha=1.0 - beta2)
-    return O / s.sqrt().add_(eps), s
+    s = s.mul(beta2).add_(mean_sq, alpha=1.0 - beta2)
+    return s.sqrt().add_(eps).reciprocal_(), s
+
+
+def scaled_norm(mean_sq: Tensor, factor: Tensor | None, count: int) -> Tensor:
+    """‖O·factor‖_F per matrix (B, 1, 1) from the per-feature mean squares, without touching O."""
+    energy = mean_sq if factor is None else mean_sq * factor.square()
+    return energy.sum(dim=(-2, -1), keepdim=True).mul_(count).sqrt_()
 
 
 def frobenius(X: Tensor) -> Tensor:
     """‖X_b‖_F for each matrix of the stack, shaped (B, 1, 1)."""
-    return torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True)
-
-
-def rescale_to_norm(X: Tensor, norm: Tensor, eps: float) -> Tensor:
-    """X with each matrix's Frobenius norm set to `norm` (B, 1, 1)."""
-    return X * (norm / (frobenius(X) + eps))
-
-
-def calibrate_rms(X: Tensor, rms: float, eps: float) -> Tensor:
-    """Global RMS calibration: each matrix scaled to RMS `rms`, i.e. ‖X‖_F = rms·√(r·c)."""
-    rows, cols = X.shape[-2:]
-    return X * (rms * (rows * cols) ** 0.5 / (frobenius(X) + eps))
+    return torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True, dtype=torch.float32)
 
 
 def feature_energy(M: Tensor, axis: str) -> Tensor:
-    """Energy of each feature on the other axis: column sums of M² for `output` → (B, 1, c)."""
-    return M.square().sum(dim=-2 if axis == "output" else -1, keepdim=True)
-
-
-def energy_reference(energy: Tensor, ref: Tensor | None, beta: float) -> Tensor:
-    """EMA of the median feature energy, (B, 1, 1); the first step takes the median itself."""
-    median = energy.flatten(1).median(dim=1).values.view(-1, 1, 1)
-    return median if ref is None else ref.mul(beta).add_(median, alpha=1.0 - beta)
+    """Energy of each feature on the axis other than `axis`, in float32: column sums of M² for
+    `output` (B, 1, c), row sums for `input` (B, r, 1)."""
+    dim = -2 if axis == "output" else -1
+    return torch.linalg.vector_norm(M, dim=dim, keepdim=True, dtype=torch.float32).square_()
 
 
 def energy_clip(ratio: Tensor, trigger: float, alpha: float, clip_min: float) -> Tensor:

@@ -19,13 +19,13 @@ from torch import Tensor
 from trx.optim import newton_schulz as ns
 from trx.optim.base import Registry, StepContext, Strict, component_union
 from trx.optim.matrix_stats import (
-    calibrate_rms,
     energy_clip,
+    feature_dim,
     feature_energy,
-    frobenius,
+    feature_mean_square,
     orthogonality_error,
-    rescale_to_norm,
-    second_moment_normalize,
+    scaled_norm,
+    second_moment_factor,
 )
 
 NORMALIZERS = Registry("normalizer")
@@ -242,13 +242,25 @@ class SecondMomentOptions(Strict):
         "(NorMuon's neurons); input = columns",
     )
 
-    def normalize(self, O: Tensor, states: list[dict[str, Any]]) -> Tensor:
-        """O / (√s + eps) with s the EMA of mean(O²) per feature, kept in states['normuon_sq']."""
-        stat_shape = (O.shape[-2], 1) if self.axis == "output" else (1, O.shape[-1])
-        s = gather(states, "normuon_sq", lambda k: O.new_zeros(stat_shape))
-        O, s = second_moment_normalize(O, s, self.beta2, self.eps, self.axis)
+    def normalize(self, O: Tensor, states: list[dict[str, Any]], rms: float | None) -> Tensor:
+        """O·(1/(√s + eps)) per feature, s the EMA of mean(O²) kept in states['normuon_sq'],
+        rescaled to keep ‖O‖_F (rms None) or to RMS `rms`. One pass over O besides its mean squares:
+        the norm after the normalization follows from the per-feature mean squares."""
+        mean_sq = feature_mean_square(O, self.axis)
+        s = gather(states, "normuon_sq", lambda k: torch.zeros_like(mean_sq[k]))
+        factor, s = second_moment_factor(mean_sq, s, self.beta2, self.eps)
         scatter(states, "normuon_sq", s)
-        return O
+        return O * rescaled(factor, mean_sq, O, rms, self.eps, self.axis)
+
+
+def rescaled(factor: Tensor | None, mean_sq: Tensor, O: Tensor, rms: float | None, eps: float, axis: str) -> Tensor:
+    """The per-feature factor times the per-matrix scale that sets ‖O·factor‖_F to ‖O‖_F or to
+    rms·√(rows·cols)."""
+    count = O.shape[feature_dim(axis)]
+    after = scaled_norm(mean_sq, factor, count)
+    target = scaled_norm(mean_sq, None, count) if rms is None else rms * (O.shape[-2] * O.shape[-1]) ** 0.5
+    scale = target / (after + eps)
+    return scale if factor is None else factor * scale
 
 
 @NORMALIZERS.register
@@ -256,10 +268,10 @@ class NorMuon(ShapeScaled, SecondMomentOptions):
     """Muon, then a per-neuron second-moment normalization that keeps the matrix norm (NorMuon)."""
 
     name: Literal["normuon"] = "normuon"
+    low_precision_finish: ClassVar[bool] = True  # statistics are taken in float32
 
     def finish(self, O, M, states, ctx, tally):
-        norm = frobenius(O)
-        return self.scaled(rescale_to_norm(self.normalize(O, states), norm, self.eps))
+        return self.scaled(self.normalize(O, states, rms=None))
 
 
 @NORMALIZERS.register
@@ -303,19 +315,23 @@ class TrasMuon(MatrixNormalizer, SecondMomentOptions):
     clip_delay: int = Field(0, ge=0, description="updates before the clip is first refreshed")
     clip_mix: float = Field(1.0, ge=0.0, le=1.0, description="weight of the new smoothed clip when refreshed")
 
+    low_precision_finish: ClassVar[bool] = True  # statistics are taken in float32
+
     def finish(self, O, M, states, ctx, tally):
         if self.row_norm:
-            O = self.normalize(O, states)
-        U = calibrate_rms(O, self.rms, self.eps)
-        clip = self.energy_clip(M, states, ctx, tally)
-        return U.mul_(clip)
+            U = self.normalize(O, states, rms=self.rms)
+        else:
+            U = O * rescaled(None, feature_mean_square(O, self.axis), O, self.rms, self.eps, self.axis)
+        return U.mul_(self.energy_clip(M, states, ctx, tally))
 
     def energy_clip(self, M: Tensor, states: list[dict[str, Any]], ctx: StepContext, tally: dict[str, float]) -> Tensor:
         """The applied per-feature clip (B, 1, c) or (B, r, 1), updating its state."""
-        energy = feature_energy(M.float(), self.axis)
+        energy = feature_energy(M, self.axis)
         median = energy.flatten(1).median(dim=1).values.view(-1, 1, 1)
+        fresh = [k for k, st in enumerate(states) if "energy_ref" not in st]
         ref = gather(states, "energy_ref", lambda k: median[k])
         ref = ref.mul(self.energy_beta).add_(median, alpha=1.0 - self.energy_beta)
+        ref[fresh] = median[fresh]  # the first reference is the median itself, exactly
         ratio = energy / (ref + self.eps)
         raw = energy_clip(ratio, self.trigger, self.alpha, self.clip_min)
         smooth = gather(states, "clip_ema", lambda k: torch.ones_like(raw[k]))
@@ -330,7 +346,7 @@ class TrasMuon(MatrixNormalizer, SecondMomentOptions):
             tally["clipped"] += float((ratio > self.trigger).sum())
             tally["features"] += ratio.numel()
             tally["energy_ratio"] = max(tally["energy_ratio"], float(ratio.max()))
-        return applied.to(M.dtype)
+        return applied
 
     def report(self, tally, diagnostics):
         if tally["features"]:

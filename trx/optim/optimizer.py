@@ -155,33 +155,31 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
                 st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             if n.amsgrad and "max_exp_avg_sq" not in st:
                 st["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        # the kernel increments its step counters: start them at t so that it uses t + 1
-        steps = torch.full((len(params),), float(t), device=params[0].device).unbind(0)
-        torch_adam(
-            params,
-            [p.grad for p in params],
-            [st["exp_avg"] for st in states],
-            [st["exp_avg_sq"] for st in states],
-            [st["max_exp_avg_sq"] for st in states] if n.amsgrad else [],
-            list(steps),
-            fused=True,
-            decoupled_weight_decay=group["wd_mode"] == "decoupled",
-            amsgrad=n.amsgrad,
-            beta1=f.beta,
-            beta2=n.beta2,
-            lr=lr,
-            weight_decay=group["weight_decay"],
-            eps=n.eps,
-            maximize=False,
-        )
+        # update t is the kernel's step t + 1 (its bias corrections use β^(t+1)); torch's functional
+        # form increments the counters before calling the kernel, the kernel itself does not
+        steps = list(torch.full((len(params),), float(t + 1), device=params[0].device).unbind(0))
+        grads = [p.grad for p in params]
+        exp_avgs = [st["exp_avg"] for st in states]
+        exp_avg_sqs = [st["exp_avg_sq"] for st in states]
+        peaks = [st["max_exp_avg_sq"] for st in states] if n.amsgrad else []
+        decoupled = group["wd_mode"] == "decoupled"
+        options = dict(amsgrad=n.amsgrad, beta1=f.beta, beta2=n.beta2, lr=lr, weight_decay=group["weight_decay"],
+                       eps=n.eps, maximize=False)
+        if len({(p.device, p.dtype) for p in params}) == 1:  # the kernel itself: no per-call regrouping
+            kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
+            kernel(params, grads, exp_avgs, exp_avg_sqs, peaks, steps, **options)
+        else:
+            torch._foreach_sub_(steps, 1.0)
+            torch_adam(params, grads, exp_avgs, exp_avg_sqs, peaks, steps, fused=True,
+                       decoupled_weight_decay=decoupled, **options)
 
     def _record_update_diagnostics(self, before: list[Tensor]) -> None:
         after = [p.detach() for g in self.param_groups for p in g["params"]]
-        delta = torch._foreach_sub(after, before)
         count = sum(p.numel() for p in after)
-        norms = torch.stack(torch._foreach_norm(delta))
-        update_norm = float(torch.linalg.vector_norm(norms))
         param_norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before))))
+        torch._foreach_sub_(before, after)  # before − after = −Δ, in place: no second copy
+        norms = torch.stack(torch._foreach_norm(before))
+        update_norm = float(torch.linalg.vector_norm(norms))
         self.diagnostics.update(
             update_norm=update_norm,
             update_rms=update_norm / math.sqrt(max(count, 1)),
