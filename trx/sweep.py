@@ -10,6 +10,7 @@ and every key outside `optimizers`; the axes of other arms do not multiply its c
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import itertools
 import math
 import multiprocessing as mp
@@ -349,6 +350,8 @@ def _worker_init(event: Any) -> None:
 
 
 def _worker_run(job: Job) -> dict[str, Any]:
+    if _WORKER_STOP.requested:  # queued before the stop: leave its folder untouched
+        return {"arm": job.arm, "status": "not run", "error": None}
     return run_cell(job, _WORKER_STOP)
 
 
@@ -415,9 +418,8 @@ def _run_parallel(plan, todo, job_of, summaries, notify, stop, jobs) -> None:
     ctx = _context()
     event = ctx.Event()
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(event,)) as pool:
-        futures = {}
-        for i in todo:
-            futures[pool.submit(_worker_run, job_of[i])] = i
+        with _ignoring_ctrl_c():  # processes started now (the forkserver, workers) inherit it
+            futures = {pool.submit(_worker_run, job_of[i]): i for i in todo}
         started: set[int] = set()
         pending = set(futures)
         while pending:
@@ -431,17 +433,37 @@ def _run_parallel(plan, todo, job_of, summaries, notify, stop, jobs) -> None:
                     started.add(futures[f])
                     notify("start", plan.cells[futures[f]], None)
             for f in done:
-                i = futures[f]
-                if f.cancelled():
-                    continue
-                try:
-                    summaries[i] = f.result()
-                except Exception as exc:  # a worker process died
-                    summaries[i] = {"arm": plan.cells[i].arm, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-                notify("done", plan.cells[i], summaries[i])
+                if not f.cancelled():
+                    i = futures[f]
+                    summaries[i] = _outcome(f, plan.cells[i], event)
+                    notify("done", plan.cells[i], summaries[i])
             pending = {f for f in pending if not f.cancelled()}
     if event.is_set() or any(s.get("status") == "interrupted" for s in summaries.values()):
         raise SweepInterrupted
+
+
+def _outcome(future: cf.Future, cell: Cell, event: Any) -> dict[str, Any]:
+    try:
+        return future.result()
+    except Exception as exc:  # the worker process died under the cell
+        status = "interrupted" if event.is_set() else "failed"
+        return {"arm": cell.arm, "status": status, "error": f"{type(exc).__name__}: {exc}"}
+
+
+@contextlib.contextmanager
+def _ignoring_ctrl_c():
+    """Ignore SIGINT for a moment (main thread only): a child started meanwhile inherits the
+    disposition, so a Ctrl-C for the whole process group cannot kill it half-started; the
+    parent decides, through the shared stop event."""
+    try:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 # ---- the record -------------------------------------------------------------------------------
