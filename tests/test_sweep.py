@@ -4,7 +4,12 @@ resume (nothing redone), failing and diverged cells, parallel cells."""
 from __future__ import annotations
 
 import csv
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +257,24 @@ def test_ids_do_not_depend_on_the_order_of_the_grid(tmp_path):
     plan = plan_sweep(write(tmp_path, quad_config(sweep={"grid": grid})), [], [], None, tmp_path)
     again = plan_sweep(write(tmp_path, quad_config(sweep={"grid": dict(reversed(grid.items()))})), [], [], None, tmp_path)
     assert ids(plan, "gd") == ids(again, "gd") == ["lr=0.1,schedule.warmup=2,task.noise=0,seed=0"]
+
+
+def test_ctrl_c_exits_130_saves_the_running_cell_and_starts_no_other(tmp_path):
+    cfg = quad_config(steps=400_000, log_every=1000, checkpoint_every=1000, optimizers={"gd": {"lr": 0.1}},
+                      sweep={"grid": {"optimizers.gd.lr": [0.1, 0.2]}})
+    path, out = write(tmp_path, cfg), tmp_path / "runs"
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("TRX_DEBUG", None)
+    cmd = [sys.executable, "-m", "trx", "sweep", str(path), "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = out / "qs" / "sweep" / "gd" / "lr=0.1,seed=0"
+    deadline = time.monotonic() + 60
+    while not (first / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    summary = json.loads((first / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and (first / "checkpoint.pt").exists()
+    assert not (out / "qs" / "sweep" / "gd" / "lr=0.2,seed=0").exists()  # later cells did not start
