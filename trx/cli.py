@@ -248,7 +248,9 @@ def sweep(
         lrs = lr_table(runs)
         if not lrs.empty:
             console.print(render_table(_display(lrs), title="learning-rate tolerance (final loss, within 10% of the best)"))
-    console.print(f"results in {plan.root} (one row per cell in {path.name})")
+    console.print(f"results in {plan.root} (one row per cell in {path.name})", highlight=False)
+    console.print(f"next: trx compare {plan.root} --metric val_loss --format md | trx plot {plan.root} --kind lr",
+                  highlight=False)
     failed = [(c, s) for c, s in zip(plan.cells, summaries) if s.get("status") == "failed"]
     for c, s in failed:
         err_console.print(f"[red]cell {c.arm}/{c.id} failed:[/] {s.get('error')}", highlight=False)

@@ -75,7 +75,8 @@ def _group_colors(keys: list[tuple[str, str, str]]) -> list[Any]:
 def _band(ax, steps, means, stds, color, label, style="-") -> None:
     ax.plot(steps, means, style, color=color, label=label, lw=1.4, ms=3)
     if any(stds):
-        lo = [max(m - s, m * 1e-3) if m > 0 else m - s for m, s in zip(means, stds)]
+        # m²/(m+s) = m/(1+s/m): as far below m as m+s is above it on a log axis, and never ≤ 0
+        lo = [m * m / (m + s) if m > 0 else m - s for m, s in zip(means, stds)]
         ax.fill_between(steps, lo, [m + s for m, s in zip(means, stds)], color=color, alpha=0.18, lw=0)
 
 
@@ -195,7 +196,7 @@ def _warmup(run: RunRecord) -> str:
 
 def plot_warmup(runs: list[RunRecord], metric: str = "loss"):
     """With and without warmup, one panel per optimizer: loss curves, mean ± std over seeds.
-    Colour: the other grid values (e.g. lr); line style: the warmup."""
+    Line style: the warmup; colour: the other grid values (e.g. lr), else the warmup too."""
     arms = list(dict.fromkeys(r.arm for r in sorted(runs, key=lambda r: r.arm)))
     fig, axes = plt.subplots(1, len(arms), figsize=(4.8 * len(arms), 4), squeeze=False)
     styles = ["-", "--", ":", "-."]
@@ -209,10 +210,11 @@ def plot_warmup(runs: list[RunRecord], metric: str = "loss"):
         warmups = sorted({k[1] for k in groups}, key=_number_first)
         colors = dict(zip(rests, _colors(len(rests))))
         for (rest, warmup), members in sorted(groups.items()):
+            color = colors[rest] if len(rests) > 1 else _colors(len(warmups))[warmups.index(warmup)]
             steps, means, stds = mean_curve(members, metric)
             bad = sum(r.diverged for r in members)
             label = f"warmup={warmup}" + (f" {rest}" if rest else "") + (f" ({bad} diverged)" if bad else "")
-            _band(ax, steps, means, stds, colors[rest], label, styles[warmups.index(warmup) % len(styles)])
+            _band(ax, steps, means, stds, color, label, styles[warmups.index(warmup) % len(styles)])
         ax.set(xlabel="step", ylabel=metric, title=arm)
         _loss_axis(ax, mine, metric)
         _legend(ax, len(groups))
