@@ -5,7 +5,7 @@ head: 4.27 M weights), built directly from the shapes with fixed random gradient
 the optimizer step alone. Each row reports the median time of one `step()` and its ratio to the
 reference row of its section.
 
-    python scripts/bench_optim.py                     # CPU, ~1 min
+    python scripts/bench_optim.py                     # CPU, under a minute
     python scripts/bench_optim.py --device cuda
     python scripts/bench_optim.py --threads 2 --repeats 30
 """
@@ -51,20 +51,25 @@ def make_params(device: str) -> tuple[list[tuple[str, nn.Parameter]], dict[str, 
     return params, roles
 
 
-def time_step(step: Callable[[], None], device: str, repeats: int, warmup: int = 3) -> float:
-    """Median seconds of one call of `step`."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def time_rows(steps: list[Callable[[], None]], device: str, repeats: int, rounds: int = 5) -> list[float]:
+    """Median seconds of one call of each step, timed in interleaved rounds so that drift (clock
+    boost, other load) affects every row alike."""
+    for step in steps:  # warm-up: allocations, lazy state, kernel selection
+        for _ in range(3):
+            step()
+    samples: list[list[float]] = [[] for _ in steps]
+    per_round = max(1, repeats // rounds)
+    for _ in range(rounds):
+        for step, times in zip(steps, samples):
+            for _ in range(per_round):
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                step()
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - start)
+    return [statistics.median(times) for times in samples]
 
 
 ADAMW = {
@@ -113,7 +118,7 @@ def trx_step(params, roles, cfg: dict, diagnose: bool = False):
     return opt.step
 
 
-def rows_for(device: str, repeats: int, dtype: str) -> list[tuple[str, str, Callable[[], None]]]:
+def rows_for(device: str, dtype: str) -> list[tuple[str, str, Callable[[], None]]]:
     """(section, label, step) in the order printed; the first row of a section is its reference."""
     fresh = lambda: make_params(device)  # noqa: E731 - every optimizer gets its own copy
     p, r = fresh()
@@ -145,7 +150,7 @@ def rows_for(device: str, repeats: int, dtype: str) -> list[tuple[str, str, Call
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--repeats", type=int, default=20, help="timed steps per row (median reported)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed steps per row, in 5 interleaved rounds (median reported)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
                         help="trx Newton–Schulz dtype (torch.optim.Muon always uses bfloat16)")
@@ -154,11 +159,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     n = sum(p.numel() for _, p in make_params("cpu")[0])
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, {n / 1e6:.2f} M parameters")
-    rows = rows_for(args.device, args.repeats, args.dtype)
+    rows = rows_for(args.device, args.dtype)
+    timings = time_rows([step for _, _, step in rows], args.device, args.repeats)
     reference: dict[str, float] = {}
     print(f"{'section':8} {'optimizer':44} {'ms/step':>9} {'ratio':>7}")
-    for section, label, step in rows:
-        seconds = time_step(step, args.device, args.repeats)
+    for (section, label, _), seconds in zip(rows, timings):
         base = reference.setdefault(section, seconds)
         print(f"{section:8} {label:44} {seconds * 1e3:9.2f} {seconds / base:7.2f}")
 
