@@ -8,11 +8,12 @@ Shapes are the Muon matrices of a GPT, stacked the way trx stacks them (one (L, 
 shape): per layer (d, 3d), (d, d), (4d, d), (d, 4d). `small_gpt` is d=256 with 4 layers,
 `gpt2_small` d=768 with 12 layers (1 on CPU unless --layers, to stay under a minute).
 
-Two variants that are not in the library are measured here against it:
-- `plain`: the same iteration written with fresh tensors each step (`a·X + B@X`), no buffers;
+Two variants that are not in the library are measured against it:
+- `buffered`: the same iteration writing into preallocated buffers (`out=`) so that no step
+  allocates. It was not faster, so the library allocates.
 - `gram`: the Gram form of the iteration (Zhang, Amsel, Chen, Dao 2026, "Gram Newton–Schulz",
-  github.com/Dao-AILab/gram-newton-schulz): iterate on R = X Xᵀ and the polynomial Q(R) so
-  that X is touched only at a restart and at the end, X_out = Q·X; restart after step 2.
+  github.com/Dao-AILab/gram-newton-schulz). Fewer FLOPs on rectangular matrices, but in bf16
+  it overshoots the spectrum (see --table), so it stays here.
 """
 
 from __future__ import annotations
@@ -49,48 +50,57 @@ def ns_flops(batch: int, m: int, n: int, steps: int) -> float:
     return batch * steps * 2.0 * (2 * s * s * l + s**3)
 
 
-# --- variants measured against the library -----------------------------------------------------
+# --- a variant measured against the library ----------------------------------------------------
 
 
-def plain_iteration(G: torch.Tensor, steps: int = 5, dtype=torch.float32) -> torch.Tensor:
-    """The library's iteration without preallocated buffers: fresh tensors every step."""
+def buffered_iteration(G: torch.Tensor, steps: int = 5, dtype=torch.float32) -> torch.Tensor:
+    """The library's standard form (keller) writing into preallocated ping-pong buffers."""
     X = G.to(dtype)
     tall = X.size(-2) > X.size(-1)
     if tall:
         X = X.mT
-    X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=1e-7)
-    for a, b, c in ns.coefficient_schedule("keller", steps):
-        A = X @ X.mT
-        B = torch.baddbmm(A, A, A, beta=b, alpha=c)
-        X = torch.baddbmm(X, B, X, beta=a)
+    bufs = [torch.empty(X.shape, dtype=dtype, device=X.device) for _ in range(2)]
+    A = X.new_empty(*X.shape[:-1], X.size(-2))  # (B, s, s)
+    B = torch.empty_like(A)
+    X = torch.div(X, X.norm(dim=(-2, -1), keepdim=True).clamp(min=1e-7), out=bufs[1])
+    for k, (a, b, c) in enumerate(ns.coefficient_schedule("keller", steps)):
+        torch.bmm(X, X.mT, out=A)
+        torch.baddbmm(A, A, A, beta=b, alpha=c, out=B)
+        X = torch.baddbmm(X, B, X, beta=a, out=bufs[k % 2])
     return (X.mT if tall else X).to(G.dtype)
 
 
-def gram_iteration(G: torch.Tensor, steps: int = 5, dtype=torch.float32, restarts=(2,)) -> torch.Tensor:
-    """Gram Newton–Schulz: X_k = Q_k(R)·X with R = X Xᵀ; same polynomial as the standard form.
+def gram_iteration(G: torch.Tensor, steps: int = 5, dtype=torch.float32, coefficients="keller",
+                   restarts=(2,)) -> torch.Tensor:
+    """Gram Newton–Schulz: the same polynomial, iterated on the small Gram matrix.
 
-    One step maps Q ← Q·(a·I + Z) and R ← (a·I + Z)·R·(a·I + Z) with Z = b·R + c·R² (all
-    polynomials in R commute). In low precision R drifts from X Xᵀ, so at each restart step
-    X ← Q·X and R is recomputed from it.
+    Every iterate is X_k = Q·X_0 with Q a polynomial in R = X_0 X_0ᵀ (s × s), so iterate on the
+    small matrices instead: Z = b·R + c·R², Q ← Q·(a·I + Z), R ← (a·I + Z)·R·(a·I + Z) (all
+    polynomials in R commute), and touch the long (s, l) matrix only at the end, X = Q·X_0.
+    In low precision R drifts from X Xᵀ, so before each step in `restarts` the iteration starts
+    again from X ← Q·X (the authors restart before step 2 of 5, in float16).
     """
     X = G.to(dtype)
     tall = X.size(-2) > X.size(-1)
     if tall:
         X = X.mT
     X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=1e-7)  # (B, s, l)
-    schedule = ns.coefficient_schedule("keller", steps)
+    schedule = ns.coefficient_schedule(coefficients, steps)
     R = X @ X.mT  # (B, s, s)
-    eye = torch.eye(R.size(-1), dtype=R.dtype, device=R.device)
     Q = None
     for i, (a, b, c) in enumerate(schedule):
-        if i in restarts and Q is not None:
+        if Q is not None and i in restarts:
             X, Q = Q @ X, None
             R = X @ X.mT
-        Z = torch.baddbmm(R, R, R, beta=b, alpha=c)
-        Q = Z + a * eye if Q is None else torch.baddbmm(Q, Q, Z, beta=a)
-        if i + 1 < len(schedule) and i + 1 not in restarts:
-            RZ = torch.baddbmm(R, R, Z, beta=a)
-            R = torch.baddbmm(RZ, Z, RZ, beta=a)
+        Z = torch.baddbmm(R, R, R, beta=b, alpha=c)  # b·R + c·R²
+        if Q is None:
+            Q = Z.clone()
+            Q.diagonal(dim1=-2, dim2=-1).add_(a)  # a·I + Z
+        else:
+            Q = torch.baddbmm(Q, Q, Z, beta=a)  # Q·(a·I + Z)
+        if i + 1 < len(schedule) and i + 1 not in restarts:  # R is needed by the next step
+            RZ = torch.baddbmm(R, R, Z, beta=a)  # R·(a·I + Z)
+            R = torch.baddbmm(RZ, Z, RZ, beta=a)  # (a·I + Z)·R·(a·I + Z)
     X = Q @ X
     return (X.mT if tall else X).to(G.dtype)
 
@@ -126,14 +136,14 @@ def cpu_report(args) -> None:
         layers = args.layers or (layers if d < 512 else 1)
         print(f"\n## {model}: d={d}, {layers} layers")
         print(f"{'shape (L,m,n)':>18} {'fp32':>8} {'bf16':>8} {'fp32/bf16':>9} {'loop fp32':>9} "
-              f"{'loop/batch':>10} {'plain fp32':>10} {'gram fp32':>9} {'gram bf16':>9}")
-        totals = dict.fromkeys(["fp32", "bf16", "loop", "plain", "gram", "gram16"], 0.0)
+              f"{'loop/batch':>10} {'buffered':>10} {'gram fp32':>9} {'gram bf16':>9}")
+        totals = dict.fromkeys(["fp32", "bf16", "loop", "buffered", "gram", "gram16"], 0.0)
         for G in stacks(d, layers, "cpu"):
             t = {
                 "fp32": timeit(lambda: ns.orthogonalize(G), "cpu", args.min_time),
                 "bf16": timeit(lambda: ns.orthogonalize(G, dtype=torch.bfloat16), "cpu", args.min_time),
                 "loop": timeit(lambda: [ns.orthogonalize(g) for g in G], "cpu", args.min_time),
-                "plain": timeit(lambda: plain_iteration(G), "cpu", args.min_time),
+                "buffered": timeit(lambda: buffered_iteration(G), "cpu", args.min_time),
                 "gram": timeit(lambda: gram_iteration(G), "cpu", args.min_time),
                 "gram16": timeit(lambda: gram_iteration(G, dtype=torch.bfloat16), "cpu", args.min_time),
             }
@@ -146,7 +156,7 @@ def cpu_report(args) -> None:
 def _cpu_row(label: str, t: dict[str, float]) -> str:
     ms = {k: 1e3 * v for k, v in t.items()}
     return (f"{label:>18} {ms['fp32']:8.2f} {ms['bf16']:8.2f} {t['fp32'] / t['bf16']:9.2f} "
-            f"{ms['loop']:9.2f} {t['loop'] / t['fp32']:10.2f} {ms['plain']:10.2f} "
+            f"{ms['loop']:9.2f} {t['loop'] / t['fp32']:10.2f} {ms['buffered']:10.2f} "
             f"{ms['gram']:9.2f} {ms['gram16']:9.2f}")
 
 
@@ -169,17 +179,17 @@ def cuda_report(args, dev: str = "cuda", big_n: int = 8192) -> None:
     peak = 2 * big_n**3 / timeit(lambda: big @ big, dev, args.min_time) / 1e12
     print(f"plain bf16 matmul {big_n}³: {peak:.0f} TFLOP/s")
     orth = lambda G: ns.orthogonalize(G, dtype=torch.bfloat16)  # noqa: E731
-    compiled = torch.compile(plain_iteration)
-    graphed = torch.compile(plain_iteration, mode="reduce-overhead")
+    compiled = torch.compile(ns.orthogonalize)
+    graphed = torch.compile(ns.orthogonalize, mode="reduce-overhead")
     gram_c = torch.compile(gram_iteration)
     variants = {
-        "trx eager": orth,
-        "plain eager": lambda G: plain_iteration(G, dtype=torch.bfloat16),
+        "eager": orth,
+        "buffered eager": lambda G: buffered_iteration(G, dtype=torch.bfloat16),
         "compiled": lambda G: compiled(G, dtype=torch.bfloat16),
         "compiled+graphs": lambda G: graphed(G, dtype=torch.bfloat16),
         "gram eager": lambda G: gram_iteration(G, dtype=torch.bfloat16),
         "gram compiled": lambda G: gram_c(G, dtype=torch.bfloat16),
-        "loop (trx)": lambda G: [orth(g) for g in G],
+        "loop (eager)": lambda G: [orth(g) for g in G],
     }
     for model, (d, layers) in MODELS.items():
         print(f"\n## {model}: d={d}, {layers} layers; TFLOP/s counting the standard iteration's "
@@ -202,18 +212,21 @@ def cuda_report(args, dev: str = "cuda", big_n: int = 8192) -> None:
 # --- accuracy -----------------------------------------------------------------------------------
 
 
-def conditioned(n: int, kappa: float, seed: int = 0, batch: int = 1) -> torch.Tensor:
-    """(batch, n, n) float64 matrices U·diag(s)·Vᵀ, s log-spaced from 1 down to 1/kappa."""
+def conditioned(n: int, kappa: float, seed: int = 0, batch: int = 1, cols: int = 0) -> torch.Tensor:
+    """(batch, n, cols or n) float64 matrices U·diag(s)·Vᵀ with random orthonormal U, V and s
+    log-spaced from 1 down to 1/kappa (n ≤ cols)."""
     g = torch.Generator().manual_seed(seed)
     U = torch.linalg.qr(torch.randn(batch, n, n, generator=g, dtype=torch.float64))[0]
-    V = torch.linalg.qr(torch.randn(batch, n, n, generator=g, dtype=torch.float64))[0]
+    V = torch.linalg.qr(torch.randn(batch, cols or n, n, generator=g, dtype=torch.float64))[0]
     s = torch.logspace(0, -math.log10(kappa), n, dtype=torch.float64)
     return U * s @ V.mT
 
 
 def ortho_error(O: torch.Tensor) -> float:
-    """‖OᵀO − I‖_F / √n for square O, in float64; the mean over a batch."""
+    """‖OᵀO − I‖_F / √n on the short side n of O (O Oᵀ for wide O), in float64; batch mean."""
     O = O.double()
+    if O.size(-2) < O.size(-1):
+        O = O.mT
     n = O.size(-1)
     E = O.mT @ O - torch.eye(n, dtype=O.dtype)
     return (E.norm(dim=(-2, -1)) / math.sqrt(n)).mean().item()
@@ -243,14 +256,20 @@ def table_report(args) -> None:
                 bands.append(f"{s.min():.3f}–{s.max():.3f}")
             cells.append(" \\| ".join(bands))
         print(f"| {name} | " + " | ".join(cells) + " |")
-    print("\nGram form vs standard form (keller, 5 steps, restart after step 2), same error:\n")
-    print("| form | dtype | " + " | ".join(f"κ={k:.0e}" for k in kappas) + " |")
-    print("|---|---|" + "---|" * len(kappas))
-    for form, fn in [("standard", lambda G, dt: ns.orthogonalize(G, 5, dtype=dt)),
-                     ("gram", lambda G, dt: gram_iteration(G, 5, dtype=dt))]:
-        for dt in (torch.float32, torch.bfloat16):
-            errs = [ortho_error(fn(conditioned(n, k, batch=4).float(), dt)) for k in kappas]
-            print(f"| {form} | {str(dt)[6:]} | " + " | ".join(f"{e:.3g}" for e in errs) + " |")
+    print("\nGram form vs standard form on (n, 3n) matrices with the same spectra, 5 steps: error "
+          "‖O Oᵀ − I‖_F/√n | largest singular value (mean of 4):\n")
+    print("| set | form | restarts | dtype | " + " | ".join(f"κ={k:.0e}" for k in kappas) + " |")
+    print("|---|---|---|---|" + "---|" * len(kappas))
+    forms = [("standard", "—", lambda G, dt, name: ns.orthogonalize(G, 5, name, dt))]
+    forms += [("gram", str(r), lambda G, dt, name, r=r: gram_iteration(G, 5, dt, name, r)) for r in [(2,), (2, 4)]]
+    for name in ["keller", "polar_express"]:
+        for form, restarts, fn in forms:
+            for dt in (torch.float32, torch.bfloat16, torch.float16):
+                cells = []
+                for kappa in kappas:
+                    O = fn(conditioned(n, kappa, batch=4, cols=3 * n).float(), dt, name)
+                    cells.append(f"{ortho_error(O):.3f} \\| {torch.linalg.svdvals(O.double()).max():.3f}")
+                print(f"| {name} | {form} | {restarts} | {str(dt)[6:]} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:

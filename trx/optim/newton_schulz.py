@@ -30,8 +30,9 @@ Precision: the iteration runs in `dtype` (bf16 is ~2 decimal digits, enough for 
 direction); `resolve_dtype("auto", device)` picks bf16 where matmuls in it are fast. With
 `coefficients="keller"` and float32 the arithmetic is the same sequence of operations as torch's
 `torch.optim._muon._zeropower_via_newtonschulz` (there run in bf16), so the two agree to float
-rounding. Measurements behind these choices, including the Gram-matrix form of the iteration
-that was tried and left out, are in docs/newton_schulz.md.
+rounding. Measurements behind these choices are in docs/newton_schulz.md, including the Gram form
+of the iteration (Dao-AILab's gram-newton-schulz), which was tried and left out: fewer FLOPs on
+rectangular matrices, but in bf16 it pushes singular values well past the standard form's.
 """
 
 from __future__ import annotations
@@ -131,30 +132,20 @@ def resolve_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
     return torch.float32
 
 
-METHODS = ("standard", "gram")
-GRAM_MIN_ASPECT = 2  # method="gram" applies to matrices at least this rectangular
-
-
 def orthogonalize(
     G: Tensor,
     steps: int = 5,
     coefficients: str | Sequence[Sequence[float]] = "keller",
     dtype: torch.dtype = torch.float32,
     eps: float = 1e-7,
-    *,
-    method: str = "standard",
 ) -> Tensor:
     """Approximate polar factor of each matrix in G (..., m, n); returns G's dtype and shape.
 
-    Stack same-shaped matrices into one (B, m, n) tensor: one batched call is much faster than a
-    loop over them (docs/newton_schulz.md). `method="gram"` runs the same polynomial in Gram form
-    on matrices with long side ≥ GRAM_MIN_ASPECT × short side (fewer FLOPs there; the standard
-    form elsewhere); equal to the standard form up to rounding.
+    Stack same-shaped matrices into one (B, m, n) tensor: on a GPU one batched call is several
+    times faster than a loop over them (docs/newton_schulz.md).
     """
     if G.dim() < 2:
         raise ValueError(f"orthogonalize needs (..., m, n) matrices, got shape {tuple(G.shape)}")
-    if method not in METHODS:
-        raise ValueError(f"unknown Newton–Schulz method {method!r}; allowed: {', '.join(METHODS)}")
     if coefficients == SVD:
         return polar_svd(G)
     if steps < 1:
@@ -168,10 +159,7 @@ def orthogonalize(
         X = X.mT
     norm = X.norm(dim=(-2, -1), keepdim=True)
     X = X / (norm * safety + eps) if safety else X / norm.clamp(min=eps)
-    if method == "gram" and max(m, n) >= GRAM_MIN_ASPECT * min(m, n):
-        X = _gram_iterations(X, schedule)
-    else:
-        X = _iterations(X, schedule)
+    X = _iterations(X, schedule)
     if m > n:
         X = X.mT
     return X.reshape(G.shape).to(G.dtype)
@@ -189,34 +177,6 @@ def _iterations(X: Tensor, schedule: list[Triple]) -> Tensor:
         B = mm_add(A, A, A, beta=b, alpha=c)  # b·A + c·A²
         X = mm_add(X, B, X, beta=a)  # a·X + B·X
     return X
-
-
-def _gram_iterations(X: Tensor, schedule: list[Triple]) -> Tensor:
-    """The same iterations in Gram form (Zhang, Amsel, Chen, Dao 2026, "Gram Newton–Schulz").
-
-    Every iterate is X_k = Q·X_0 with Q a polynomial in R = X_0 X_0ᵀ (s × s), so iterate on the
-    small matrices instead: Z = b·R + c·R², Q ← Q·(a·I + Z), R ← (a·I + Z)·R·(a·I + Z) (all
-    polynomials in R commute), and touch the long (s, l) matrix only at the end, X = Q·X_0.
-    That saves FLOPs once l ≥ 2s. In low precision R drifts from X Xᵀ, so before steps
-    2, 5, 8, … the iteration restarts from X ← Q·X (the authors' restart after step 2 of 5).
-    """
-    mm_add = torch.baddbmm if X.dim() == 3 else torch.addmm
-    R = X @ X.mT  # (…, s, s)
-    Q = None
-    for i, (a, b, c) in enumerate(schedule):
-        if Q is not None and i % 3 == 2:
-            X, Q = Q @ X, None
-            R = X @ X.mT
-        Z = mm_add(R, R, R, beta=b, alpha=c)  # b·R + c·R²
-        if Q is None:
-            Q = Z.clone()
-            Q.diagonal(dim1=-2, dim2=-1).add_(a)  # a·I + Z
-        else:
-            Q = mm_add(Q, Q, Z, beta=a)  # Q·(a·I + Z)
-        if i + 1 < len(schedule) and (i + 1) % 3 != 2:  # R is needed by the next step
-            RZ = mm_add(R, R, Z, beta=a)  # R·(a·I + Z)
-            R = mm_add(RZ, Z, RZ, beta=a)  # (a·I + Z)·R·(a·I + Z)
-    return Q @ X
 
 
 def polar_svd(G: Tensor) -> Tensor:
