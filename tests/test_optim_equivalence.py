@@ -223,3 +223,23 @@ def test_muon_scale_uses_the_flattened_conv_matrix():
         singular = torch.linalg.svdvals((p.detach() - before).reshape(shape[0], -1))
         # keller's coefficients leave singular values roughly in [0.7, 1.2], times the scale
         assert 0.6 * expect <= float(singular.min()) <= float(singular.max()) <= 1.3 * expect, (shape, scale)
+
+
+@pytest.mark.parametrize("nesterov, ns_steps", [(False, 5), (True, 3)])
+def test_muon_variants_by_options(monkeypatch, nesterov, ns_steps):
+    """nesterov or not is the filter (heavy_ball = torch's nesterov=False); ns_steps is an option."""
+    monkeypatch.setattr(torch.optim._muon, "_zeropower_via_newtonschulz", float32_zeropower)
+    cfg = muon_cfg(0.02, 0.1, "float32")
+    cfg["filter"] = {"name": "nesterov" if nesterov else "heavy_ball", "beta": 0.95}
+    cfg["normalizer"]["ns_steps"] = ns_steps
+    ref = lambda ps: torch.optim.Muon(ps, lr=0.02, momentum=0.95, nesterov=nesterov, weight_decay=0.1, ns_steps=ns_steps)  # noqa: E731
+    assert trajectory_gap(cfg, ref, bias=False) <= TOL
+
+
+def test_muon_coefficient_triples_match_torch_coefficients(monkeypatch):
+    monkeypatch.setattr(torch.optim._muon, "_zeropower_via_newtonschulz", float32_zeropower)
+    triple = [3.0, -3.2, 1.2]
+    cfg = muon_cfg(0.02, 0.1, "float32")
+    cfg["normalizer"]["coefficients"] = [triple]
+    ref = lambda ps: torch.optim.Muon(ps, lr=0.02, momentum=0.95, weight_decay=0.1, ns_coefficients=tuple(triple))  # noqa: E731
+    assert trajectory_gap(cfg, ref, bias=False) <= TOL

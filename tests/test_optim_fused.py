@@ -83,3 +83,8 @@ def test_fused_resume_is_bit_identical_and_interchangeable():
                 assert torch.equal(p, q)
             else:
                 torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
+
+
+def test_info_records_the_fused_groups():
+    assert build_optimizer(net(), adam("decoupled"), total_steps=5).info() == {"fused_adam_groups": ["main", "main/no_decay"]}
+    assert build_optimizer(net(), adam("decoupled", fused=False), total_steps=5).info() == {}

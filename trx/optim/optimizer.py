@@ -78,6 +78,9 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
         for group, stages in zip(self.param_groups, self.stages):
             if group["params"]:
                 out.update(stages.normalizer.info(group["params"][0].device))
+        fused = [g["name"] for g, st in zip(self.param_groups, self.stages) if st.fused]
+        if fused:
+            out["fused_adam_groups"] = fused  # torch's fused kernel: equal up to rounding
         return out
 
     def _clip_coefficient(self) -> Tensor | None:
