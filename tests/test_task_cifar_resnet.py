@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import pickle
 import struct
 from pathlib import Path
@@ -250,3 +251,22 @@ def test_gpu_config_validates_and_builds_on_cpu(tmp_path):
     for arm in cfg.optimizers.values():
         plan_groups(model, arm, task.param_roles(model))
     assert torch.isfinite(task.loss(model, task.batch(0)))
+
+
+@pytest.mark.parametrize("config", ["cifar_cpu", "cifar_gpu"])
+def test_config_runs_two_steps_through_the_cli(tmp_path, config):
+    from typer.testing import CliRunner
+
+    from trx.cli import app
+
+    write_cifar(tmp_path / "data")
+    sizes = ["task.train_size=32", "task.val_size=16", "task.batch_size=8", "task.eval_batch_size=8", "task.width=4"]
+    if config == "cifar_gpu":
+        sizes.append(f"task.data_dir={tmp_path / 'data'}")
+    sets = ["steps=2", "optimizers.*.schedule.warmup=0", *sizes]
+    args = ["run", str(ROOT / "configs" / f"{config}.yaml"), "--out", str(tmp_path / "runs"), "--device", "cpu"]
+    res = CliRunner().invoke(app, args + [a for s in sets for a in ("--set", s)])
+    assert res.exit_code == 0, res.output
+    for arm in load_config(ROOT / "configs" / f"{config}.yaml").optimizers:
+        summary = json.loads((tmp_path / "runs" / config / arm / "summary.json").read_text())
+        assert summary["status"] == "complete" and summary["steps_done"] == 2 and summary["final_val_acc"] is not None

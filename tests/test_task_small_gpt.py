@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -204,3 +205,20 @@ def test_gpu_config_validates_and_builds_on_cpu():
     for arm in cfg.optimizers.values():
         plan_groups(model, arm, task.param_roles(model))
     assert torch.isfinite(task.loss(model, task.batch(0)))
+
+
+@pytest.mark.parametrize("config", ["gpt_cpu", "gpt_gpu"])
+def test_config_runs_two_steps_through_the_cli(tmp_path, config):
+    from typer.testing import CliRunner
+
+    from trx.cli import app
+
+    sizes = ["task.n_layer=1", "task.n_embd=48", "task.block_size=16", "task.batch_size=4", "task.eval_batches=1",
+             "task.compile=false"]
+    sets = ["steps=2", "optimizers.*.schedule.warmup=0", *sizes]
+    args = ["run", str(ROOT / "configs" / f"{config}.yaml"), "--out", str(tmp_path), "--device", "cpu"]
+    res = CliRunner().invoke(app, args + [a for s in sets for a in ("--set", s)])
+    assert res.exit_code == 0, res.output
+    for arm in load_config(ROOT / "configs" / f"{config}.yaml").optimizers:
+        summary = json.loads((tmp_path / config / arm / "summary.json").read_text())
+        assert summary["status"] == "complete" and summary["steps_done"] == 2 and summary["final_val_bpc"] > 0
