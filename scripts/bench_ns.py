@@ -257,7 +257,7 @@ def table_report(args) -> None:
             cells.append(" \\| ".join(bands))
         print(f"| {name} | " + " | ".join(cells) + " |")
     print("\nGram form vs standard form on (n, 3n) matrices with the same spectra, 5 steps: error "
-          "‖O Oᵀ − I‖_F/√n | largest singular value (mean of 4):\n")
+          "‖O Oᵀ − I‖_F/√n | largest singular value (error: mean of 4 matrices; σ: max over them):\n")
     print("| set | form | restarts | dtype | " + " | ".join(f"κ={k:.0e}" for k in kappas) + " |")
     print("|---|---|---|---|" + "---|" * len(kappas))
     forms = [("standard", "—", lambda G, dt, name: ns.orthogonalize(G, 5, name, dt))]
