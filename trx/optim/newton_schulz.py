@@ -17,7 +17,8 @@ Coefficient sets (`COEFFICIENTS`, or a list of (a, b, c) triples; a short list r
 - `polar_express`: the eight per-iteration triples of Algorithm 1 of Amsel, Persson, Musco,
   Gower, "The Polar Express: Optimal Matrix Sign Methods and Their Application to the Muon
   Algorithm" (arXiv:2505.16932, 2025; github.com/NoahAmsel/PolarExpress). Each is the minimax
-  optimal quintic on the current singular-value interval (lower bound 1e-3 at the start). As in
+  optimal odd quintic on the singular-value interval left by the previous ones (from [1e-3, 1],
+  with the authors' cushion 0.02). As in
   Algorithm 1, the first seven are divided by a safety factor 1.01 (a/1.01, b/1.01³, c/1.01⁵) so
   that bf16 round-off cannot push a singular value past the polynomial's stable range, and the
   input is normalized by 1.01·‖G‖_F + eps instead of max(‖G‖_F, eps). Steps past the eighth repeat
@@ -48,7 +49,7 @@ Triple = tuple[float, float, float]
 
 
 def _with_safety(triples: list[Triple], safety: float) -> list[Triple]:
-    """Polar Express's safety factor: p(x) → p(x/s)… on all but the last polynomial."""
+    """Polar Express's safety factor: p(x) ↦ p(x/safety) for all but the last polynomial."""
     scaled = [(a / safety, b / safety**3, c / safety**5) for a, b, c in triples[:-1]]
     return scaled + triples[-1:]
 
