@@ -74,9 +74,10 @@ def test_keller_bfloat16_matches_torch_shipped_muon_iteration():
 
 
 # --- singular-value bands -----------------------------------------------------------------------
-# Measured (n=64, s log-spaced; the Frobenius normalization makes the band depend only on the
-# spectrum): keller 5 steps, κ=10 → [0.682, 1.134]; κ=1e3 → [0.21, 1.20]. polar_express 5 steps,
-# κ=10 → [0.871, 1.124]; 8 steps, κ ≤ 1e3 → 1 within 5e-4. svd → 1 within 1e-6 up to κ=1e6.
+# Measured with s log-spaced in [1/κ, 1]; after the Frobenius normalization the band depends only
+# on the spectrum, i.e. on κ and n. At n=32…64: keller 5 steps, κ=10 → [0.682, 1.134] (0.687 at
+# n=32); κ=1e3 → [0.21, 1.20]. polar_express 5 steps, κ=10 → [0.871, 1.124]; 8 steps, κ ≤ 1e3 → 1
+# within 5e-4. svd → 1 within 1e-6 up to κ=1e6.
 
 BANDS = [  # (set, steps, κ, low, high)
     ("keller", 5, 10.0, 0.67, 1.15),
@@ -91,7 +92,7 @@ BANDS = [  # (set, steps, κ, low, high)
 
 
 @pytest.mark.parametrize("name,steps,kappa,low,high", BANDS)
-@pytest.mark.parametrize("rows,cols", [(64, 64), (64, 160), (160, 64)])
+@pytest.mark.parametrize("rows,cols", [(48, 48), (48, 120), (120, 48)])
 def test_singular_values_land_in_the_sets_band(name, steps, kappa, low, high, rows, cols):
     s = singular_values(ns.orthogonalize(conditioned(rows, cols, kappa), steps, name))
     assert low <= s.min() and s.max() <= high, (s.min().item(), s.max().item())
