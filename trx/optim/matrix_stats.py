@@ -17,11 +17,18 @@ def feature_dim(axis: str) -> int:
     return -1 if axis == "output" else -2
 
 
+def sum_of_squares(X: Tensor, dim: int) -> Tensor:
+    """Σ X² along `dim` (kept), in float32 whatever X's dtype, by the faster CPU/GPU route:
+    a norm along the contiguous last dimension of float32 input, else square-and-sum."""
+    if X.dtype == torch.float32 and dim == -1:
+        return torch.linalg.vector_norm(X, dim=dim, keepdim=True).square_()
+    return X.float().square().sum(dim=dim, keepdim=True)
+
+
 def feature_mean_square(O: Tensor, axis: str) -> Tensor:
     """mean(O²) per feature, in float32 whatever O's dtype: (B, r, 1) for `output`, (B, 1, c) for `input`."""
     dim = feature_dim(axis)
-    norm = torch.linalg.vector_norm(O, dim=dim, keepdim=True, dtype=torch.float32)
-    return norm.square_().div_(O.shape[dim])
+    return sum_of_squares(O, dim).div_(O.shape[dim])
 
 
 def second_moment_factor(mean_sq: Tensor, s: Tensor, beta2: float, eps: float) -> tuple[Tensor, Tensor]:
@@ -48,8 +55,7 @@ def frobenius(X: Tensor) -> Tensor:
 def feature_energy(M: Tensor, axis: str) -> Tensor:
     """Energy of each feature on the axis other than `axis`, in float32: column sums of M² for
     `output` (B, 1, c), row sums for `input` (B, r, 1)."""
-    dim = -2 if axis == "output" else -1
-    return torch.linalg.vector_norm(M, dim=dim, keepdim=True, dtype=torch.float32).square_()
+    return sum_of_squares(M, -2 if axis == "output" else -1)
 
 
 def energy_clip(ratio: Tensor, trigger: float, alpha: float, clip_min: float) -> Tensor:
