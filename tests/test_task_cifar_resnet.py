@@ -28,6 +28,16 @@ MUON_ARM = {
 }
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The models here are tiny: one thread is as fast as two, and it does not collapse when a
+    shared 2-core runner is oversubscribed (spinning OpenMP threads made these tests 50× slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_task(seed: int = 0, **options) -> CifarResnet:
     task = CifarResnet(CifarResnetOptions(**options), seed, CPU)
     task.prepare()
