@@ -167,8 +167,12 @@ def make_synthetic(seed: int, train_size: int, val_size: int, classes: int = 10)
 
     def draw(n: int) -> tuple[Tensor, Tensor]:
         y = torch.randint(classes, (n,), generator=g)
-        x = templates[y] + 0.25 * torch.randn(n, 3, 32, 32, generator=g)
-        return x.clamp(0, 1).mul(255).round().to(torch.uint8), y
+        x = torch.empty(n, 3, 32, 32, dtype=torch.uint8)
+        for start in range(0, n, 4096):  # in chunks: 50 000 float images would be 600 MB at once
+            part = templates[y[start : start + 4096]]
+            part += 0.25 * torch.randn(part.shape, generator=g)
+            x[start : start + 4096] = part.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+        return x, y
 
     return ImageData(*draw(train_size), *draw(val_size), classes=classes)
 
