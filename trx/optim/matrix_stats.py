@@ -64,10 +64,10 @@ def energy_clip(ratio: Tensor, trigger: float, alpha: float, clip_min: float) ->
     return torch.where(ratio > trigger, damped, torch.ones_like(ratio)).clamp_(min=clip_min, max=1.0)
 
 
-def orthogonality_error(O: Tensor) -> float:
-    """‖OᵀO − I‖_F/√n for one matrix, n = min(rows, cols), on its small Gram matrix."""
+def orthogonality_error(O: Tensor) -> Tensor:
+    """‖OᵀO − I‖_F/√n for one matrix, n = min(rows, cols), on its small Gram matrix (a 0-dim tensor)."""
     X = O.float()
     gram = X.mT @ X if X.shape[-2] >= X.shape[-1] else X @ X.mT
     n = gram.shape[-1]
     eye = torch.eye(n, dtype=gram.dtype, device=gram.device)
-    return float(torch.linalg.matrix_norm(gram - eye) / n**0.5)
+    return torch.linalg.matrix_norm(gram - eye) / n**0.5

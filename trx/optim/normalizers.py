@@ -185,27 +185,29 @@ class MatrixNormalizer(Normalizer):
     def update(self, v, grads, states, ctx):
         dtype = ns.resolve_dtype(self.dtype, v[0].device)
         out: list[Tensor | None] = [None] * len(v)
-        tally: dict[str, float] = defaultdict(float)
+        tally: dict[str, Any] = {}  # diagnostics as tensors: one host sync at the end, in report
         for idx in shape_groups(v):
             M = stack_matrices([v[i] for i in idx], dtype if self.low_precision_finish else v[idx[0]].dtype)
             O = ns.orthogonalize(M, self.ns_steps, self.coefficients, dtype)
             if ctx.diagnose and "ns_orth_err" not in ctx.diagnostics:
-                ctx.diagnostics["ns_orth_err"] = orthogonality_error(O[0])
+                tally["ns_orth_err"] = orthogonality_error(O[0])
             O = self.finish(O, M, [states[i] for i in idx], ctx, tally)
             for k, i in enumerate(idx):
                 out[i] = O[k].view_as(v[i])
         if ctx.diagnose:
-            self.report(tally, ctx.diagnostics)
+            ctx.diagnostics.update(self.report(tally))
         return out  # type: ignore[return-value]
 
     def finish(
-        self, O: Tensor, M: Tensor, states: list[dict[str, Any]], ctx: StepContext, tally: dict[str, float]
+        self, O: Tensor, M: Tensor, states: list[dict[str, Any]], ctx: StepContext, tally: dict[str, Any]
     ) -> Tensor:
         """The update of a shape group from its orthogonalized stack O and filtered stack M."""
         return O
 
-    def report(self, tally: dict[str, float], diagnostics: dict[str, float]) -> None:
-        """Turn what `finish` tallied over the shape groups into diagnostics."""
+    def report(self, tally: dict[str, Any]) -> dict[str, float]:
+        """Diagnostics from what `update` and `finish` tallied over the shape groups."""
+        names = [k for k in ("ns_orth_err",) if k in tally]
+        return dict(zip(names, torch.stack([tally[k] for k in names]).tolist())) if names else {}
 
 
 class ShapeScaled(MatrixNormalizer):
@@ -324,14 +326,15 @@ class TrasMuon(MatrixNormalizer, SecondMomentOptions):
             U = O * rescaled(None, feature_mean_square(O, self.axis), O, self.rms, self.eps, self.axis)
         return U.mul_(self.energy_clip(M, states, ctx, tally))
 
-    def energy_clip(self, M: Tensor, states: list[dict[str, Any]], ctx: StepContext, tally: dict[str, float]) -> Tensor:
+    def energy_clip(self, M: Tensor, states: list[dict[str, Any]], ctx: StepContext, tally: dict[str, Any]) -> Tensor:
         """The applied per-feature clip (B, 1, c) or (B, r, 1), updating its state."""
         energy = feature_energy(M, self.axis)
         median = energy.flatten(1).median(dim=1).values.view(-1, 1, 1)
         fresh = [k for k, st in enumerate(states) if "energy_ref" not in st]
         ref = gather(states, "energy_ref", lambda k: median[k])
         ref = ref.mul(self.energy_beta).add_(median, alpha=1.0 - self.energy_beta)
-        ref[fresh] = median[fresh]  # the first reference is the median itself, exactly
+        if fresh:  # (an index list is a host-to-device copy: only on the first update)
+            ref[fresh] = median[fresh]  # the first reference is the median itself, exactly
         ratio = energy / (ref + self.eps)
         raw = energy_clip(ratio, self.trigger, self.alpha, self.clip_min)
         smooth = gather(states, "clip_ema", lambda k: torch.ones_like(raw[k]))
@@ -343,15 +346,18 @@ class TrasMuon(MatrixNormalizer, SecondMomentOptions):
         for key, value in (("energy_ref", ref), ("clip_ema", smooth), ("clip_last", applied)):
             scatter(states, key, value)
         if ctx.diagnose:
-            tally["clipped"] += float((ratio > self.trigger).sum())
-            tally["features"] += ratio.numel()
-            tally["energy_ratio"] = max(tally["energy_ratio"], float(ratio.max()))
+            clipped, peak = (ratio > self.trigger).sum().float(), ratio.max()
+            tally["clipped"] = tally["clipped"] + clipped if "clipped" in tally else clipped
+            tally["energy_ratio"] = torch.maximum(tally["energy_ratio"], peak) if "energy_ratio" in tally else peak
+            tally["features"] = tally.get("features", 0) + ratio.numel()
         return applied
 
-    def report(self, tally, diagnostics):
-        if tally["features"]:
-            diagnostics["clip_frac"] = tally["clipped"] / tally["features"]
-            diagnostics["energy_ratio"] = tally["energy_ratio"]
+    def report(self, tally):
+        if not tally.get("features"):
+            return super().report(tally)
+        tally = {**tally, "clip_frac": tally["clipped"] / tally["features"]}
+        names = ["clip_frac", "energy_ratio"] + (["ns_orth_err"] if "ns_orth_err" in tally else [])
+        return dict(zip(names, torch.stack([tally[k].float() for k in names]).tolist()))
 
 
 @NORMALIZERS.register
@@ -372,7 +378,7 @@ class Adafactor(Normalizer):
     def update(self, v, grads, states, ctx):
         beta2 = 1.0 - (ctx.step + 1) ** self.decay_rate
         out = [self.factored(x, g, st, beta2) for x, g, st in zip(v, grads, states)]
-        rms = torch.stack(torch._foreach_norm(out)) / torch.tensor([x.numel() ** 0.5 for x in out], device=out[0].device)
+        rms = torch.stack(torch._foreach_mul(torch._foreach_norm(out), [x.numel() ** -0.5 for x in out]))
         scale = (rms / self.clip_threshold).clamp_(min=1.0).reciprocal_()
         return torch._foreach_mul(out, list(scale.unbind(0)))
 

@@ -66,6 +66,7 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
         self.grad_clip = grad_clip
         self.diagnose = False
         self.diagnostics: dict[str, float] = {}
+        self._grad_norm: Tensor | None = None  # of a logged step, read with its update norms
 
     def current_lr(self, group: int = 0) -> float:
         """μ·s(t) that the next update of `group` will use."""
@@ -89,7 +90,7 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
             return None
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         if self.diagnose:
-            self.diagnostics["grad_norm"] = float(norm)
+            self._grad_norm = norm  # read with the update norms: one host sync per logged step
         if self.grad_clip is None:
             return None
         return (self.grad_clip / (norm + 1e-6)).clamp(max=1.0)
@@ -177,22 +178,30 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
                        decoupled_weight_decay=decoupled, **options)
 
     def _record_update_diagnostics(self, before: list[Tensor]) -> None:
+        """update_norm, update_rms, param_norm, grad_norm and tr_ratio (main group), one sync."""
         after = [p.detach() for g in self.param_groups for p in g["params"]]
         count = sum(p.numel() for p in after)
-        param_norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before))))
+        main = self.param_groups[0]
+        n_main = len(main["params"])
+        param_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))
         torch._foreach_sub_(before, after)  # before − after = −Δ, in place: no second copy
         norms = torch.stack(torch._foreach_norm(before))
-        update_norm = float(torch.linalg.vector_norm(norms))
+        values = [torch.linalg.vector_norm(norms), param_norm, torch.linalg.vector_norm(norms[:n_main])]
+        grad_norm = self._grad_norm
+        update_norm, param_norm, main_norm, *rest = torch.stack(
+            [v.float() for v in values] + ([grad_norm.float()] if grad_norm is not None else [])
+        ).tolist()
+        self._grad_norm = None
         self.diagnostics.update(
             update_norm=update_norm,
             update_rms=update_norm / math.sqrt(max(count, 1)),
             param_norm=param_norm,
         )
-        main = self.param_groups[0]
+        if rest:
+            self.diagnostics["grad_norm"] = rest[0]
         main_count = sum(p.numel() for p in main["params"])
         if main["lr"] > 0 and main_count:
-            main_rms = float(torch.linalg.vector_norm(norms[: len(main["params"])])) / math.sqrt(main_count)
-            self.diagnostics["tr_ratio"] = main_rms / main["lr"]  # RMS(Δ)/(μ·s(t)) of the main group
+            self.diagnostics["tr_ratio"] = main_norm / math.sqrt(main_count) / main["lr"]  # RMS(Δ)/(μ·s(t))
 
 
 def default_roles(model: nn.Module) -> dict[str, str]:

@@ -77,8 +77,7 @@ class UpdateClip(Strict):
     max_rms: float = Field(gt=0.0, description="largest RMS of a tensor's update direction u (Δ = −μ·s(t)·u)")
 
     def apply(self, u: list[Tensor], diagnostics: dict[str, float] | None) -> list[Tensor]:
-        sizes = torch.tensor([x.numel() for x in u], dtype=torch.float32, device=u[0].device)
-        rms = torch.stack(torch._foreach_norm(u)).float() / sizes.sqrt()
+        rms = torch.stack(torch._foreach_mul(torch._foreach_norm(u), [x.numel() ** -0.5 for x in u])).float()
         factor = (self.max_rms / rms.clamp(min=1e-30)).clamp_(max=1.0)
         if diagnostics is not None:
             diagnostics.setdefault("update_clip_frac", float((factor < 1.0).float().mean()))
