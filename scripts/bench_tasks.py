@@ -1,7 +1,9 @@
-"""Throughput of the neural tasks: forward + backward + torch.optim.AdamW step, per second.
+"""Throughput of the neural tasks: batch + forward + backward + torch.optim.AdamW step, per second.
 
     python scripts/bench_tasks.py                       # CPU, small sizes (< 1 minute on 2 cores)
     python scripts/bench_tasks.py --device cuda --full  # GPU, the sizes of configs/*_gpu.yaml
+    python scripts/bench_tasks.py --threads 1           # CPU shared with other jobs: 2 spinning
+                                                        # OpenMP threads on 2 busy cores crawl
 
 small_gpt reports tokens/s, cifar_resnet images/s (synthetic images of CIFAR-10's shape, so no
 data set is needed). Times are medians over --steps timed updates after --warmup untimed ones;
@@ -59,10 +61,9 @@ def bench(case: Case, device: torch.device, steps: int, warmup: int, amp: str) -
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     times = []
     for t in range(warmup + steps):
-        batch = task.batch(t)
         sync(device)
         start = time.perf_counter()
-        task.loss(model, batch).backward()
+        task.loss(model, task.batch(t)).backward()  # the batch's gather and augmentation count too
         opt.step()
         opt.zero_grad(set_to_none=True)
         sync(device)
@@ -90,7 +91,10 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the models")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "none"], help="bf16 autocast (auto: on for cuda)")
     p.add_argument("--only", default=None, help="run only cases whose label contains this text")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's); 1 on a busy machine")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
