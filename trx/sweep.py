@@ -175,7 +175,11 @@ def expand(data: dict[str, Any], grid: dict[str, list[Any]], seeds: list[int]) -
         for point in itertools.product(*(v for _, v in axes)):
             for seed in seeds:
                 overrides = list(zip(keys, point))
-                cells.append(Cell(arm, overrides, seed, _cell_data(data, arm, overrides, seed)))
+                try:
+                    cells.append(Cell(arm, overrides, seed, _cell_data(data, arm, overrides, seed)))
+                except UserError as exc:
+                    where = ",".join(f"{k}={format_value(v)}" for k, v in overrides)
+                    raise UserError(f"sweep cell {arm} [{where}, seed={seed}]: {exc}", exc.hint) from None
     seen: dict[tuple[str, str], Cell] = {}
     for cell in cells:
         other = seen.setdefault((cell.arm, cell.id), cell)
@@ -193,23 +197,18 @@ def check_axes(data: dict[str, Any], arm: str, axes: list[tuple[str, list[Any]]]
             try:
                 _cell_data(data, arm, [(key, value)], data.get("seed", 0))
             except UserError as exc:
-                message = str(exc).split("]: ", 1)[-1]
-                raise UserError(f"sweep.grid.{grid_key} = {format_value(value)} (arm {arm}): {message}") from None
+                raise UserError(f"sweep.grid.{grid_key} = {format_value(value)} (arm {arm}): {exc}", exc.hint) from None
 
 
 def _cell_data(data: dict[str, Any], arm: str, overrides: list[tuple[str, Any]], seed: int) -> dict[str, Any]:
+    """The cell's resolved config as plain data: only `arm`, no sweep block, overrides applied."""
     raw = {k: v for k, v in data.items() if k != "sweep"}
     raw["optimizers"] = {arm: data["optimizers"][arm]}
     raw = yaml.safe_load(yaml.safe_dump(raw))
     for key, value in overrides:
         set_dotted(raw, key, value)
     raw["seed"] = seed
-    ids = ",".join(f"{k}={format_value(v)}" for k, v in overrides) or "(no grid keys)"
-    try:
-        cfg = resolve(raw, default_name=data["name"])
-    except UserError as exc:
-        raise UserError(f"sweep cell {arm} [{ids}, seed={seed}]: {exc}", exc.hint) from None
-    return cfg.model_dump(mode="json")
+    return resolve(raw, default_name=data["name"]).model_dump(mode="json")
 
 
 def plan_sweep(
@@ -222,8 +221,7 @@ def plan_sweep(
     base = resolve(data, default_name=Path(config).stem)
     data["name"] = base.name
     sweep = base.sweep
-    raw_grid = (data.get("sweep") or {}).get("grid") or {}  # validated above; the file's order
-    grid = {k: axis_values(k, v) for k, v in raw_grid.items()}
+    grid = {k: axis_values(k, v) for k, v in (sweep.grid if sweep else {}).items()}
     for text in grid_options:
         key, values = parse_grid_option(text)
         grid.pop(key, None)
