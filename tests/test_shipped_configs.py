@@ -15,7 +15,8 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 SMALL = {
     "small_gpt": ["task.n_layer=1", "task.n_embd=32", "task.n_head=2", "task.block_size=32", "task.batch_size=4",
                   "task.eval_batches=1", "task.compile=false", "task.grad_accum=1"],
-    "cifar_resnet": ["task.model=fast", "task.width=8", "task.batch_size=8", "task.train_size=64", "task.val_size=32",
+    # CIFAR-10 ships in no package: the GPU config's data set is swapped for the offline one.
+    "cifar_resnet": ["task.dataset=fashion_mnist", "task.data_dir=null", "task.model=fast", "task.width=8", "task.batch_size=8", "task.train_size=64", "task.val_size=32",
                      "task.eval_batch_size=32", "task.compile=false"],
 }
 
