@@ -66,8 +66,8 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     one = subprocess.run([sys.executable, "-m", "trx", "run", str(cfg), "--out", str(tmp_path / "one"), "--set", "threads=1"],
                          capture_output=True, text=True, env=_env(), timeout=300)
     assert one.returncode == 0, one.stderr
-    two = subprocess.run(_torchrun("run", str(cfg), "--out", str(tmp_path / "two")), capture_output=True, text=True,
-                         env=_env(), timeout=300)
+    two = subprocess.run([sys.executable, "-m", "trx", "run", str(cfg), "--out", str(tmp_path / "two"), "--nproc", "2"],
+                         capture_output=True, text=True, env=_env(), timeout=300)  # launches through torchrun
     assert two.returncode == 0, two.stderr
     tolerance = {"momentum": 1e-5, "muon": 1e-5, "adamw": 1e-3}  # Adam amplifies rounding where v ≈ 0
     for arm, tol in tolerance.items():
@@ -79,6 +79,8 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
             assert (pa - pb).abs().max() <= tol * pa.abs().max().clamp(min=1e-6), (arm, name)
     summary = (tmp_path / "two" / "ddp" / "muon" / "summary.json").read_text()
     assert '"world_size": 2' in summary
+    assert two.stdout.count("results in") == 1  # rank 0 alone reports
+    assert (tmp_path / "two" / "ddp" / "comparison.csv").exists()
 
 
 @pytest.mark.slow

@@ -122,6 +122,7 @@ def run(
     resume: Annotated[bool, typer.Option("--resume", help="continue unfinished arms of an earlier run")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="delete earlier results of these arms first")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the resolved config and parameter groups only")] = False,
+    nproc: Annotated[int, typer.Option("--nproc", min=1, help="data-parallel processes on this machine (via torchrun)")] = 1,
 ) -> None:
     """Run every optimizer arm of CONFIG and print a comparison table."""
     from trx.report import comparison_table, save_comparison
@@ -132,6 +133,13 @@ def run(
     if device is not None and device not in ("auto", "cpu", "cuda"):
         raise UserError(f"--device: must be auto, cpu or cuda, got {device!r}")
     cfg = load_config(config, set_ or [])
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from trx.distributed import launch
+
+        argv = ["run", str(config), "--out", str(out), *(f"--set={kv}" for kv in set_ or [])]
+        argv += [f"--device={device}"] if device else []
+        argv += ["--resume"] if resume else ["--overwrite"] if overwrite else []
+        raise typer.Exit(launch(nproc, argv))
     exp = prepare(cfg, out, device)
     if dry_run:
         console.print(yaml.safe_dump(dump(cfg), sort_keys=False, allow_unicode=True))
@@ -142,8 +150,11 @@ def run(
         with stop_on_signals(StopFlag()) as stop, RichProgress() as progress:
             summaries = run_experiment(exp, mode, progress, stop)
     except Interrupted:
-        err_console.print("interrupted: the current arm was saved; continue with --resume")
+        if exp.ctx.is_main:
+            err_console.print("interrupted: the current arm was saved; continue with --resume")
         raise typer.Exit(130) from None
+    if not exp.ctx.is_main:
+        return  # rank 0 reports
     table = comparison_table(summaries)
     save_comparison(table, exp.root / "comparison.csv")
     console.print(render_table(table, title=f"{cfg.name} ({cfg.task.name}, {cfg.steps} steps)"))
