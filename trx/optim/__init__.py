@@ -13,6 +13,7 @@ from trx.optim.normalizers import NORMALIZERS, Normalizer
 from trx.optim.optimizer import TrustRegionOptimizer, build_optimizer, default_roles, plan_groups
 from trx.optim.schedules import PROTOTYPES, Schedule, lr_ratio
 from trx.optim.spec import ArmConfig, AuxConfig, WeightDecay
+from trx.optim.trust import TrustRatio, UpdateClip
 
 __all__ = [
     "ROLES",
@@ -26,7 +27,9 @@ __all__ = [
     "Normalizer",
     "Schedule",
     "StepContext",
+    "TrustRatio",
     "TrustRegionOptimizer",
+    "UpdateClip",
     "WeightDecay",
     "build_optimizer",
     "default_roles",
