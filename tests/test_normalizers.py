@@ -101,3 +101,25 @@ def test_every_normalizer_descends_on_a_regression(name):
         loss.backward()
         opt.step()
     assert float(nn.functional.mse_loss(model(x), y).detach()) < 0.7 * first
+
+
+@pytest.mark.parametrize(
+    "name, options, bound",
+    [
+        ("sign", {}, lambda u: float(u.square().mean().sqrt()) <= 1.0 + 1e-6),
+        ("adafactor", {"clip_threshold": 0.5}, lambda u: float(u.square().mean().sqrt()) <= 0.5 + 1e-6),
+        ("trasmuon", {"rms": 0.3}, lambda u: float(u.square().mean().sqrt()) <= 0.3 * (1 + 1e-5)),
+        ("muon", {"scale": "none"}, lambda u: float(torch.linalg.matrix_norm(u.reshape(u.shape[0], -1), ord=2)) <= 1.25),
+        ("normuon", {"scale": "none"}, lambda u: float(u.norm()) <= 1.25 * min(u.reshape(u.shape[0], -1).shape) ** 0.5),
+    ],
+)
+def test_trust_region_bound(name, options, bound):
+    """Each normalizer's own bound on u, so that ‖Δ‖ ≤ μ·s(t)·bound whatever the gradient's scale."""
+    n = build(name, **options)
+    torch.manual_seed(2)
+    states: list[dict] = [{} for _ in range(3)]
+    for t in range(5):
+        scale = 10.0 ** (3 * t - 6)  # gradients from 1e-6 to 1e6
+        v = [torch.randn(8, 5) * scale, torch.randn(4, 12) * scale, torch.randn(6, 2, 2, 2) * scale]
+        for u in n.update(v, v, states, StepContext(step=t)):
+            assert bound(u), (name, t)
