@@ -43,6 +43,17 @@ class GroupStages:
     fused: bool = False  # exactly Adam(W): torch's fused kernel does the whole update
 
 
+def apply_update(params: list[Tensor], u: list[Tensor], alpha: float) -> None:
+    """params += alpha·u. A low-precision u (Muon's bf16 update) goes tensor by tensor: add_ casts
+    inside its kernel, where the foreach fallback for mixed dtypes would convert, scale and add
+    in three passes."""
+    if all(x.dtype == p.dtype for x, p in zip(u, params)):
+        torch._foreach_add_(params, u, alpha=alpha)
+    else:
+        for p, x in zip(params, u):
+            p.add_(x, alpha=alpha)
+
+
 def is_exact_adam(arm: ArmConfig, trusted: bool, grad_clip: float | None) -> bool:
     """Whether a group of `arm` is plain Adam(W), which torch's fused kernel computes."""
     return (
@@ -146,7 +157,7 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
             u = trust.apply(params, u, diagnostics)
         if wd and decoupled:
             torch._foreach_mul_(params, 1.0 - lr * wd)
-        torch._foreach_add_(params, u, alpha=-lr)
+        apply_update(params, u, -lr)
 
     def _fused_adam(self, group: dict[str, Any], stages: GroupStages, params: list[Tensor], t: int, lr: float) -> None:
         """The ema + adam update by torch's fused kernel, on the same state tensors as the stages."""
