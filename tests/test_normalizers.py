@@ -123,3 +123,15 @@ def test_trust_region_bound(name, options, bound):
         v = [torch.randn(8, 5) * scale, torch.randn(4, 12) * scale, torch.randn(6, 2, 2, 2) * scale]
         for u in n.update(v, v, states, StepContext(step=t)):
             assert bound(u), (name, t)
+
+
+@pytest.mark.parametrize("name", sorted(NORMALIZERS))
+def test_zero_gradient_gives_a_finite_zero_update(name):
+    """A layer whose gradient is exactly 0 (e.g. zero-initialised) must not produce NaN or inf."""
+    n = build(name)
+    shapes = shapes_for(n)
+    states: list[dict] = [{} for _ in shapes]
+    for t in range(3):
+        zeros = [torch.zeros(s) for s in shapes]
+        for u in n.update(zeros, zeros, states, StepContext(step=t)):
+            assert torch.isfinite(u).all() and float(u.abs().max()) == 0.0, name
