@@ -100,3 +100,58 @@ def test_a_killed_rank_ends_the_run_instead_of_hanging(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
     assert time.time() - killed < 90  # torchrun stops the survivor; the collective timeout (60 s) bounds it
+
+
+def _sharded_worker(rank: int, world: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from trx.optim import build_optimizer
+    from trx.optim.distributed import sharded_map
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    seen: list[int] = []
+
+    def double(xs):
+        seen.extend(int(x.flatten()[0]) for x in xs)
+        return [2 * x for x in xs]
+
+    items = [torch.full((k + 1, 3), float(k), dtype=torch.bfloat16) for k in range(6)]
+    doubled = sharded_map(items, double, costs=[k + 1 for k in range(6)])
+    ok_map = all(torch.equal(d, 2 * i) for d, i in zip(doubled, items))
+
+    g = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in [(16, 8), (16, 8), (8, 24), (32, 8), (4,)]]
+    cfg = {"lr": 0.02, "filter": "nesterov", "normalizer": {"name": "muon", "dtype": "float32"}, "aux": {}}
+    opt = build_optimizer([(f"p{i}", p) for i, p in enumerate(params)], cfg, total_steps=10)
+    opt.data_parallel = True
+    for step in range(3):
+        for i, p in enumerate(params):
+            p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(100 * step + i))
+        opt.step()
+    torch.save({"seen": seen, "ok_map": ok_map, "params": [p.detach() for p in params]}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_newton_schulz_work_is_split_over_ranks_and_equals_one_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "res")
+    mp.start_processes(_sharded_worker, args=(2, f"file://{tmp_path / 'rdzv'}", out), nprocs=2, start_method="spawn")
+    r0, r1 = torch.load(f"{out}.0"), torch.load(f"{out}.1")
+    assert r0["ok_map"] and r1["ok_map"]
+    assert sorted(r0["seen"] + r1["seen"]) == list(range(6)) and r0["seen"] and r1["seen"]  # each item once
+    g = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in [(16, 8), (16, 8), (8, 24), (32, 8), (4,)]]
+    from trx.optim import build_optimizer
+
+    cfg = {"lr": 0.02, "filter": "nesterov", "normalizer": {"name": "muon", "dtype": "float32"}, "aux": {}}
+    opt = build_optimizer([(f"p{i}", p) for i, p in enumerate(params)], cfg, total_steps=10)
+    for step in range(3):
+        for i, p in enumerate(params):
+            p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(100 * step + i))
+        opt.step()
+    for single, a, b in zip(params, r0["params"], r1["params"]):
+        assert torch.equal(a, b)  # every rank ends with the same parameters
+        assert torch.allclose(single.detach(), a, rtol=1e-5, atol=1e-6)

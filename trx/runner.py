@@ -278,6 +278,7 @@ class ArmRun:
             self.model, self.arm_cfg, self.cfg.steps, roles=self.exp.roles, grad_clip=self.cfg.grad_clip
         )
         self.schedule = self.opt.stages[0].schedule
+        self.opt.data_parallel = self.ctx.enabled
 
     def _restore(self) -> None:
         path = self.dir / "checkpoint.pt"

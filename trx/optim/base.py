@@ -67,6 +67,7 @@ class StepContext:
     step: int  # t: updates done before this one
     diagnose: bool = False  # True on logged steps: stages may record diagnostics
     diagnostics: dict[str, float] = field(default_factory=dict)
+    data_parallel: bool = False  # every rank holds the same gradients: per-matrix work may be split
 
 
 def _name_shorthand(value: Any) -> Any:

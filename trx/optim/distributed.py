@@ -57,8 +57,9 @@ def sharded_map(
     flat = torch.zeros(max(sizes), dtype=ref.dtype, device=ref.device)
     if done:
         flat[: sizes[rank]] = torch.cat([t.reshape(-1) for t in done])
+    # moved as bytes: exact for every dtype, and gloo gathers no bfloat16
     gathered = [torch.empty_like(flat) for _ in range(world)]
-    dist.all_gather(gathered, flat)
+    dist.all_gather([g.view(torch.uint8) for g in gathered], flat.view(torch.uint8))
     out: list[Tensor | None] = [None] * len(items)
     offsets = [0] * world
     for i, r in enumerate(owner):

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 from torch import Tensor
 
 from trx.optim import newton_schulz as ns
+from trx.optim.distributed import data_parallel_world, newton_schulz_flops, sharded_map
 from trx.optim.base import Registry, StepContext, Strict, component_union
 from trx.optim.matrix_stats import (
     energy_clip,
@@ -186,9 +187,10 @@ class MatrixNormalizer(Normalizer):
         dtype = ns.resolve_dtype(self.dtype, v[0].device)
         out: list[Tensor | None] = [None] * len(v)
         tally: dict[str, Any] = {}  # diagnostics as tensors: one host sync at the end, in report
-        for idx in shape_groups(v):
-            M = stack_matrices([v[i] for i in idx], dtype if self.low_precision_finish else v[idx[0]].dtype)
-            O = ns.orthogonalize(M, self.ns_steps, self.coefficients, dtype)
+        groups = shape_groups(v)
+        stacks = [stack_matrices([v[i] for i in idx], dtype if self.low_precision_finish else v[idx[0]].dtype) for idx in groups]
+        orthos = self.orthogonalize_stacks(stacks, dtype, ctx.data_parallel)
+        for idx, M, O in zip(groups, stacks, orthos):
             if ctx.diagnose and "ns_orth_err" not in ctx.diagnostics:
                 tally["ns_orth_err"] = orthogonality_error(O[0])
             O = self.finish(O, M, [states[i] for i in idx], ctx, tally)
@@ -197,6 +199,16 @@ class MatrixNormalizer(Normalizer):
         if ctx.diagnose:
             ctx.diagnostics.update(self.report(tally))
         return out  # type: ignore[return-value]
+
+    def orthogonalize_stacks(self, stacks: list[Tensor], dtype: torch.dtype, data_parallel: bool) -> list[Tensor]:
+        """Newton–Schulz of every shape group's stack; under data parallelism each rank computes a
+        FLOP-balanced share of the matrices and the results are all-gathered."""
+        if not data_parallel or data_parallel_world()[1] == 1:
+            return [ns.orthogonalize(M, self.ns_steps, self.coefficients, dtype) for M in stacks]
+        mats = [m for M in stacks for m in M.unbind(0)]
+        costs = [newton_schulz_flops(m.shape, self.ns_steps) for m in mats]
+        done = iter(sharded_map(mats, lambda xs: orthogonalize_all(xs, self.ns_steps, self.coefficients, dtype), costs))
+        return [torch.stack([next(done) for _ in range(len(M))]) for M in stacks]
 
     def finish(
         self, O: Tensor, M: Tensor, states: list[dict[str, Any]], ctx: StepContext, tally: dict[str, Any]

@@ -76,6 +76,9 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
         self.stages = stages
         self.grad_clip = grad_clip
         self.diagnose = False
+        # Set by a data-parallel runner (every rank has the same gradients after DDP's all-reduce):
+        # matrix normalizers then split their Newton–Schulz work over the ranks and all-gather it.
+        self.data_parallel = False
         self.diagnostics: dict[str, float] = {}
         self._grad_norm: Tensor | None = None  # of a logged step, read with its update norms
 
@@ -135,7 +138,7 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
     def _stage_update(
         self, group: dict[str, Any], stages: GroupStages, params: list[Tensor], coef: Tensor | None, t: int, lr: float
     ) -> None:
-        ctx = StepContext(step=t, diagnose=self.diagnose, diagnostics=self.diagnostics)
+        ctx = StepContext(step=t, diagnose=self.diagnose, diagnostics=self.diagnostics, data_parallel=self.data_parallel)
         diagnostics = self.diagnostics if self.diagnose else None
         trust = stages.trust_ratio if group.get("trust_ratio") else None
         raw = grads = [p.grad for p in params]
