@@ -188,3 +188,8 @@ def test_early_warning_columns_rise_before_divergence(tmp_path):
     calm = run(tmp_path / "calm", tiny_config(steps=60, log_every=1))[0]
     calm_rows = _rows(tmp_path / "calm" / "tiny" / calm["arm"] / "metrics.csv")
     assert int(calm_rows[-1]["loss_spikes"]) == 0
+
+
+def test_arms_run_in_config_order(tmp_path):
+    data = tiny_config(optimizers={"zeta": {"lr": 0.1}, "alpha": {"lr": 0.05}})
+    assert [s["arm"] for s in run(tmp_path, data)] == ["zeta", "alpha"]

@@ -78,7 +78,23 @@ def write_fashion(folder: Path, n: int = 12) -> np.ndarray:
     return images
 
 
-def test_cifar10_reads_the_pickle_folder(tmp_path):
+@pytest.fixture
+def accept_test_files(monkeypatch):
+    """torchvision checks every batch file against the official MD5 sums; the tiny folders written
+    here are real pickle files but not the official ones, so the checksum alone is replaced."""
+    import torchvision.datasets.cifar as cifar
+
+    monkeypatch.setattr(cifar, "check_integrity", lambda *args, **kwargs: True)
+
+
+def test_cifar10_checksums_are_checked(tmp_path):
+    write_cifar(tmp_path)
+    with pytest.raises(DataError, match="does not match the official files' checksums") as err:
+        make_task(dataset="cifar10", data_dir=str(tmp_path))
+    assert err.value.key == "task.data_dir"
+
+
+def test_cifar10_reads_the_pickle_folder(tmp_path, accept_test_files):
     written = write_cifar(tmp_path)
     task = make_task(dataset="cifar10", data_dir=str(tmp_path), augment=False, batch_size=4)
     assert task.train_x.shape == (30, 3, 32, 32) and task.val_x.shape == (6, 3, 32, 32)
@@ -100,7 +116,7 @@ def test_missing_cifar_names_the_key_and_what_to_put_where(tmp_path):
     assert str(tmp_path / "cifar-10-batches-py") in msg and "data_batch_1" in msg and "cifar-10-python.tar.gz" in msg
 
 
-def test_corrupt_cifar_is_a_data_error(tmp_path):
+def test_corrupt_cifar_is_a_data_error(tmp_path, accept_test_files):
     write_cifar(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
     with pytest.raises(DataError, match="cannot read CIFAR-10"):
@@ -251,7 +267,7 @@ def test_bf16_autocast_runs_on_cpu():
     assert all(np.isfinite(losses))
 
 
-def test_gpu_config_validates_and_builds_on_cpu(tmp_path):
+def test_gpu_config_validates_and_builds_on_cpu(tmp_path, accept_test_files):
     write_cifar(tmp_path)
     cfg = load_config(ROOT / "configs" / "cifar_gpu.yaml", [f"task.data_dir={tmp_path}", "task.width=8", "device=cpu"])
     assert cfg.task.dataset == "cifar10"
@@ -264,7 +280,7 @@ def test_gpu_config_validates_and_builds_on_cpu(tmp_path):
 
 
 @pytest.mark.parametrize("config", ["cifar_cpu", "cifar_gpu"])
-def test_config_runs_two_steps_through_the_cli(tmp_path, config):
+def test_config_runs_two_steps_through_the_cli(tmp_path, config, accept_test_files):
     from typer.testing import CliRunner
 
     from trx.cli import app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import re
 from pathlib import Path
@@ -155,7 +156,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 def resolve(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), default_name: str = "experiment") -> Any:
     """Validate raw config data after applying `--set` overrides; raises UserError."""
-    data = yaml.safe_load(yaml.safe_dump(data))  # a deep copy of plain data
+    data = copy.deepcopy(data)  # plain data; key order kept: arms run in the order the config gives
     for text in overrides:
         set_dotted(data, *parse_override(text))
     data.setdefault("name", default_name)

@@ -3,9 +3,9 @@
 Every reader returns uint8 images (N, C, 32, 32) and int64 labels, so one code path serves all
 data sets: the task indexes, crops and normalizes these tensors wherever they live (CPU or GPU).
 
-CIFAR-10 is parsed here rather than through `torchvision.datasets.CIFAR10`: that class checks the
-MD5 sum of every batch file, so it refuses any folder but the exact official one (the tests write
-tiny folders in the same pickle format). The parsing is the same as torchvision's.
+CIFAR-10 is read by `torchvision.datasets.CIFAR10(root, download=False)`, which also checks the
+MD5 sum of every batch file against the official download (the tests, which write tiny folders
+in the same pickle format, replace that check).
 """
 
 from __future__ import annotations
@@ -119,17 +119,6 @@ def cifar_folder(data_dir: Path) -> Path:
     return data_dir if not nested.is_dir() and (data_dir / CIFAR_TEST).is_file() else nested
 
 
-def read_cifar_batch(path: Path) -> tuple[Tensor, Tensor]:
-    """One pickled batch: a dict with `data` (N, 3072) uint8, rows R then G then B, and `labels`."""
-    with open(path, "rb") as f:
-        entry = pickle.load(f, encoding="latin1")
-    x = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    y = np.asarray(entry["labels"], dtype=np.int64)
-    if len(y) != len(x):
-        raise ValueError(f"{path.name}: {len(x)} images but {len(y)} labels")
-    return torch.from_numpy(x.copy()), torch.from_numpy(y)
-
-
 def load_cifar10(data_dir: Path) -> ImageData:
     folder = cifar_folder(data_dir)
     missing = [name for name in (*CIFAR_TRAIN, CIFAR_TEST) if not (folder / name).is_file()]
@@ -140,23 +129,23 @@ def load_cifar10(data_dir: Path) -> ImageData:
             f"(missing {', '.join(missing)}); download the python version, {CIFAR_URL}, and extract it "
             f"into {data_dir} (tar xzf cifar-10-python.tar.gz -C {data_dir}), or set task.data_dir",
         )
+    if folder.name != CIFAR_FOLDER:
+        raise DataError("task.data_dir", f"the CIFAR-10 batch files must sit in a folder named {CIFAR_FOLDER}, got {folder}")
+    from torchvision.datasets import CIFAR10  # imported here: it is slow and only this path needs it
+
     try:
-        parts = [read_cifar_batch(folder / name) for name in CIFAR_TRAIN]
-        val_x, val_y = read_cifar_batch(folder / CIFAR_TEST)
-        classes = cifar_classes(folder)
+        train, test = (CIFAR10(root=str(folder.parent), train=split, download=False) for split in (True, False))
+    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted"
+        raise DataError(
+            "task.data_dir", f"CIFAR-10 in {folder} does not match the official files' checksums ({exc}); download it again from {CIFAR_URL}"
+        ) from None
     except (OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as exc:
         raise DataError("task.data_dir", f"cannot read CIFAR-10 in {folder}: {type(exc).__name__}: {exc}") from None
-    train_x, train_y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-    return ImageData(train_x, train_y, val_x, val_y, classes)
 
+    def tensors(ds) -> tuple[Tensor, Tensor]:  # torchvision keeps (N, 32, 32, 3) uint8 and a label list
+        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets, dtype=torch.int64)
 
-def cifar_classes(folder: Path) -> int:
-    """Number of classes from batches.meta's label_names (10 when the file is absent)."""
-    meta = folder / "batches.meta"
-    if not meta.is_file():
-        return 10
-    with open(meta, "rb") as f:
-        return len(pickle.load(f, encoding="latin1")["label_names"])
+    return ImageData(*tensors(train), *tensors(test), len(train.classes) if train.classes else 10)
 
 
 # ---- synthetic: CIFAR-10's shapes, learnable labels ------------------------------------------

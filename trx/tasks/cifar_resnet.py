@@ -15,7 +15,6 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -88,6 +87,8 @@ class FastResNet(nn.Module):
 def resnet18(in_channels: int, classes: int) -> nn.Module:
     """torchvision's ResNet-18 for 32×32 inputs: a 3×3 stride-1 stem and no max-pool, so the
     four stages see 32, 16, 8, 4 pixels instead of ImageNet's 56 … 7 (which would leave 1×1)."""
+    import torchvision  # imported here: it is slow, and only this model needs it
+
     model = torchvision.models.resnet18(weights=None, num_classes=classes)
     model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision inits convs
