@@ -155,3 +155,34 @@ def test_newton_schulz_work_is_split_over_ranks_and_equals_one_process(tmp_path)
     for single, a, b in zip(params, r0["params"], r1["params"]):
         assert torch.equal(a, b)  # every rank ends with the same parameters
         assert torch.allclose(single.detach(), a, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_killed_data_parallel_run_resumes_to_the_metrics_of_an_uninterrupted_one(tmp_path):
+    cfg = _config(tmp_path, steps=400, log_every=10, eval_every=100, checkpoint_every=20, keep_checkpoint=False,
+                  optimizers={"muon": {"lr": 0.02, "filter": "nesterov", "normalizer": {"name": "muon", "dtype": "float32"},
+                                       "aux": {"lr_scale": 0.1, "filter": "ema"}}})
+    run = [sys.executable, "-m", "trx", "run", str(cfg), "--nproc", "2"]
+    ref = subprocess.run([*run, "--out", str(tmp_path / "ref")], capture_output=True, text=True, env=_env(), timeout=600)
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "cut"
+    proc = subprocess.Popen([*run, "--out", str(out)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    ckpt = out / "ddp" / "muon" / "checkpoint.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGKILL)  # launcher and both ranks at once
+    proc.wait(timeout=60)
+    assert ckpt.exists() and not (out / "ddp" / "muon" / "summary.json").exists()  # killed mid-run
+    res = subprocess.run([*run, "--out", str(out), "--resume"], capture_output=True, text=True, env=_env(), timeout=600)
+    assert res.returncode == 0, res.stderr
+
+    def rows(path):
+        lines = path.read_text().splitlines()
+        wall = lines[0].split(",").index("wall_time")
+        return [[c for i, c in enumerate(line.split(",")) if i != wall] for line in lines]
+
+    assert rows(out / "ddp" / "muon" / "metrics.csv") == rows(tmp_path / "ref" / "ddp" / "muon" / "metrics.csv")

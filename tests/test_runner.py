@@ -193,3 +193,23 @@ def test_early_warning_columns_rise_before_divergence(tmp_path):
 def test_arms_run_in_config_order(tmp_path):
     data = tiny_config(optimizers={"zeta": {"lr": 0.1}, "alpha": {"lr": 0.05}})
     assert [s["arm"] for s in run(tmp_path, data)] == ["zeta", "alpha"]
+
+
+def test_full_disk_ends_the_arm_as_failed_with_metrics_intact(tmp_path, monkeypatch):
+    import errno
+
+    from trx.io import MetricsWriter
+
+    original = MetricsWriter.append
+
+    def append(self, row):
+        if row["step"] >= 10:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original(self, row)
+
+    monkeypatch.setattr(MetricsWriter, "append", append)
+    out = {s["arm"]: s for s in run(tmp_path, tiny_config(log_every=1))}
+    assert out["sgd"]["status"] == "failed" and "No space left" in out["sgd"]["error"]
+    rows = _rows(tmp_path / "tiny" / "sgd" / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == list(range(10))  # what was written is intact
+    assert out["adam"]["status"] == "failed"  # the next arm meets the same full disk, and says so
