@@ -116,7 +116,7 @@ def test_list_shows_every_component():
     res = cli("list")
     assert res.returncode == 0
     for name in ("heavy_ball", "nesterov", "ema", "iir", "identity", "adam", "muon", "sign", "quadratic1d", "logreg",
-                 "warmup", "floor"):
+                 "warmup", "floor", "cosine", "one_minus_sqrt"):
         assert name in res.stdout, name
 
 

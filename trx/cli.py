@@ -343,6 +343,7 @@ def plot(
 def list_components() -> None:
     """List every registered filter, normalizer, schedule and task with its options."""
     from trx.optim import FILTERS, NORMALIZERS, Schedule
+    from trx.optim.schedules import PROTOTYPE_FORMULAS
     from trx.tasks import TASKS
 
     def section(title: str, entries: list[tuple[str, str, list[tuple[str, str, str]]]]) -> None:
@@ -355,7 +356,8 @@ def list_components() -> None:
 
     section("filters", [(n, FILTERS.describe(n), c.describe_options()) for n, c in FILTERS.items()])
     section("normalizers", [(n, NORMALIZERS.describe(n), c.describe_options()) for n, c in NORMALIZERS.items()])
-    section("schedules", [("schedule", "window s(t) with warmup and interval shifts", Schedule.describe_options())])
+    shared = Schedule.describe_options()  # every prototype takes the same warmup and interval shifts
+    section("schedules", [(n, f"s = φ(q(x)), φ(x) = {f}", shared) for n, f in PROTOTYPE_FORMULAS.items()])
     section("tasks", [(n, c.description, c.Options.describe_options()) for n, c in sorted(TASKS.items())])
 
 
