@@ -83,21 +83,15 @@ class RichProgress:
 
 
 def render_table(table, title: str | None = None) -> Table:
+    from trx.report import cell_text
+
     out = Table(title=title, show_lines=False)
     right = table.attrs.get("right", ())
     for col in table.columns:
         out.add_column(str(col), justify="right" if table[col].dtype.kind in "fiu" or col in right else "left")
     for _, row in table.iterrows():
-        out.add_row(*(_fmt(v) for v in row))
+        out.add_row(*(cell_text(v) for v in row))
     return out
-
-
-def _fmt(v: Any) -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
 
 
 def _print_groups(exp) -> None:

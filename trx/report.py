@@ -299,7 +299,8 @@ def lr_table(runs: list[RunRecord], metric: str = "loss", tolerance: float = 0.1
 
 
 # ---- rendering --------------------------------------------------------------------------------
-def _cell_text(v: Any) -> str:
+def cell_text(v: Any) -> str:
+    """A table cell: '-' for missing, 4 significant digits for floats."""
     if v is None or (isinstance(v, float) and v != v):
         return "-"
     if isinstance(v, float):
@@ -313,7 +314,7 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
     for col in table.columns:
         if col.endswith("_std") and col[:-4] in table.columns:
             continue
-        texts = [_cell_text(v) for v in table[col]]
+        texts = [cell_text(v) for v in table[col]]
         if f"{col}_std" in table.columns:
             stds = table[f"{col}_std"]
             texts = [t if t == "-" or s is None or s != s else f"{t} ± {s:.2g}" for t, s in zip(texts, stds)]
