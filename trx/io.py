@@ -54,6 +54,14 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def read_yaml(path: Path) -> Any:
+    """A YAML file's data, or None when it is missing or unreadable (e.g. a run folder's config)."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import statistics
+import os
 import platform
+import statistics
 import shutil
 import signal
 import subprocess
@@ -29,7 +30,7 @@ import torch.distributed as dist
 import trx
 from trx import distributed as D
 from trx.config import UserError, arm_config, diff_keys
-from trx.io import MetricsWriter, atomic_write, read_json, write_json, write_yaml
+from trx.io import MetricsWriter, atomic_write, read_json, read_yaml, write_json, write_yaml
 from trx.optim import ArmConfig, ConfigError, build_optimizer, lr_ratio, plan_groups
 from trx.tasks import TASKS, DataError, Task
 
@@ -189,7 +190,7 @@ def check_output(exp: Experiment, mode: str) -> None:
         )
     if mode == "resume":
         for arm in exp.cfg.optimizers:
-            old = _read_yaml(exp.arm_dir(arm) / "config.yaml")
+            old = read_yaml(exp.arm_dir(arm) / "config.yaml")
             if old is None:
                 continue
             differ = diff_keys(old, arm_config(exp.cfg, arm))
@@ -208,15 +209,6 @@ def _can_write(folder: Path) -> bool:
         return True
     except OSError:
         return False
-
-
-def _read_yaml(path: Path) -> dict[str, Any] | None:
-    import yaml
-
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
 
 
 def run_experiment(
@@ -527,6 +519,4 @@ def _num(v: Any) -> Any:
 
 
 def _debug() -> bool:
-    import os
-
     return os.environ.get("TRX_DEBUG") == "1"

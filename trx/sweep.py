@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import copy
 import itertools
 import math
 import multiprocessing as mp
@@ -25,6 +26,7 @@ import torch
 import yaml
 
 from trx.config import UserError, arm_config, diff_keys, parse_override, read_yaml, resolve, set_dotted
+from trx import io
 from trx.io import atomic_write, read_json
 from trx.optim import ConfigError, plan_groups
 from trx.runner import Experiment, Interrupted, StopFlag, check_output, prepare, run_experiment, stop_on_signals
@@ -204,7 +206,7 @@ def _cell_data(data: dict[str, Any], arm: str, overrides: list[tuple[str, Any]],
     """The cell's resolved config as plain data: only `arm`, no sweep block, overrides applied."""
     raw = {k: v for k, v in data.items() if k != "sweep"}
     raw["optimizers"] = {arm: data["optimizers"][arm]}
-    raw = yaml.safe_load(yaml.safe_dump(raw))
+    raw = copy.deepcopy(raw)  # set_dotted below must not touch the shared config data
     for key, value in overrides:
         set_dotted(raw, key, value)
     raw["seed"] = seed
@@ -271,7 +273,7 @@ def check_plan(plan: Plan, device: str | None) -> None:
             groups = plan_groups(exp.task.build_model(), cfg.optimizers[cell.arm], exp.roles)
         except ConfigError as exc:
             raise UserError(f"sweep cell {cell.arm}/{cell.id}: {exc.under(f'optimizers.{cell.arm}')}") from None
-        old = read_yaml_or_none(plan.cell_dir(cell) / "config.yaml")
+        old = io.read_yaml(plan.cell_dir(cell) / "config.yaml")
         differ = diff_keys(old, arm_config(cfg, cell.arm)) if old is not None else []
         if differ:
             raise UserError(
@@ -281,13 +283,6 @@ def check_plan(plan: Plan, device: str | None) -> None:
         cexp = cell_experiment(exp, plan.root / cell.arm, cell.id)
         cexp.cfg, cexp.group_plans = cfg, {cell.arm: groups}
         check_output(cexp, "resume")
-
-
-def read_yaml_or_none(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
 
 
 # ---- running ----------------------------------------------------------------------------------

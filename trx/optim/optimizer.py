@@ -99,8 +99,10 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
         return out
 
     def _clip_coefficient(self) -> Tensor | None:
+        if self.grad_clip is None and not self.diagnose:
+            return None  # the common step: nothing to measure
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if not grads or (self.grad_clip is None and not self.diagnose):
+        if not grads:
             return None
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         if self.diagnose:
