@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from trx.config import UserError  # noqa: E402
-from trx.report import RunRecord, group_label, group_runs, higher_is_better, lr_table, result  # noqa: E402
+from trx.report import (RunRecord, group_label, group_runs, higher_is_better, lr_table, natural_key,  # noqa: E402
+                        result)
 
 KINDS = ("curves", "lr", "schedule", "warmup")
 STYLE = {"figure.dpi": 120, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
@@ -207,7 +208,7 @@ def plot_warmup(runs: list[RunRecord], metric: str = "loss"):
             rest = ",".join(f"{k}={v}" for k, v in run.overrides if k != "schedule.warmup")
             groups.setdefault((rest, _warmup(run)), []).append(run)
         rests = list(dict.fromkeys(k[0] for k in sorted(groups)))
-        warmups = sorted({k[1] for k in groups}, key=_number_first)
+        warmups = sorted({k[1] for k in groups}, key=natural_key)
         colors = dict(zip(rests, _colors(len(rests))))
         for (rest, warmup), members in sorted(groups.items()):
             color = colors[rest] if len(rests) > 1 else _colors(len(warmups))[warmups.index(warmup)]
@@ -221,13 +222,6 @@ def plot_warmup(runs: list[RunRecord], metric: str = "loss"):
     seeds = max(len(m) for m in group_runs(runs).values())
     fig.suptitle(_title(runs, f"warmup ablation: {metric}, mean ± std over {seeds} seed(s)"))
     return fig
-
-
-def _number_first(text: str) -> tuple[int, float, str]:
-    try:
-        return (0, float(text), "")
-    except ValueError:
-        return (1, 0.0, text)
 
 
 def _title(runs: list[RunRecord], what: str) -> str:

@@ -15,6 +15,7 @@ import yaml
 
 from trx.config import UserError
 from trx.io import atomic_write, read_json, read_metrics
+from trx.stats import mean_sd
 
 BASE_COLUMNS = ["arm", "status", "steps_done", "final_loss", "best_loss"]
 TAIL_COLUMNS = ["diverged_at", "wall_time_s"]
@@ -163,13 +164,14 @@ def check_metric(runs: list[RunRecord], metric: str) -> None:
 def group_runs(runs: list[RunRecord]) -> dict[tuple[str, str, str], list[RunRecord]]:
     """Runs that differ only in their seed: (experiment, arm, cell id without the seed)."""
     groups: dict[tuple[str, str, str], list[RunRecord]] = {}
-    for run in sorted(runs, key=lambda r: (r.name, r.arm, [(k, _sort_key(v)) for k, v in r.overrides])):
+    for run in sorted(runs, key=lambda r: (r.name, r.arm, [(k, natural_key(v)) for k, v in r.overrides])):
         key = (run.name, run.arm, ",".join(f"{k}={v}" for k, v in run.overrides))
         groups.setdefault(key, []).append(run)
     return groups
 
 
-def _sort_key(value: str) -> tuple[int, float, str]:
+def natural_key(value: str) -> tuple[int, float, str]:
+    """Sort numbers numerically before other text (grid values, cell ids)."""
     number = _float(value)
     return (0, number, "") if number is not None else (1, 0.0, value)
 
@@ -178,15 +180,6 @@ def group_label(key: tuple[str, str, str], several_names: bool) -> str:
     name, arm, cell = key
     text = f"{name}/{arm}" if several_names else arm
     return f"{text} {cell}" if cell else text
-
-
-def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
-    vals = [float(v) for v in values if v is not None]
-    if not vals:
-        return None, None
-    mean = sum(vals) / len(vals)
-    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
-    return mean, std
 
 
 def _counts(values: list[str]) -> str:
@@ -205,17 +198,17 @@ def compare_table(runs: list[RunRecord], metric: str = "loss", target: float | N
         row: dict[str, Any] = {"run": group_label(key, several), "seeds": len(members),
                                "status": _counts([str(r.summary.get("status")) for r in members])}
         for col in ["final_loss", "best_loss", *evals]:
-            row[col], row[f"{col}_std"] = _mean_std([r.summary.get(col) for r in members])
+            row[col], row[f"{col}_std"] = mean_sd([r.summary.get(col) for r in members])
         for m in extra:
-            row[f"final_{m}"], row[f"final_{m}_std"] = _mean_std([result(r, m) for r in members])
+            row[f"final_{m}"], row[f"final_{m}_std"] = mean_sd([result(r, m) for r in members])
         if target is not None:
             hits = [steps_to_target(r, metric, target) for r in members]
             reached = [h for h in hits if h is not None]
-            mean, std = _mean_std(hits) if len(reached) == len(hits) else (None, None)
+            mean, std = mean_sd(hits) if len(reached) == len(hits) else (None, None)
             row["steps_to_target"], row["steps_to_target_std"] = mean, std
             row["reached"] = f"{len(reached)}/{len(hits)}"
         row["diverged"] = f"{sum(r.diverged for r in members)}/{len(members)}"
-        row["wall_time_s"] = _mean_std([r.summary.get("wall_time_s") for r in members])[0]
+        row["wall_time_s"] = mean_sd([r.summary.get("wall_time_s") for r in members])[0]
         rows.append(row)
     table = pd.DataFrame(rows)
     return table.drop(columns=[c for c in table.columns if c.endswith("_std") and table[c].isna().all()])
@@ -266,7 +259,7 @@ def lr_table(runs: list[RunRecord], metric: str = "loss", tolerance: float = 0.1
     rates: best lr, best result, and the lr tolerance, with results averaged over seeds (a cell
     diverged, failed or unfinished in any seed counts as diverged)."""
     curves: dict[tuple[str, str, str], dict[float, list[RunRecord]]] = {}
-    for run in sorted(runs, key=lambda r: (r.name, r.arm, [(k, _sort_key(v)) for k, v in r.overrides])):
+    for run in sorted(runs, key=lambda r: (r.name, r.arm, [(k, natural_key(v)) for k, v in r.overrides])):
         if run.cell is None or run.lr is None:
             continue
         rest = ",".join(f"{k}={v}" for k, v in run.overrides if k != "lr")
@@ -282,7 +275,7 @@ def lr_table(runs: list[RunRecord], metric: str = "loss", tolerance: float = 0.1
         for lr in lrs:
             members = by_lr[lr]
             bad = any(r.diverged or r.summary.get("status") != "complete" for r in members)
-            mean, std = _mean_std([result(r, metric) for r in members])
+            mean, std = mean_sd([result(r, metric) for r in members])
             diverged += any(r.diverged for r in members)
             means.append(None if bad else mean)
             stds.append(std)
