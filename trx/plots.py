@@ -192,7 +192,9 @@ def _legend_below(fig, ax, pal: Palette, runs: list[RunRecord], extra: list[Line
     else:
         handles = [Line2D([], [], color="0.2", ls=s, label=arm) for arm, s in pal.arms.items()]
         labels = [h.get_label() for h in handles]
-        fig.colorbar(pal.mappable, ax=fig.axes, label=GRID_LABELS.get(pal.axis, pal.axis), fraction=0.04, pad=0.02)
+        bar = fig.colorbar(pal.mappable, ax=fig.axes, label=GRID_LABELS.get(pal.axis, pal.axis), fraction=0.04,
+                           pad=0.02)
+        plain_log_ticks(bar.ax)
     for h in extra or []:
         handles, labels = [*handles, h], [*labels, h.get_label()]
     if handles:
@@ -264,6 +266,8 @@ def _mark_diverged(ax, members: list[RunRecord], column: str, color: Any) -> Non
         if last is None and step is None:
             continue
         x = step if isinstance(step, (int, float)) else last[0]
+        if not min(ax.get_xlim()) <= x <= max(ax.get_xlim()):
+            continue  # outside a zoomed panel
         y = min(max(last[1], bottom), top) if last else top
         ax.plot([x], [y], "x", color=color, ms=8, mew=2, clip_on=False, zorder=5)
 
@@ -356,6 +360,7 @@ def plot_lr(runs: list[RunRecord], metric: str = "loss"):
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     top = blended_transform_factory(ax.transData, ax.transAxes)
     colors = plt.get_cmap("tab10")
+    drawn: list[float] = []
     for i, (text, by_lr) in enumerate(curves.items()):
         color = colors(i % 10)
         lrs = sorted(by_lr)
@@ -363,6 +368,7 @@ def plot_lr(runs: list[RunRecord], metric: str = "loss"):
         stats = [mean_sd([result(r, metric) for r in by_lr[lr]]) for lr in ok]
         means = [m for m, _ in stats]
         sds = [sd or 0.0 for _, sd in stats]
+        drawn += [m + k * sd for m, sd in zip(means, sds) for k in (-1, 0, 1)]
         ax.errorbar(ok, means, yerr=sds if any(sds) else None, fmt="o-", color=color, label=text, ms=4, capsize=2,
                     lw=1.4)
         bad = [lr for lr in lrs if lr not in ok]
@@ -375,8 +381,7 @@ def plot_lr(runs: list[RunRecord], metric: str = "loss"):
                 ax.plot([best["tolerant_lr_lo"], best["tolerant_lr_hi"]], [0.02, 0.02], "-", color=color, lw=4,
                         alpha=0.6, transform=top, solid_capstyle="butt")
     ax.set_xscale("log")
-    if not higher_is_better(metric) and all(v > 0 for v in ax.get_ylim()):
-        ax.set_yscale("log")
+    fit_value_axis(ax, metric, drawn, None)
     plain_log_ticks(ax)
     ax.set(xlabel=GRID_LABELS["lr"], ylabel=f"final {label(metric, runs)}")
     ax.set_title(f"final {LABELS.get(metric, metric)} vs learning rate (★ best, ✗ diverged, bar: within 10% of best)",
@@ -489,7 +494,7 @@ def warmup_text(value: str, total: int | None) -> str:
 
 def _warmup_updates(value: str, total: int | None) -> float:
     w = _number(value) or 0.0
-    return w * (total or 0) if w < 1 else w
+    return round(w * (total or 0)) if w < 1 else w  # as trx.optim.Schedule.warmup_updates
 
 
 def plot_warmup(runs: list[RunRecord], metric: str = "loss"):
@@ -518,8 +523,6 @@ def plot_warmup(runs: list[RunRecord], metric: str = "loss"):
     fit_value_axis(axes[0][0], metric, [m for _, m in drawn], first)
     end = ZOOM * total if total else math.inf
     fit_value_axis(axes[1][0], metric, [m for s, m in drawn if s <= end], first)
-    for ax, members, color in marks:
-        _mark_diverged(ax, members, metric, color)
     for ax in axes.flat:
         ax.set(xlabel=LABELS["step"])
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -531,6 +534,8 @@ def plot_warmup(runs: list[RunRecord], metric: str = "loss"):
             ax.set_xlim(0, ZOOM * total)
             ax.set_title(f"first {_g(100 * ZOOM)}% of updates (0–{round(ZOOM * total)}), where warmup acts",
                          fontsize=8)
+    for ax, members, color in marks:
+        _mark_diverged(ax, members, metric, color)
     handles, texts = axes[0][0].get_legend_handles_labels()
     spans = [w for w in warmups if _warmup_updates(w, total) > 0]
     if spans:
@@ -561,7 +566,7 @@ def _warmup_panels(full, zoom, mine: list[RunRecord], metric: str, warmups: list
         style = LINESTYLES[warmups.index(warmup) % len(LINESTYLES)]
         steps, means, sds = mean_curve(members, metric)
         bad = sum(r.diverged for r in members)
-        text = warmup_text(warmup, total) + (f", {rest}" if rest else "") + (f" (✗ {bad} diverged)" if bad else "")
+        text = warmup_text(warmup, total) + (f", {rest}" if len(rests) > 1 else "") + (f" (✗ {bad} diverged)" if bad else "")
         _band(full, steps, means, sds, color, text, style)
         _band(zoom, steps, means, sds, color, None, style, "o")
         drawn += list(zip(steps, means))
