@@ -119,7 +119,8 @@ def _first_value(runs: list[RunRecord], column: str) -> float | None:
     for run in runs:
         first = run.summary.get("first_loss") if column == "loss" else None
         if not isinstance(first, (int, float)):
-            first = next((r[column] for r in run.metrics if r.get(column) is not None and math.isfinite(r[column])), None)
+            values = (r[column] for r in run.metrics if r.get(column) is not None and math.isfinite(r[column]))
+            first = next(values, None)
         if first is not None and math.isfinite(first):
             firsts.append(float(first))
     return max(firsts) if firsts else None
@@ -184,7 +185,7 @@ def _group_colors(keys: list[tuple[str, str, str]]) -> list[Any]:
     return out
 
 
-def _legend_below(fig, ax, pal: Palette, runs: list[RunRecord], extra: list[Line2D] | None = None) -> None:
+def _legend_below(fig, ax, pal: Palette, extra: list[Line2D] | None = None) -> None:
     """One legend below the panels (no line hidden behind it); a colorbar instead of one entry per
     group when the palette colours by a grid value."""
     if pal.axis is None:
@@ -294,10 +295,15 @@ def curve_columns(runs: list[RunRecord], metric: str) -> list[str]:
     have = columns(runs)
     if metric == "loss":
         return ["loss"] + (["val_loss"] if "val_loss" in have else [])
-    if metric not in have:
-        raise UserError(f"--metric {metric}: no metrics.csv column of that name in these runs",
-                        hint=f"available: {', '.join(have) or 'none'}")
+    require_column(runs, metric)
     return (["loss"] if "loss" in have else []) + [metric]
+
+
+def require_column(runs: list[RunRecord], column: str) -> None:
+    have = columns(runs)
+    if column not in have:
+        raise UserError(f"--metric {column}: no metrics.csv column of that name in these runs",
+                        hint=f"available: {', '.join(have) or 'none'}")
 
 
 def _group_text(key, members: list[RunRecord], several: bool) -> str:
@@ -338,7 +344,7 @@ def plot_curves(runs: list[RunRecord], metric: str = "loss"):
         note = " (one batch per update)" if column == "loss" else ""
         ax.set_title(LABELS.get(column, column) + note)
     diverged = any(r.diverged for r in runs)
-    _legend_below(fig, axes[0][0], pal, runs, [DIVERGED] if diverged else None)
+    _legend_below(fig, axes[0][0], pal, [DIVERGED] if diverged else None)
     clip = f"; loss axes stop at {LOSS_CLIP:g}× the first loss" if diverged else ""
     fig.suptitle(_title(runs, f"curves, {seeds_text(groups)}{clip}"))
     return fig
@@ -350,6 +356,25 @@ def plot_lr(runs: list[RunRecord], metric: str = "loss"):
     table = lr_table(runs, metric)
     if table.empty:
         raise UserError("--kind lr: needs sweep cells with a learning rate", hint="pass a sweep folder from trx sweep")
+    curves = lr_points(runs)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    drawn: list[float] = []
+    for i, (text, by_lr) in enumerate(curves.items()):
+        drawn += _lr_line(ax, text, by_lr, table[table["arm"] == text], metric, plt.get_cmap("tab10")(i % 10))
+    ax.set_xscale("log")
+    fit_value_axis(ax, metric, drawn, None)
+    plain_log_ticks(ax)
+    ax.set(xlabel=GRID_LABELS["lr"], ylabel=f"final {label(metric, runs)}")
+    what = LABELS.get(metric, metric)
+    ax.set_title(f"final {what} vs learning rate (★ best, ✗ diverged, bar: within 10% of best)", fontsize=9)
+    ax.legend(fontsize=7 if len(curves) > 6 else 8)
+    points = {(text, lr): members for text, by_lr in curves.items() for lr, members in by_lr.items()}
+    fig.suptitle(_title(runs, seeds_text(points)))
+    return fig
+
+
+def lr_points(runs: list[RunRecord]) -> dict[str, dict[float, list[RunRecord]]]:
+    """Sweep cells by line (arm and the other grid values, labelled as in lr_table) and lr."""
     curves: dict[str, dict[float, list[RunRecord]]] = {}
     several = len({r.name for r in runs if r.cell}) > 1
     for run in sorted(runs, key=lambda r: (natural_key(r.arm), [natural_key(v) for _, v in r.overrides])):
@@ -357,39 +382,27 @@ def plot_lr(runs: list[RunRecord], metric: str = "loss"):
             continue
         rest = ",".join(f"{k}={v}" for k, v in run.overrides if k != "lr")
         curves.setdefault(group_label((run.name, run.arm, rest), several), {}).setdefault(run.lr, []).append(run)
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    return curves
+
+
+def _lr_line(ax, text: str, by_lr: dict[float, list[RunRecord]], row, metric: str, color: Any) -> list[float]:
+    """One optimizer: mean ± sd per lr, ✗ at the top for diverged lrs, ★ at the best lr and a bar
+    under the lrs within tolerance (from lr_table's `row`); returns the values that the y axis must show."""
     top = blended_transform_factory(ax.transData, ax.transAxes)
-    colors = plt.get_cmap("tab10")
-    drawn: list[float] = []
-    for i, (text, by_lr) in enumerate(curves.items()):
-        color = colors(i % 10)
-        lrs = sorted(by_lr)
-        ok = [lr for lr in lrs if not any(r.diverged or r.summary.get("status") != "complete" for r in by_lr[lr])]
-        stats = [mean_sd([result(r, metric) for r in by_lr[lr]]) for lr in ok]
-        means = [m for m, _ in stats]
-        sds = [sd or 0.0 for _, sd in stats]
-        drawn += [m + k * sd for m, sd in zip(means, sds) for k in (-1, 0, 1)]
-        ax.errorbar(ok, means, yerr=sds if any(sds) else None, fmt="o-", color=color, label=text, ms=4, capsize=2,
-                    lw=1.4)
-        bad = [lr for lr in lrs if lr not in ok]
-        ax.plot(bad, [0.96] * len(bad), "x", color=color, ms=8, mew=2, transform=top, clip_on=False)
-        row = table[table["arm"] == text]
-        if not row.empty and row.iloc[0]["best_lr"] == row.iloc[0]["best_lr"]:
-            best = row.iloc[0]
-            ax.plot([best["best_lr"]], [best[f"best_{metric}"]], "*", color=color, ms=13, mec="black", mew=0.6)
-            if best["tolerance_decades"] > 0:
-                ax.plot([best["tolerant_lr_lo"], best["tolerant_lr_hi"]], [0.02, 0.02], "-", color=color, lw=4,
-                        alpha=0.6, transform=top, solid_capstyle="butt")
-    ax.set_xscale("log")
-    fit_value_axis(ax, metric, drawn, None)
-    plain_log_ticks(ax)
-    ax.set(xlabel=GRID_LABELS["lr"], ylabel=f"final {label(metric, runs)}")
-    ax.set_title(f"final {LABELS.get(metric, metric)} vs learning rate (★ best, ✗ diverged, bar: within 10% of best)",
-                 fontsize=9)
-    ax.legend(fontsize=7 if len(curves) > 6 else 8)
-    points = {(text, lr): members for text, by_lr in curves.items() for lr, members in by_lr.items()}
-    fig.suptitle(_title(runs, seeds_text(points)))
-    return fig
+    lrs = sorted(by_lr)
+    ok = [lr for lr in lrs if not any(r.diverged or r.summary.get("status") != "complete" for r in by_lr[lr])]
+    stats = [mean_sd([result(r, metric) for r in by_lr[lr]]) for lr in ok]
+    means, sds = [m for m, _ in stats], [sd or 0.0 for _, sd in stats]
+    ax.errorbar(ok, means, yerr=sds if any(sds) else None, fmt="o-", color=color, label=text, ms=4, capsize=2, lw=1.4)
+    bad = [lr for lr in lrs if lr not in ok]
+    ax.plot(bad, [0.96] * len(bad), "x", color=color, ms=8, mew=2, transform=top, clip_on=False)
+    if not row.empty and row.iloc[0]["best_lr"] == row.iloc[0]["best_lr"]:
+        best = row.iloc[0]
+        ax.plot([best["best_lr"]], [best[f"best_{metric}"]], "*", color=color, ms=13, mec="black", mew=0.6)
+        if best["tolerance_decades"] > 0:
+            ax.plot([best["tolerant_lr_lo"], best["tolerant_lr_hi"]], [0.02, 0.02], "-", color=color, lw=4,
+                    alpha=0.6, transform=top, solid_capstyle="butt")
+    return [m + k * sd for m, sd in zip(means, sds) for k in (-1, 0, 1)]
 
 
 # ---- schedules --------------------------------------------------------------------------------
@@ -418,7 +431,27 @@ def plot_schedule(runs: list[RunRecord], metric: str = "loss"):
     pal = palette(groups)
     several = len({k[0] for k in groups}) > 1
     fig, (ax_s, ax_lr) = plt.subplots(1, 2, figsize=(11.5, 4), layout="constrained")
-    windows: dict[tuple[float, ...], tuple[list[float], list[tuple[str, str, str]], dict[str, Any]]] = {}
+    windows, any_aux = _lr_panel(ax_lr, groups, pal, several)
+    shared = any(len(keys) > 1 for _, keys, _ in windows.values())
+    for window, (steps, keys, look) in windows.items():
+        ax_s.plot(steps, window, **look, label=_sharing(keys, several))
+    ax_s.set(xlabel=LABELS["step"], ylabel="window s(t) = lr / μ", ylim=(-0.03, 1.05),
+             title=f"window s(t): {len(windows)} distinct" + (" (shared by the runs named)" if shared else ""))
+    if shared:  # one line per window, named by the runs that share it
+        ax_s.legend(fontsize=7, loc="upper right")
+    _legend_below(fig, ax_lr, pal)
+    fig.suptitle(_title(runs, "schedules from metrics.csv (aux lr from config.yaml)" if any_aux
+                        else "schedules from metrics.csv"))
+    return fig
+
+
+Window = tuple[list[float], list[tuple[str, str, str]], dict[str, Any]]  # steps, groups sharing it, line look
+
+
+def _lr_panel(ax, groups, pal: Palette, several: bool) -> tuple[dict[tuple[float, ...], Window], bool]:
+    """lr = μ·s(t) of each group's main group (bold) and aux group (faint); returns the distinct
+    windows s(t) with the groups that share each, and whether any aux lr was drawn."""
+    windows: dict[tuple[float, ...], Window] = {}
     any_aux, peaks = False, []
     for i, (key, members) in enumerate(groups.items()):
         run = members[0]  # seeds share their schedule
@@ -426,35 +459,22 @@ def plot_schedule(runs: list[RunRecord], metric: str = "loss"):
         if not rows:
             continue
         steps, lrs = [r["step"] for r in rows], [r["lr"] for r in rows]
-        mu = run.lr or max(lrs)
-        style = pal.style[key] if pal.axis else LINESTYLES[i % len(LINESTYLES)]
-        width = 2.4 - 0.5 * (i % 3) if pal.axis is None else 1.2
-        window = tuple(round(v / mu, 9) for v in lrs)
-        look = {"ls": style, "color": pal.color[key], "lw": width}
+        look = {"ls": pal.style[key] if pal.axis else LINESTYLES[i % len(LINESTYLES)], "color": pal.color[key],
+                "lw": 2.4 - 0.5 * (i % 3) if pal.axis is None else 1.2}
+        window = tuple(round(v / (run.lr or max(lrs)), 9) for v in lrs)
         windows.setdefault(window, (steps, [], look))[1].append(key)
-        text = group_label(key, several) if pal.axis is None else None
-        ax_lr.plot(steps, lrs, ls=style, color=pal.color[key], lw=width, label=text)
+        ax.plot(steps, lrs, **look, label=group_label(key, several) if pal.axis is None else None)
         peaks.append(max(lrs))
         aux = aux_lr(run, steps, lrs)
         if aux is not None:
             any_aux = True
-            ax_lr.plot(steps, aux, ls=style, color=pal.color[key], lw=max(0.8, width - 0.8), alpha=0.55)
-    shared = any(len(names) > 1 for _, names, _ in windows.values())
-    for window, (steps, keys, look) in windows.items():
-        ax_s.plot(steps, window, **look, label=_sharing(keys, several))
-    ax_s.set(xlabel=LABELS["step"], ylabel="window s(t) = lr / μ", ylim=(-0.03, 1.05),
-             title=f"window s(t): {len(windows)} distinct" + (" (shared by the runs named)" if shared else ""))
-    if shared:  # one line per window, named by the runs that share it
-        ax_s.legend(fontsize=7, loc="upper right")
+            ax.plot(steps, aux, **{**look, "lw": max(0.8, look["lw"] - 0.8)}, alpha=0.55)
     title = "learning rate: main group" + (" (bold) and aux group (faint)" if any_aux else "")
-    ax_lr.set(xlabel=LABELS["step"], ylabel=LABELS["lr"], title=title)
+    ax.set(xlabel=LABELS["step"], ylabel=LABELS["lr"], title=title)
     if peaks and min(peaks) > 0 and max(peaks) > 30 * min(peaks):
-        ax_lr.set_yscale("log", nonpositive="mask")
-        plain_log_ticks(ax_lr)
-    _legend_below(fig, ax_lr, pal, runs)
-    fig.suptitle(_title(runs, "schedules from metrics.csv (aux lr from config.yaml)" if any_aux
-                        else "schedules from metrics.csv"))
-    return fig
+        ax.set_yscale("log", nonpositive="mask")
+        plain_log_ticks(ax)
+    return windows, any_aux
 
 
 def _sharing(keys: list[tuple[str, str, str]], several: bool) -> str:
@@ -499,29 +519,44 @@ def _warmup_updates(value: str, total: int | None) -> float:
 
 def plot_warmup(runs: list[RunRecord], metric: str = "loss"):
     """With and without warmup, one column of panels per optimizer: the whole run above, the first
-    10% of updates (where warmup acts) below; the panels of a row share their y scale. Line style: the warmup;
-    colour: the other grid values (e.g. lr), else the warmup too."""
+    10% of updates (where warmup acts) below; the panels of a row share their y scale. Line style:
+    the warmup; colour: the other grid values (e.g. lr), else the warmup too."""
     arms = sorted({r.arm for r in runs}, key=natural_key)
-    by_arm = {arm: {warmup_of(r) for r in runs if r.arm == arm} for arm in arms}
-    if not any(len(w) > 1 for w in by_arm.values()):
+    warmups = sorted({warmup_of(r) for r in runs}, key=natural_key)
+    if not any(len({warmup_of(r) for r in runs if r.arm == arm}) > 1 for arm in arms):
         raise UserError("--kind warmup: no run varies schedule.warmup",
                         hint="use --kind curves, or sweep a warmup axis: --grid optimizers.*.schedule.warmup=0,0.05")
-    if metric not in columns(runs):
-        raise UserError(f"--metric {metric}: no metrics.csv column of that name in these runs",
-                        hint=f"available: {', '.join(columns(runs)) or 'none'}")
+    require_column(runs, metric)
     total = max((int(r.summary["steps"]) for r in runs if isinstance(r.summary.get("steps"), int)), default=None)
     fig, axes = plt.subplots(2, len(arms), figsize=(4.8 * len(arms), 7), squeeze=False, sharey="row",
                              layout="constrained")
     drawn: list[tuple[float, float]] = []
     marks: list[tuple[Any, list[RunRecord], Any]] = []
-    warmups = sorted({w for ws in by_arm.values() for w in ws}, key=natural_key)
     for col, arm in enumerate(arms):
         mine = [r for r in runs if r.arm == arm]
         drawn += _warmup_panels(axes[0][col], axes[1][col], mine, metric, warmups, total, marks)
         axes[0][col].set_title(arm)
+    _fit_warmup_axes(axes, drawn, runs, metric, total)
+    for ax, members, color in marks:
+        _mark_diverged(ax, members, metric, color)
+    handles, texts = axes[0][0].get_legend_handles_labels()
+    if any(_warmup_updates(w, total) > 0 for w in warmups):
+        handles.append(plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.15))
+        texts.append("shaded: the warmup updates")
+    if any(r.diverged for r in runs):
+        handles, texts = [*handles, DIVERGED], [*texts, DIVERGED.get_label()]
+    fig.legend(handles, texts, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 3), fontsize=8)
+    tau = f"; τ = {total} updates" if total else ""
+    fig.suptitle(_title(runs, f"warmup ablation, {LABELS.get(metric, metric)}, {seeds_text(group_runs(runs))}{tau}"))
+    return fig
+
+
+def _fit_warmup_axes(axes, drawn: list[tuple[float, float]], runs: list[RunRecord], metric: str,
+                     total: int | None) -> None:
+    """One y scale per row (the lower row fitted to what it shows), plain ticks, the zoom's x range."""
     first = _first_value(runs, metric)
-    fit_value_axis(axes[0][0], metric, [m for _, m in drawn], first)
     end = ZOOM * total if total else math.inf
+    fit_value_axis(axes[0][0], metric, [m for _, m in drawn], first)
     fit_value_axis(axes[1][0], metric, [m for s, m in drawn if s <= end], first)
     for ax in axes.flat:
         ax.set(xlabel=LABELS["step"])
@@ -531,21 +566,8 @@ def plot_warmup(runs: list[RunRecord], metric: str = "loss"):
         row[0].set_ylabel(label(metric, runs))
     if total:
         for ax in axes[1]:
-            ax.set_xlim(0, ZOOM * total)
-            ax.set_title(f"first {_g(100 * ZOOM)}% of updates (0–{round(ZOOM * total)}), where warmup acts",
-                         fontsize=8)
-    for ax, members, color in marks:
-        _mark_diverged(ax, members, metric, color)
-    handles, texts = axes[0][0].get_legend_handles_labels()
-    spans = [w for w in warmups if _warmup_updates(w, total) > 0]
-    if spans:
-        handles.append(plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.15))
-        texts.append("shaded: the warmup updates")
-    fig.legend(handles, texts, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 3), fontsize=8)
-    groups = group_runs(runs)
-    tau = f"; τ = {total} updates" if total else ""
-    fig.suptitle(_title(runs, f"warmup ablation, {LABELS.get(metric, metric)}, {seeds_text(groups)}{tau}"))
-    return fig
+            ax.set_xlim(0, end)
+            ax.set_title(f"first {_g(100 * ZOOM)}% of updates (0–{round(end)}), where warmup acts", fontsize=8)
 
 
 def _warmup_panels(full, zoom, mine: list[RunRecord], metric: str, warmups: list[str], total: int | None,
@@ -566,7 +588,8 @@ def _warmup_panels(full, zoom, mine: list[RunRecord], metric: str, warmups: list
         style = LINESTYLES[warmups.index(warmup) % len(LINESTYLES)]
         steps, means, sds = mean_curve(members, metric)
         bad = sum(r.diverged for r in members)
-        text = warmup_text(warmup, total) + (f", {rest}" if len(rests) > 1 else "") + (f" (✗ {bad} diverged)" if bad else "")
+        text = warmup_text(warmup, total) + (f", {rest}" if len(rests) > 1 else "")
+        text += f" (✗ {bad} diverged)" if bad else ""
         _band(full, steps, means, sds, color, text, style)
         _band(zoom, steps, means, sds, color, None, style, "o")
         drawn += list(zip(steps, means))
