@@ -161,4 +161,11 @@ def test_tolerance_difference_notes_an_open_band():
     open_band = v_sweep(0.01, 0.01, offsets=(0.01, -0.01))
     p = tolerance_difference(LRS, open_band, LRS, v_sweep(0.4, 0.4, offsets=(0.01, -0.01)),
                              initial_a=INITIAL, initial_b=INITIAL)
-    assert "open band (a)" in p.note and p.mean_diff == pytest.approx(3.5)
+    assert "open band (a)" in p.note and p.mean_diff == pytest.approx(3.5) and p.verdict == SUPPORTED
+    # an open band that measures narrower is only bounded below: not evidence that it is narrower
+    edge = v_sweep(0.4, 0.4, best_x=-4.0, offsets=(0.01, -0.01))  # open at 1e-4, 0.25 decades measured
+    wide = v_sweep(0.1, 0.1, offsets=(0.01, -0.01))  # closed, 2 decades
+    p = tolerance_difference(LRS, edge, LRS, wide, initial_a=INITIAL, initial_b=INITIAL)
+    assert p.hi < 0 and p.verdict == INCONCLUSIVE
+    p = tolerance_difference(LRS, wide, LRS, edge, initial_a=INITIAL, initial_b=INITIAL)
+    assert p.lo > 0 and p.verdict == INCONCLUSIVE and "open band (b)" in p.note

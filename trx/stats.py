@@ -250,7 +250,9 @@ def tolerance_difference(lrs_a: Sequence[float], a_by_seed: Mapping[int, Sequenc
     percentile bootstrap: the seeds both arms ran are drawn with replacement once per draw and
     used for both arms (arms at one seed share initial weights and batches). Verdict on the
     claim "a is wider than b". Seeds only one arm ran are excluded and counted. An open band's
-    width is a lower bound; `note` says so, since the difference is then bounded, not measured."""
+    width is only a lower bound (`note` says so): "supported" stands only when b's band is closed
+    and "contradicted" only when a's is, otherwise the verdict is inconclusive — the grid cannot
+    show that an open band is the narrower one."""
     shared = sorted(set(a_by_seed) & set(b_by_seed))
     excluded = len(set(a_by_seed) ^ set(b_by_seed))
     if len(shared) < 2:
@@ -263,6 +265,10 @@ def tolerance_difference(lrs_a: Sequence[float], a_by_seed: Mapping[int, Sequenc
     point = (bands[0].decades or 0.0) - (bands[1].decades or 0.0)
     picks = np.random.default_rng(rng_seed).integers(0, len(shared), size=(n_boot, len(shared)))
     lo, hi = _percentiles(_widths(*arms[0], tolerance, picks) - _widths(*arms[1], tolerance, picks), level)
-    opened = [name for name, band in zip("ab", bands) if band.open_low or band.open_high]
+    open_a, open_b = (band.open_low or band.open_high for band in bands)
+    said = verdict(lo, hi, claim_positive=True)
+    if (said == SUPPORTED and open_b) or (said == CONTRADICTED and open_a):
+        said = INCONCLUSIVE  # the side that should be the narrower is only bounded below
+    opened = [name for name, o in (("a", open_a), ("b", open_b)) if o]
     note = f"open band ({', '.join(opened)}): its width is a lower bound" if opened else ""
-    return Paired(len(shared), point, lo, hi, verdict(lo, hi, claim_positive=True), excluded, note)
+    return Paired(len(shared), point, lo, hi, said, excluded, note)
