@@ -80,7 +80,7 @@ def arm_order(runs: list[RunRecord], experiment: dict[str, Any] | None) -> list[
 def inline(value: Any) -> str:
     """A config value on one line: numbers %.4g, `{name: x, k: v}` as `x(k=v)`."""
     if isinstance(value, dict):
-        rest = ", ".join(f"{k}={inline(v)}" for k, v in value.items() if k != "name")
+        rest = ", ".join(f"{k}={inline(v)}" for k, v in value.items() if k != "name" and v is not None)
         return f"{value['name']}({rest})" if "name" in value else "{" + rest + "}"
     if isinstance(value, list):
         return "[" + ", ".join(inline(v) for v in value) + "]"
@@ -103,8 +103,10 @@ def arms_table(runs: list[RunRecord], experiment: dict[str, Any] | None) -> str:
     rows = []
     for arm in arm_order(runs, experiment):
         cfg = configs.get(arm) or {}
-        row = {"arm": arm, **{c: inline(cfg.get(c)) for c in ARM_COLUMNS}}
-        row["other"] = "; ".join(f"{k}: {inline(v)}" for k, v in cfg.items() if k not in ARM_COLUMNS) or "-"
+        swept = {k.split(".")[0] for r in runs if r.arm == arm for k, _ in r.overrides}
+        row = {"arm": arm, **{c: "swept (grid below)" if c in swept else inline(cfg.get(c)) for c in ARM_COLUMNS}}
+        row["other"] = "; ".join(f"{k}: {inline(v)}" for k, v in cfg.items()
+                                 if k not in ARM_COLUMNS and v is not None) or "-"
         rows.append(row)
     return to_markdown(pd.DataFrame(rows, dtype=str))
 
@@ -138,7 +140,7 @@ def environment(runs: list[RunRecord]) -> list[str]:
             f"git {values('git_sha')}",
             f"- device {values('device')}, {values('threads')} thread(s), world size {values('world_size')}",
             f"- runs: {len(runs)} ({', '.join(f'{n} {s}' for s, n in statuses.items())}); "
-            f"total wall time {wall / 60:.1f} min (sum over runs); finished {when}"]
+            f"total wall time {_duration(wall)} (sum over runs); finished {when}"]
 
 
 def what_ran(runs: list[RunRecord], experiment: dict[str, Any] | None, paths: list[Path]) -> str:
@@ -344,6 +346,10 @@ def figures_section(figures: list[tuple[str, str]]) -> str:
 
 def _num(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.4g}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _now() -> str:

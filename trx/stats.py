@@ -237,8 +237,9 @@ def lr_band(lrs: Sequence[float], values_by_seed: Mapping[int, Sequence[float | 
     if len(seeds) >= 2 and n_boot > 0:
         picks = np.random.default_rng(rng_seed).integers(0, len(seeds), size=(n_boot, len(seeds)))
         ci = _percentiles(_widths(log_lrs, gains, tolerance, picks), level)
-    return Band(float(10**log_lrs[b]), best, float(10**lo), float(10**hi), hi - lo, edge, open_lo, open_hi, ci,
-                len(seeds), reference)
+    grid = sorted(float(lr) for lr in lrs)  # the grid's own numbers where an edge sits on the grid
+    return Band(grid[b], best, grid[0] if open_lo else float(10**lo), grid[-1] if open_hi else float(10**hi),
+                hi - lo, edge, open_lo, open_hi, ci, len(seeds), reference)
 
 
 def tolerance_difference(lrs_a: Sequence[float], a_by_seed: Mapping[int, Sequence[float | None]],
