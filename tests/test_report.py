@@ -108,7 +108,8 @@ def test_report_of_trx_run_seeds_has_paired_differences_and_claim_verdicts(tmp_p
     root = run_seeds(tmp_path, {"adamw": [0.5, 0.7, 0.6, 0.8], "muon": [0.31, 0.49, 0.42, 0.58],
                                 "sgd": [0.52, 0.68, 0.61, 0.79], "lion": [0.6, 0.85, 0.7, None]})
     experiment = {**tiny_config(name="main"), "claims": CLAIMS,
-                  "optimizers": {"adamw": {"lr": 0.003}, "muon": {"lr": 0.02}, "sgd": {"lr": 0.1}, "lion": {"lr": 1e-4}}}
+                  "optimizers": {"adamw": {"lr": 0.003}, "muon": {"lr": 0.02}, "sgd": {"lr": 0.1},
+                                 "lion": {"lr": 1e-4}}}
     (root / "experiment.yaml").write_text(yaml.safe_dump(experiment, sort_keys=False))
     text = write_report([root]).read_text()
     assert "## Paired differences against adamw" in text  # config order, not alphabetical
@@ -142,7 +143,7 @@ def test_report_claims_that_cannot_be_evaluated_say_why_and_bad_claims_are_user_
     assert "## Learning-rate tolerance" in text and "## Paired differences" not in text
     assert all((tmp_path / "out" / name).exists() for name in links(text))
     (root / "experiment.yaml").write_text(yaml.safe_dump({"claims": [{**claims[0], "kind": "speed"}]}))
-    with pytest.raises(UserError, match=r"claims\[0\].kind: must be one of difference, lr_tolerance"):
+    with pytest.raises(UserError, match=r"claims.0.kind: must be one of difference, lr_tolerance"):
         write_report([root])
 
 

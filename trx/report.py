@@ -8,7 +8,6 @@ written before cell.json existed fall back to their summary and folder names."""
 from __future__ import annotations
 
 import functools
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +106,8 @@ def value_text(v: Any) -> str:
         return f"{v:.4g}"
     if isinstance(v, str):
         return v
-    return yaml.safe_dump(v, default_flow_style=True, width=10**6, sort_keys=False).strip().replace(" ", "").replace("/", "_")
+    text = yaml.safe_dump(v, default_flow_style=True, width=10**6, sort_keys=False).strip()
+    return text.replace(" ", "").replace("/", "_")
 
 
 def split_cell_id(cell_id: str) -> list[tuple[str, str]]:

@@ -219,7 +219,8 @@ def select(runs: list[RunRecord], side: Any, where_path: str) -> list[RunRecord]
     if not isinstance(side, dict) or "arm" not in side:
         raise UserError(f"{where_path}: expected {{arm: NAME, where: {{key: value}}}}, got {side!r}")
     where = {str(k): value_text(v) for k, v in (side.get("where") or {}).items()}
-    return [r for r in runs if r.arm == str(side["arm"]) and all(dict(r.overrides).get(k) == v for k, v in where.items())]
+    return [r for r in runs
+            if r.arm == str(side["arm"]) and all(dict(r.overrides).get(k) == v for k, v in where.items())]
 
 
 def _label(side: dict[str, Any]) -> str:
@@ -228,7 +229,7 @@ def _label(side: dict[str, Any]) -> str:
 
 
 def evaluate_claim(claim: Any, runs: list[RunRecord], default: str, index: int) -> ClaimResult:
-    path = f"claims[{index}]"
+    path = f"claims.{index}"
     if not isinstance(claim, dict):
         raise UserError(f"{path}: expected a mapping with text, kind, a, b, expect")
     kind, expect = claim.get("kind", "difference"), claim.get("expect")
@@ -253,7 +254,8 @@ def evaluate_claim(claim: Any, runs: list[RunRecord], default: str, index: int) 
 def _difference(text: str, sides: list[dict[str, Any]], chosen: list[list[RunRecord]], metric: str) -> ClaimResult:
     for side, mine in zip(sides, chosen):
         if len({r.seed for r in mine}) < len(mine):
-            return ClaimResult(text, "not evaluated", f"{_label(side)}: several runs per seed; add `where:` to pick one cell")
+            why = f"{_label(side)}: several runs per seed; add `where:` to pick one cell"
+            return ClaimResult(text, "not evaluated", why)
     a, b = (seed_values(mine, metric) for mine in chosen)
     p = paired_difference(a, b, higher_is_better(metric))
     excluded = f", {p.excluded} excluded (diverged or unpaired)" if p.excluded else ""
