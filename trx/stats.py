@@ -137,9 +137,9 @@ def improvements(values: np.ndarray, higher_better: bool, reference: float) -> n
 
 
 def lr_scores(gains: np.ndarray) -> np.ndarray:
-    """Seed-mean improvement per lr from a (seeds, lrs) matrix; an lr with any missing or diverged
+    """Seed-mean improvement per lr from a (…, seeds, lrs) array; an lr with any missing or diverged
     seed scores 0 (outside any band): a rate that fails in one seed in three is not tolerated."""
-    return np.where(np.isnan(gains).any(axis=0), 0.0, np.nan_to_num(gains).mean(axis=0))
+    return np.where(np.isnan(gains).any(axis=-2), 0.0, np.nan_to_num(gains).mean(axis=-2))
 
 
 def band_edges(log_lrs: Sequence[float], scores: Sequence[float], tolerance: float
@@ -148,8 +148,8 @@ def band_edges(log_lrs: Sequence[float], scores: Sequence[float], tolerance: flo
     lrs around the best whose score is ≥ (1 − tolerance) · best score; each edge interpolated
     linearly in log-lr where the score crosses the threshold between two grid points. None when
     no score is > 0. `log_lrs` ascending."""
-    b = int(np.argmax(scores))
-    best = float(scores[b])
+    best = max(scores)
+    b = list(scores).index(best)
     if not best > 0:
         return None
     thr = (1.0 - tolerance) * best
@@ -179,9 +179,11 @@ def _matrix(lrs: Sequence[float], values_by_seed: Mapping[int, Sequence[float | 
 
 def _widths(log_lrs: np.ndarray, gains: np.ndarray, tolerance: float, picks: np.ndarray) -> np.ndarray:
     """Band width (decades) for each bootstrap draw of seed indices (rows of `picks`); 0 when no lr improves."""
-    out = np.empty(len(picks))
-    for k, idx in enumerate(picks):
-        edges = band_edges(log_lrs, lr_scores(gains[idx]), tolerance)
+    scores = lr_scores(gains[picks]).tolist()  # (draws, lrs)
+    x = log_lrs.tolist()
+    out = np.zeros(len(picks))
+    for k, row in enumerate(scores):
+        edges = band_edges(x, row, tolerance)
         out[k] = 0.0 if edges is None else edges[2] - edges[1]
     return out
 
