@@ -28,6 +28,8 @@ CLAIM_KINDS = {"difference": ("a_better", "b_better"), "lr_tolerance": ("a_wider
 def write_report(paths: list[Path], out: Path | None = None, metric: str | None = None) -> Path:
     """Write `report.md` for the run or sweep folders `paths` (default: into the first folder; `out`
     is a .md file or a folder) and its figures beside it; return the report's path."""
+    if not paths:
+        raise UserError("RUN_DIR: pass a run or sweep folder", hint="e.g. trx report runs/lr_sweep/sweep")
     runs = find_runs([Path(p) for p in paths])
     metric = metric or default_metric(runs)
     check_metric(runs, metric)
@@ -58,8 +60,8 @@ def report_path(first: Path, out: Path | None) -> Path:
 
 
 def find_experiment(paths: list[Path], runs: list[RunRecord]) -> dict[str, Any] | None:
-    """The experiment.yaml at the experiment root: at a given folder or up to two levels above a
-    run folder (arm → experiment; cell → arm → sweep)."""
+    """The experiment.yaml at the experiment root: in a given folder, else up to three levels above
+    a run folder (seed → arm → experiment; cell → arm → sweep)."""
     places = [p if p.is_dir() else p.parent for p in paths]
     places += [parent for r in runs for parent in list(r.dir.parents)[:3]]
     for place in dict.fromkeys(p.resolve() for p in places):
@@ -182,7 +184,8 @@ def lr_section(runs: list[RunRecord], metric: str, tolerance: float = 0.1) -> st
     return "\n".join([
         f"## Learning-rate tolerance (final {metric})", "",
         f"The band is the run of learning rates around the best whose seed-mean improvement over the initial "
-        f"value is at least {1 - tolerance:.0%} of the best lr's; its edges are interpolated in log-lr between "
+        f"value (the metric at step 0, mean over runs; for a loss not evaluated at step 0, the first train loss) "
+        f"is at least {1 - tolerance:.0%} of the best lr's; its edges are interpolated in log-lr between "
         "grid points, and a learning rate where any seed diverged is outside it. `tolerance_decades` is "
         "log10(hi / lo) with a 95% bootstrap interval over seeds (seeds drawn jointly across learning rates). "
         "A band that runs off the grid gives only a lower bound.", "", to_markdown(table)])
