@@ -174,3 +174,17 @@ def test_report_of_a_small_real_sweep_links_figures_that_exist(tmp_path):
     assert sorted(links(text)) == ["report_curves.png", "report_lr.png"]
     assert all((sweep / name).stat().st_size > 1000 for name in links(text))
     assert "- adam: `lr` ∈ {0.003, 0.01, 0.03}" in text
+
+
+def test_report_draws_the_warmup_figure_when_warmup_is_an_axis(tmp_path):
+    root = tmp_path / "w" / "sweep"
+    for arm in ("adamw", "muon"):
+        for warmup in (0, 10):
+            for seed in (0, 1):
+                write_cell(root / arm / f"schedule.warmup={warmup},seed={seed}", "w", arm, seed,
+                           {"schedule.warmup": warmup}, value=0.3 + 0.01 * seed - 0.001 * warmup)
+    text = write_report([root], metric="loss").read_text()
+    assert sorted(links(text)) == ["report_curves.png", "report_warmup.png"]
+    assert all((root / name).exists() for name in links(text))
+    assert "## Paired differences against adamw" in text and "| muon schedule.warmup=10 |" in text
+    assert "- muon: `schedule.warmup` ∈ {0, 10}" in text
