@@ -133,7 +133,7 @@ def test_compare_md_pastes_into_a_report(tmp_path):
     lines = res.output.splitlines()
     assert lines[0].startswith("| run | seeds | status |") and lines[1].startswith("|---|---:|---|")
     assert "| adamw lr=0.01 | 2 | complete | 0.2 ± 0.014 |" in res.output
-    assert "learning-rate tolerance (final val_loss, within 10% of the best):" in res.output
+    assert "learning-rate tolerance (final val_loss; band: ≥ 90% of the best lr's improvement" in res.output
     assert "| muon | 3 | 2 | 0.1 | 0.15 ± 0 |" in res.output
 
 

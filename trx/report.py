@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from trx.config import UserError
+from trx.errors import UserError
 from trx.io import atomic_write, read_json, read_metrics
 from trx.stats import Band, lr_band, mean_sd, paired_difference, t_interval
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 import trx
-from trx.config import UserError
+from trx.errors import UserError
 from trx.io import atomic_write, read_yaml
 from trx.report import (RunRecord, check_metric, compare_table, curve_band, curve_values, find_runs,
                         higher_is_better, initial_value, interval_text, lr_curves, lr_table, natural_key,
@@ -329,7 +329,12 @@ def draw_figures(runs: list[RunRecord], report: Path, metric: str) -> list[tuple
     for kind in figure_kinds(runs):
         name = f"{report.stem}_{kind}.png"
         try:
-            make_plot(kind, runs, report.parent / name, metric)
+            try:
+                make_plot(kind, runs, report.parent / name, metric)
+            except UserError:  # a metric only in summary.json: the curves show the training loss
+                if kind != "curves" or metric == "loss":
+                    raise
+                make_plot(kind, runs, report.parent / name, "loss")
         except UserError:
             continue
         drawn.append((kind, name))
