@@ -20,7 +20,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as st
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 BOOTSTRAP_SEED = 0  # the bootstrap's RNG seed: reports are reproducible to the digit
@@ -48,7 +47,9 @@ def t_interval(values: Iterable[float | None], level: float = 0.95) -> tuple[flo
         return None
     mean, sd = mean_sd(vals)
     assert mean is not None and sd is not None
-    half = float(st.t.ppf(0.5 + level / 2, len(vals) - 1)) * sd / math.sqrt(len(vals))
+    from scipy.special import stdtrit  # the t quantile; scipy.stats would add a second to start-up
+
+    half = float(stdtrit(len(vals) - 1, 0.5 + level / 2)) * sd / math.sqrt(len(vals))
     return mean - half, mean + half
 
 
