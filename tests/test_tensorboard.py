@@ -100,10 +100,22 @@ def test_resume_hides_the_steps_written_after_the_checkpoint(tmp_path: Path):
     with TensorBoardSink(tmp_path, "a") as sink:
         for row in first:
             sink.append(row)
-    with TensorBoardSink(tmp_path, "a", purge_step=6) as sink:
+    with TensorBoardSink(tmp_path, "a", start_step=6) as sink:
         for row in resumed[6:]:
             sink.append(row)
     assert_same(read_back(tmp_path), expected(first[:6] + resumed[6:]))
+
+
+def test_a_restart_from_scratch_hides_the_old_run(tmp_path: Path):
+    """No checkpoint: the arm starts again at step 0 and only the new curves are shown."""
+    with TensorBoardSink(tmp_path, "a") as sink:
+        for row in rows(10):
+            sink.append(row)
+    again = rows(7, scale=3.0)
+    with TensorBoardSink(tmp_path, "a") as sink:
+        for row in again:
+            sink.append(row)
+    assert_same(read_back(tmp_path), expected(again))
 
 
 def test_scalars_keep_numbers_only():

@@ -47,24 +47,26 @@ class TensorBoardSink:
     """Writes metrics rows of one arm or cell as scalars into `logdir` (usually `<folder>/tb`).
 
     `run_label` is a human-readable name of the run (arm and cell), shown in TensorBoard's
-    Text tab. After a resume from a checkpoint at step t, pass `purge_step=t`: the events of
-    steps ≥ t written before the interruption are hidden, as metrics.csv drops its rows.
+    Text tab. `start_step` is the first step this sink will write: 0 for a fresh start, t for a
+    resume from a checkpoint at step t. Events of steps ≥ start_step already in `logdir` (from
+    an interrupted or restarted run) are hidden, as metrics.csv drops its rows.
     Raises `UserError` (one line with the install command) when `tensorboard` is missing.
+    Events are flushed every `flush_secs` seconds, on `flush()` and on `close()`.
     """
 
-    def __init__(self, logdir: Path, run_label: str, purge_step: int | None = None, flush_secs: int = 10):
+    def __init__(self, logdir: Path, run_label: str, start_step: int = 0, flush_secs: int = 10):
         writer_cls = _summary_writer()
         self.logdir = Path(logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.run_label = run_label
-        self.writer = writer_cls(log_dir=str(self.logdir), purge_step=purge_step, flush_secs=flush_secs)
-        if not purge_step:
+        self.writer = writer_cls(log_dir=str(self.logdir), purge_step=start_step, flush_secs=flush_secs)
+        if start_step == 0:
             self.writer.add_text("run", run_label, global_step=0)
 
     @classmethod
-    def in_folder(cls, folder: Path, run_label: str, purge_step: int | None = None) -> TensorBoardSink:
+    def in_folder(cls, folder: Path, run_label: str, start_step: int = 0) -> TensorBoardSink:
         """The sink of an arm's or cell's output folder: event files in `<folder>/tb/`."""
-        return cls(Path(folder) / FOLDER, run_label, purge_step=purge_step)
+        return cls(Path(folder) / FOLDER, run_label, start_step=start_step)
 
     def append(self, row: dict[str, Any]) -> None:
         """Every numeric column of a metrics row, at global step `row["step"]`."""
