@@ -6,7 +6,7 @@ column of a metrics row becomes a scalar whose tag is the column name (`loss`, `
 all arms and cells of an experiment in one chart per column, each run named by its folder
 (`muon/tb`, `sweep/muon/lr=0.01,seed=1/tb`).
 
-The `tensorboard` package is an optional extra, imported only when a sink is made.
+The `tensorboard` package is an optional extra; it (and torch) are imported only when a sink is made.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trx.config import UserError
+from trx.errors import UserError
 
 INSTALL = "pip install -e '.[tensorboard]'"
 FOLDER = "tb"
