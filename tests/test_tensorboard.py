@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import csv
 import math
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from conftest import tiny_config
+from typer.testing import CliRunner
+
+from trx.cli import app
 from trx.errors import UserError
 from trx.io import MetricsWriter, read_metrics
 from trx.tensorboard import FOLDER, INSTALL, TensorBoardSink, scalars
@@ -31,10 +38,20 @@ def rows(n: int = 12, eval_every: int = 4, scale: float = 1.0) -> list[dict]:
     return out
 
 
+def next_second() -> None:
+    """Event files are read in name order, and names begin with the creation second (then host,
+    pid and a per-process counter, compared as text): a second writer in the same folder must
+    start in a later second, as a resumed run in a new process does."""
+    time.sleep(1.0 - time.time() % 1.0 + 0.01)
+
+
 def read_back(logdir: Path) -> dict[str, dict[int, float]]:
     acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
     acc.Reload()
-    return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
+    out = {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
+    for tag in out:  # one value per step: a resumed run's old events are hidden, not doubled
+        assert len(out[tag]) == len(acc.Scalars(tag)), tag
+    return out
 
 
 def expected(rows_: list[dict]) -> dict[str, dict[int, float]]:
@@ -77,6 +94,51 @@ def test_event_files_match_metrics_csv(tmp_path: Path):
     assert_same(read_back(tmp_path / FOLDER), expected(read_metrics(tmp_path / "metrics.csv")))
 
 
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_a_run_with_tensorboard_matches_its_metrics_csv(tmp_path: Path, write_config, command: str):
+    """`--tensorboard`: every arm or cell folder gets tb/ holding exactly its metrics.csv."""
+    cfg = write_config(tiny_config(threads=1))
+    args = [command, str(cfg), "--out", str(tmp_path / "runs"), "--tensorboard"]
+    if command == "sweep":
+        args += ["--grid", "optimizers.sgd.lr=0.1,0.2"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    folders = [p.parent for p in (tmp_path / "runs").rglob("metrics.csv")]
+    assert len(folders) == (3 if command == "sweep" else 2)
+    for folder in folders:
+        assert_same(read_back(folder / FOLDER), expected(read_metrics(folder / "metrics.csv")))
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_shows_exactly_the_final_metrics(tmp_path: Path, write_config):
+    """Events written after the last checkpoint of a killed run are hidden on resume."""
+    cfg = write_config(tiny_config(steps=1500, log_every=10, eval_every=500, checkpoint_every=100, threads=1,
+                                   optimizers={"adam": {"lr": 0.01, "filter": "ema", "normalizer": "adam"}}))
+    out, folder = tmp_path / "runs", tmp_path / "runs" / "tiny" / "adam"
+    argv = [sys.executable, "-m", "trx", "run", str(cfg), "--out", str(out), "--tensorboard"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (folder / "checkpoint.pt").exists() or last_step(folder / "metrics.csv") % 100 < 50:
+            assert time.time() < deadline and proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    res = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert_same(read_back(folder / FOLDER), expected(read_metrics(folder / "metrics.csv")))
+
+
+def last_step(path: Path) -> int:
+    try:
+        with path.open(newline="") as f:
+            steps = [r["step"] for r in csv.DictReader(f) if r.get("step")]
+    except OSError:
+        return 0
+    return int(steps[-1]) if steps else 0
+
+
 def test_arms_and_cells_show_side_by_side(tmp_path: Path):
     """One run per folder under the experiment root, the same tags in each: one chart per column."""
     folders = {"muon": tmp_path / "muon", "sweep/adam/lr=0.01,seed=1": tmp_path / "sweep" / "adam" / "lr=0.01,seed=1"}
@@ -94,13 +156,16 @@ def test_arms_and_cells_show_side_by_side(tmp_path: Path):
     assert first == {"muon/tb": pytest.approx(2.0), "sweep/adam/lr=0.01,seed=1/tb": pytest.approx(4.0)}
 
 
-def test_resume_hides_the_steps_written_after_the_checkpoint(tmp_path: Path):
-    """Interrupted at step 9 of a run checkpointed at step 6: the resumed run's values win."""
+@pytest.mark.parametrize("start_step", [None, 6])
+def test_resume_hides_the_steps_written_after_the_checkpoint(tmp_path: Path, start_step):
+    """Interrupted at step 9 of a run checkpointed at step 6: the resumed run's values win,
+    whether the sink is told the step or takes it from the first row."""
     first, resumed = rows(10), rows(10, scale=3.0)
     with TensorBoardSink(tmp_path, "a") as sink:
         for row in first:
             sink.append(row)
-    with TensorBoardSink(tmp_path, "a", start_step=6) as sink:
+    next_second()
+    with TensorBoardSink(tmp_path, "a", start_step=start_step) as sink:
         for row in resumed[6:]:
             sink.append(row)
     assert_same(read_back(tmp_path), expected(first[:6] + resumed[6:]))
@@ -112,6 +177,7 @@ def test_a_restart_from_scratch_hides_the_old_run(tmp_path: Path):
         for row in rows(10):
             sink.append(row)
     again = rows(7, scale=3.0)
+    next_second()
     with TensorBoardSink(tmp_path, "a") as sink:
         for row in again:
             sink.append(row)
@@ -130,6 +196,13 @@ def test_missing_package_is_a_one_line_user_error(tmp_path: Path, monkeypatch):
     message = str(err.value)
     assert "\n" not in message and INSTALL in message and "tensorboard" in message
     assert not (tmp_path / "tb").exists()  # nothing written
+
+
+def test_nothing_is_written_before_the_first_row(tmp_path: Path):
+    sink = TensorBoardSink(tmp_path / "tb", "muon")
+    sink.flush()
+    sink.close()
+    assert not (tmp_path / "tb").exists()
 
 
 def test_importing_the_module_imports_neither_tensorboard_nor_torch():

@@ -47,38 +47,50 @@ class TensorBoardSink:
     """Writes metrics rows of one arm or cell as scalars into `logdir` (usually `<folder>/tb`).
 
     `run_label` is a human-readable name of the run (arm and cell), shown in TensorBoard's
-    Text tab. `start_step` is the first step this sink will write: 0 for a fresh start, t for a
-    resume from a checkpoint at step t. Events of steps ≥ start_step already in `logdir` (from
-    an interrupted or restarted run) are hidden, as metrics.csv drops its rows.
-    Raises `UserError` (one line with the install command) when `tensorboard` is missing.
-    Events are flushed every `flush_secs` seconds, on `flush()` and on `close()`.
+    Text tab. The event file is opened at the first row, and events of that row's step and
+    later already in `logdir` (written before an interruption, or by a run restarted from
+    scratch) are hidden, as metrics.csv drops its rows: a resumed run needs no extra argument.
+    `start_step` sets that step explicitly. Events are flushed every `flush_secs` seconds, on
+    `flush()` and on `close()`. Raises `UserError` (one line with the install command) when
+    `tensorboard` is missing, at construction, before anything is written.
     """
 
-    def __init__(self, logdir: Path, run_label: str, start_step: int = 0, flush_secs: int = 10):
-        writer_cls = _summary_writer()
+    def __init__(self, logdir: Path, run_label: str, start_step: int | None = None, flush_secs: int = 10):
+        self._writer_cls = _summary_writer()
         self.logdir = Path(logdir)
-        self.logdir.mkdir(parents=True, exist_ok=True)
         self.run_label = run_label
-        self.writer = writer_cls(log_dir=str(self.logdir), purge_step=start_step, flush_secs=flush_secs)
-        if start_step == 0:
-            self.writer.add_text("run", run_label, global_step=0)
+        self.start_step = start_step
+        self.flush_secs = flush_secs
+        self.writer: Any = None
 
     @classmethod
-    def in_folder(cls, folder: Path, run_label: str, start_step: int = 0) -> TensorBoardSink:
+    def in_folder(cls, folder: Path, run_label: str, start_step: int | None = None) -> TensorBoardSink:
         """The sink of an arm's or cell's output folder: event files in `<folder>/tb/`."""
         return cls(Path(folder) / FOLDER, run_label, start_step=start_step)
+
+    def _open(self, step: int) -> Any:
+        start = step if self.start_step is None else self.start_step
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        writer = self._writer_cls(log_dir=str(self.logdir), purge_step=start, flush_secs=self.flush_secs)
+        if start == 0:
+            writer.add_text("run", self.run_label, global_step=0)
+        return writer
 
     def append(self, row: dict[str, Any]) -> None:
         """Every numeric column of a metrics row, at global step `row["step"]`."""
         step = int(row["step"])
+        if self.writer is None:
+            self.writer = self._open(step)
         for tag, value in scalars(row).items():
             self.writer.add_scalar(tag, value, global_step=step)
 
     def flush(self) -> None:
-        self.writer.flush()
+        if self.writer is not None:
+            self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
     def __enter__(self) -> TensorBoardSink:
         return self
