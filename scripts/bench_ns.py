@@ -78,14 +78,16 @@ def buffered_iteration(G: torch.Tensor, steps: int = 5, dtype=torch.float32) -> 
 
 
 def gram_iteration(G: torch.Tensor, steps: int = 5, dtype=torch.float32, coefficients="keller",
-                   restarts=(2,)) -> torch.Tensor:
+                   restarts=(3,), restart_dtype=None) -> torch.Tensor:
     """Gram Newton–Schulz: the same polynomial, iterated on the small Gram matrix.
 
     Every iterate is X_k = Q·X_0 with Q a polynomial in R = X_0 X_0ᵀ (s × s), so iterate on the
     small matrices instead: Z = b·R + c·R², Q ← Q·(a·I + Z), R ← (a·I + Z)·R·(a·I + Z) (all
     polynomials in R commute), and touch the long (s, l) matrix only at the end, X = Q·X_0.
     In low precision R drifts from X Xᵀ, so before each step in `restarts` the iteration starts
-    again from X ← Q·X (the authors restart before step 2 of 5, in float16).
+    again from X ← Q·X (the authors restart before step 2 of 5, in float16; in bf16 only a restart
+    before step 3 keeps the standard form's singular values, docs/newton_schulz.md). With
+    `restart_dtype` the restart products Q·X and X Xᵀ are taken in that dtype.
     """
     X = G.to(dtype)
     tall = X.size(-2) > X.size(-1)
@@ -97,8 +99,12 @@ def gram_iteration(G: torch.Tensor, steps: int = 5, dtype=torch.float32, coeffic
     Q = None
     for i, (a, b, c) in enumerate(schedule):
         if Q is not None and i in restarts:
-            X, Q = Q @ X, None
-            R = X @ X.mT
+            if restart_dtype is None:
+                X, Q = Q @ X, None
+                R = X @ X.mT
+            else:
+                Xr = Q.to(restart_dtype) @ X.to(restart_dtype)
+                X, R, Q = Xr.to(dtype), (Xr @ Xr.mT).to(dtype), None
         Z = torch.baddbmm(R, R, R, beta=b, alpha=c)  # b·R + c·R²
         if Q is None:
             Q = Z.clone()
@@ -287,7 +293,8 @@ def table_report(args) -> None:
     print("| set | form | restarts | dtype | " + " | ".join(f"κ={k:.0e}" for k in kappas) + " |")
     print("|---|---|---|---|" + "---|" * len(kappas))
     forms = [("standard", "—", lambda G, dt, name: ns.orthogonalize(G, 5, name, dt))]
-    forms += [("gram", str(r), lambda G, dt, name, r=r: gram_iteration(G, 5, dt, name, r)) for r in [(2,), (2, 4)]]
+    forms += [("gram", str(r), lambda G, dt, name, r=r: gram_iteration(G, 5, dt, name, r)) for r in [(2,), (3,), (2, 4)]]
+    forms += [("gram, fp32 restart", "(2,)", lambda G, dt, name: gram_iteration(G, 5, dt, name, (2,), torch.float32))]
     for name in ["keller", "polar_express"]:
         for form, restarts, fn in forms:
             for dt in (torch.float32, torch.bfloat16, torch.float16):
