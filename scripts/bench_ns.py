@@ -78,16 +78,17 @@ def buffered_iteration(G: torch.Tensor, steps: int = 5, dtype=torch.float32) -> 
 
 
 def gram_iteration(G: torch.Tensor, steps: int = 5, dtype=torch.float32, coefficients="keller",
-                   restarts=(3,), restart_dtype=None) -> torch.Tensor:
+                   restarts=(2, 4), restart_dtype=None) -> torch.Tensor:
     """Gram Newton–Schulz: the same polynomial, iterated on the small Gram matrix.
 
     Every iterate is X_k = Q·X_0 with Q a polynomial in R = X_0 X_0ᵀ (s × s), so iterate on the
     small matrices instead: Z = b·R + c·R², Q ← Q·(a·I + Z), R ← (a·I + Z)·R·(a·I + Z) (all
     polynomials in R commute), and touch the long (s, l) matrix only at the end, X = Q·X_0.
     In low precision R drifts from X Xᵀ, so before each step in `restarts` the iteration starts
-    again from X ← Q·X (the authors restart before step 2 of 5, in float16; in bf16 only a restart
-    before step 3 keeps the standard form's singular values, docs/newton_schulz.md). With
-    `restart_dtype` the restart products Q·X and X Xᵀ are taken in that dtype.
+    again from X ← Q·X (the authors restart before step 2 of 5, in float16; in bf16 no single
+    restart keeps the standard form's singular values on both log-spaced and low-rank spectra, two
+    (before steps 2 and 4) do: docs/newton_schulz.md). With `restart_dtype` the restart products
+    Q·X and X Xᵀ are taken in that dtype.
     """
     X = G.to(dtype)
     tall = X.size(-2) > X.size(-1)
@@ -305,6 +306,38 @@ def table_report(args) -> None:
                 print(f"| {name} | {form} | {restarts} | {str(dt)[6:]} | " + " | ".join(cells) + " |")
 
 
+def low_rank(rows: int, cols: int, floor: float, seed: int, batch: int = 4, rank: int = 4) -> torch.Tensor:
+    """(batch, rows, cols) float32 with `rank` singular values at 1 and the rest at `floor`: a
+    gradient-like spectrum (a few strong directions over noise)."""
+    g = torch.Generator().manual_seed(seed)
+    k = min(rows, cols)
+    U = torch.linalg.qr(torch.randn(batch, rows, k, generator=g, dtype=torch.float64))[0]
+    V = torch.linalg.qr(torch.randn(batch, cols, k, generator=g, dtype=torch.float64))[0]
+    s = torch.full((k,), floor, dtype=torch.float64)
+    s[:rank] = 1.0
+    return (U * s @ V.mT).float()
+
+
+def low_rank_report() -> None:
+    print("\nLargest singular value after 5 keller steps in bf16 on low-rank spectra (4 singular values "
+          "at 1, the rest at 0.1; max over 4 matrices), seeds 0 | 3:\n")
+    shapes = [(64, 256), (256, 768)]
+    print("| form | restarts before step | " + " | ".join(f"{m}×{n}" for m, n in shapes) + " |")
+    print("|---|---|" + "---|" * len(shapes))
+    forms = [("standard", "—", lambda G: ns.orthogonalize(G, 5, "keller", torch.bfloat16))]
+    forms += [("gram", str(r), lambda G, r=r: gram_iteration(G, 5, torch.bfloat16, "keller", r))
+              for r in [(2,), (3,), (2, 4)]]
+    for form, restarts, fn in forms:
+        cells = []
+        for m, n in shapes:
+            tops = []
+            for seed in (0, 3):
+                O = fn(low_rank(m, n, 0.1, seed))
+                tops.append(f"{torch.linalg.svdvals(O.double()).max():.3f}" if torch.isfinite(O).all() else "inf")
+            cells.append(" \\| ".join(tops))
+        print(f"| {form} | {restarts} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -321,6 +354,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.table:
         table_report(args)
+        low_rank_report()
     elif args.device == "cuda" or args.roofline:
         roofline_report(args, args.device)
     else:
