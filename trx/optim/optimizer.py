@@ -103,7 +103,8 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's load, then every state tensor back in the dtype it was saved in. torch casts
         floating state to its parameter's dtype, which would turn the float32 statistics of
-        NorMuon and TrasMuon on a bf16 model into bf16, and the resumed run off the uninterrupted one."""
+        NorMuon and TrasMuon on a bf16 model into bf16, and the resumed run off the uninterrupted one.
+        (A checkpoint resumes into a model of the dtype it was saved from, as the runner builds it.)"""
         super().load_state_dict(state_dict)
         ids = [i for g in state_dict["param_groups"] for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
@@ -220,10 +221,9 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
         param_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))
         torch._foreach_sub_(before, after)  # before − after = −Δ, in place: no second copy
         norms = torch.stack(torch._foreach_norm(before)).float()  # (P,) ‖Δ‖ per parameter
-        names = ("main", "aux")
-        masks = [torch.tensor([b == name for b in blocks], device=norms.device) for name in names]
+        in_block = {name: torch.tensor([b == name for b in blocks], device=norms.device) for name in BLOCKS}
         values = [torch.linalg.vector_norm(norms), param_norm.float()]
-        values += [torch.linalg.vector_norm(norms * m) for m in masks]  # (masked: no index copy)
+        values += [torch.linalg.vector_norm(norms * in_block[name]) for name in BLOCKS]  # masked: no index copy
         if self._grad_norm is not None:
             values.append(self._grad_norm.float())
         update_norm, param_norm, *block_norms = torch.stack(values).tolist()
@@ -234,19 +234,22 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
             update_rms=update_norm / math.sqrt(max(count, 1)),
             param_norm=param_norm,
         )
-        if len(block_norms) > 2:
-            self.diagnostics["grad_norm"] = block_norms[2]
-        for name, norm in zip(names, block_norms):
+        if len(block_norms) > len(BLOCKS):
+            self.diagnostics["grad_norm"] = block_norms.pop()
+        for name, norm in zip(BLOCKS, block_norms):
             groups = [g for g in self.param_groups if group_block(g) == name]
             numel = sum(p.numel() for g in groups for p in g["params"])
             if not numel:
                 continue
-            lr = groups[0]["lr"]  # the lr this update used: sub-groups of a block share it
+            lr = groups[0]["lr"]  # the lr this update used: the sub-groups of a block share it
             prefix = "" if name == "main" else f"{name}_"
             if name != "main":
-                self.diagnostics[f"{prefix}lr"] = lr
+                self.diagnostics[f"{prefix}lr"] = lr  # the main lr is the runner's `lr` column
             if lr > 0:
                 self.diagnostics[f"{prefix}tr_ratio"] = norm / math.sqrt(numel) / lr  # RMS(Δ)/(μ·s(t))
+
+
+BLOCKS = ("main", "aux")
 
 
 def group_block(group: dict[str, Any]) -> str:
