@@ -22,7 +22,7 @@ def test_cpu_run_passes_every_check():
     out = smoke("--device", "cpu", "--threads", "1")
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.strip().splitlines()
-    checks = [line for line in lines[1:-1]]
+    checks = lines[1:-1]
     assert checks and all(line.startswith(("PASS ", "SKIP ")) for line in checks), out.stdout
     from trx.optim import NORMALIZERS
     from trx.tasks import TASKS
