@@ -124,6 +124,11 @@ class CifarResnet(Task):
         self.amp = amp_enabled(o.amp, dev)
         self._perm: tuple[int, Tensor] | None = None
 
+    def prepare_shapes(self) -> None:
+        self.channels = 1 if self.options.dataset == "fashion_mnist" else 3  # grey or RGB, 32×32
+        self.classes = 10  # every data set the task reads has ten classes
+        self.channels_last = self.device.type == "cuda"
+
     def build_model(self) -> nn.Module:
         o = self.options
         if o.model == "fast":
