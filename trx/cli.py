@@ -214,11 +214,12 @@ def _dry_run(cfg: Any, out: Path, device: str | None) -> None:
 
     from trx.config import dump
     from trx.runner import prepare
+    from trx.tasks import DataError
 
     console.print(yaml.safe_dump(dump(cfg), sort_keys=False, allow_unicode=True))
     try:
-        exp = prepare(cfg, out, device)
-    except UserError as exc:  # data the groups would need is missing: the config itself is fine
+        exp = prepare(cfg, out, device, shapes_only=True)
+    except (UserError, DataError) as exc:  # a task whose model shape comes from its data, missing here
         console.print(f"parameter groups not shown: {exc}", highlight=False)
         return
     _print_groups(exp)
