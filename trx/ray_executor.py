@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 from trx.config import UserError
 from trx.io import read_json
 from trx.jobs import ArmJob, JobResult, run_job
+from trx.runner import StopFlag, stop_on_signals
 
 INSTALL_HINT = "--ray needs Ray: pip install -e '.[ray]'"
 MAX_RETRIES = 3  # reruns of a cell whose worker died; each resumes from the cell's checkpoint
@@ -56,7 +57,9 @@ def run_on_worker(job: ArmJob, marker: str) -> Iterator[Any]:
     if not sees(marker):
         yield Blind(socket.gethostname(), str(Path(marker).parent))
         return
-    yield run_job(job)
+    with stop_on_signals(StopFlag()) as stop:  # Ray's cancel arrives as SIGINT: stop and save
+        result = run_job(job, stop)
+    yield result
 
 
 def sees(marker: str, wait_s: float = MARKER_WAIT_S) -> bool:
