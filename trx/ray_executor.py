@@ -31,6 +31,7 @@ from trx.jobs import ArmJob, JobResult, run_job
 from trx.runner import StopFlag, stop_on_signals
 
 INSTALL_HINT = "--ray needs Ray: pip install -e '.[ray]'"
+START_HINT = "start one with `ray start --head` (see docs/scaling.md), or run a throwaway one with --ray local"
 MAX_RETRIES = 3  # reruns of a cell whose worker died; each resumes from the cell's checkpoint
 MARKER_WAIT_S = 10.0  # a worker looks this long for the marker: NFS may cache a missing name
 POLL_S = 0.2  # how often the driver looks at the stop flag
@@ -129,6 +130,7 @@ def connected(ray: Any, address: str) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    check_reachable(os.environ.get("RAY_ADDRESS", "") if address == "auto" else address)
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     try:
         if address == "local":
@@ -137,11 +139,24 @@ def connected(ray: Any, address: str) -> Iterator[None]:
             ray.init(address=address, **quiet)
     except ConnectionError as exc:
         raise UserError(f"--ray {address}: cannot reach a Ray cluster ({exc})",
-                        hint="start one with `ray start --head`, or run a throwaway one with --ray local") from None
+                        hint=START_HINT) from None
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """A head address (HOST:PORT) that does not answer fails in seconds, not after Ray's minute
+    of retries. Other forms ("local", "ray://...", none) are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(f"--ray {address}: cannot reach a Ray cluster (no head answers there: {exc.strerror or exc})",
+                        hint=START_HINT) from None
 
 
 def shared_root(jobs: list[ArmJob]) -> Path:

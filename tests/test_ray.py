@@ -1,0 +1,284 @@
+"""`trx sweep --ray` on a real Ray cluster: a head and one more worker node started with
+`ray start` on this machine, 1 CPU each.
+
+Ray binds to the machine's interface address even when told 127.0.0.1, so the cluster and the
+`trx sweep --ray auto` drivers it serves run inside namespaces of their own (`unshare`): a network
+namespace where only loopback exists (no traffic leaves the machine), a PID namespace (the whole
+cluster dies with it, also on a timeout) and a mount namespace (Ray's files on a private tmpfs).
+Starting Ray takes a while, so one session runs every scenario and each test checks its part of
+the record: equal to the local sweep, a worker killed mid-cell, a folder the workers cannot see,
+two sweeps on one folder, and no cluster at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import trx
+from trx.config import UserError
+
+ROOT = Path(trx.__file__).resolve().parents[1]  # the checkout under test: drivers and workers import it
+SESSION_TIMEOUT_S = 600  # the whole cluster session; each command in it has its own, smaller limit
+OBJECT_STORE_BYTES = 100_000_000  # Ray's minimum is 75 MiB
+
+SWEEP = {  # 4 cells long enough to kill one between checkpoints
+    "name": "raysweep",
+    "seed": 0,
+    "steps": 1000,
+    "eval_every": 100,
+    "checkpoint_every": 100,
+    "log_every": 10,
+    "threads": 1,
+    "task": {"name": "logreg", "dataset": "wine", "batch_size": 16},
+    "optimizers": {
+        "sgd": {"lr": 0.1},
+        "adam": {"lr": 0.01, "filter": {"name": "ema", "beta": 0.9}, "normalizer": {"name": "adam"}},
+    },
+    "sweep": {"grid": {"optimizers.*.lr": [0.01, 0.1]}, "seeds": [0]},
+}
+
+SESSION = r"""
+set -u
+ip link set lo up
+mkdir -p /tmp/ray && mount -t tmpfs -o size=1g tmpfs /tmp/ray   # Ray's files: private, gone afterwards
+export RAY_USAGE_STATS_ENABLED=0
+cd "$W"
+record() { echo $? > "$W/$1.rc"; }
+stamp() { echo "$1 $(date +%s.%N)" >> "$W/times"; }   # how long each part took
+sweep() { timeout 240 "$PY" -m trx sweep "$CFG" --ray auto "$@"; }
+finish() {
+  cp -r /tmp/ray/session_latest/logs "$W/ray-logs" 2>/dev/null
+  timeout 60 "$PY" -m ray.scripts.scripts stop --force > "$W/stop.log" 2>&1
+  stamp stopped
+}
+trap finish EXIT
+
+# no cluster yet: a one-line error
+stamp none
+sweep --out "$W/none" > "$W/none.log" 2>&1; record none
+
+stamp cluster
+timeout 120 "$PY" -m ray.scripts.scripts start --head --node-ip-address=127.0.0.1 --port=6379 --num-cpus=1 \
+  --include-dashboard=false --object-store-memory=$MEM --temp-dir=/tmp/ray --disable-usage-stats > "$W/head.log" 2>&1
+grep -q "Local node IP: 127.0.0.1" "$W/head.log" || exit 10
+timeout 120 "$PY" -m ray.scripts.scripts start --address=127.0.0.1:6379 --num-cpus=1 \
+  --object-store-memory=$MEM --disable-usage-stats > "$W/worker.log" 2>&1
+grep -q "Local node IP: 127.0.0.1" "$W/worker.log" || exit 11
+export RAY_ADDRESS=127.0.0.1:6379
+
+# 1. a clean sweep, and beside it 2. a driver that writes into a tmpfs only its own mount
+# namespace sees: no worker sees its --out (as with --out on a node-local disk)
+stamp clean+blind
+mkdir -p "$W/blind"
+(sweep --out "$W/ray" > "$W/ray.log" 2>&1; record ray) &
+(unshare -m bash -c "mount -t tmpfs tmpfs '$W/blind' && timeout 240 '$PY' -m trx sweep '$CFG' --ray auto --out '$W/blind'" \
+  > "$W/blind.log" 2>&1; record blind) &
+wait
+
+# 3. kill -9 the worker process of a running cell once it has a checkpoint
+stamp kill
+sweep --out "$W/kill" > "$W/kill.log" 2>&1 &
+driver=$!
+cell=""
+for i in $(seq 1 1800); do
+  for c in "$W"/kill/*/sweep/*/*/checkpoint.pt; do
+    if [ -e "$c" ] && [ ! -e "$(dirname "$c")/summary.json" ]; then cell=$(dirname "$c"); break 2; fi
+  done
+  sleep 0.1
+done
+if [ -n "$cell" ]; then
+  name="ray::trx $NAME $(basename "$(dirname "$cell")")/$(basename "$cell")"
+  pid=$(pgrep -f -x -- "$name" | head -1)
+  kill -9 "$pid"
+  cp "$cell/checkpoint.pt" "$W/killed.pt"; cp "$cell/metrics.csv" "$W/killed.csv"
+  echo "$cell" > "$W/killed.cell"; echo "$pid" > "$W/killed.pid"
+fi
+wait $driver; record kill
+stamp twice
+
+# 4. two sweeps of one config into one folder, started together
+(sweep --out "$W/twice" > "$W/twice1.log" 2>&1; record twice1) &
+(sweep --out "$W/twice" > "$W/twice2.log" 2>&1; record twice2) &
+wait
+stamp end
+"""
+
+
+def namespace_problem() -> str | None:
+    """Why this machine cannot run the session (None when it can)."""
+    missing = [tool for tool in ("unshare", "ip", "mount", "pgrep") if shutil.which(tool) is None]
+    if missing:
+        return f"needs {', '.join(missing)} to keep the Ray cluster in a network namespace of its own"
+    try:
+        probe = subprocess.run(["unshare", "-n", "-p", "-f", "-m", "--mount-proc", "true"], capture_output=True,
+                               text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "`unshare` did not answer within 30 s"
+    if probe.returncode != 0:
+        return f"needs `unshare -n` (root) to keep Ray's traffic on loopback: {probe.stderr.strip()}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run the local reference sweep, then every Ray scenario in one namespaced cluster session;
+    returns the folder that holds what each left behind."""
+    pytest.importorskip("ray", reason="Ray is an extra: pip install -e '.[ray]'")
+    problem = namespace_problem()
+    if problem:
+        pytest.skip(problem)
+    work = tmp_path_factory.mktemp("ray")
+    config = work / "sweep.yaml"
+    config.write_text(yaml.safe_dump(SWEEP))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+           "W": str(work), "PY": sys.executable, "CFG": str(config), "NAME": SWEEP["name"],
+           "MEM": str(OBJECT_STORE_BYTES)}
+    env.pop("RAY_ADDRESS", None)
+    (work / "times").write_text(f"local {time.time()}\n")
+    local = subprocess.run([sys.executable, "-m", "trx", "sweep", str(config), "--jobs", "2", "--out", str(work / "local")],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert local.returncode == 0, local.stdout + local.stderr
+    cmd = ["unshare", "-n", "-p", "-f", "-m", "--mount-proc", "--kill-child", "bash", "-c", SESSION]
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=SESSION_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the Ray session took over {SESSION_TIMEOUT_S} s; logs in {work}")
+    (work / "session.log").write_text(done.stdout + done.stderr)
+    assert done.returncode == 0, f"cluster session failed (rc {done.returncode}): {tail(work, 'head.log', 'worker.log')}"
+    return work
+
+
+# ---- reading what the session left ------------------------------------------------------------
+def tail(work: Path, *names: str, lines: int = 30) -> str:
+    out = []
+    for name in names:
+        path = work / name
+        text = path.read_text() if path.exists() else "(missing)"
+        out.append(f"--- {name}\n" + "\n".join(text.splitlines()[-lines:]))
+    return "\n".join(out)
+
+
+def rc(work: Path, name: str) -> int:
+    return int((work / f"{name}.rc").read_text())
+
+
+def sweep_root(out: Path) -> Path:
+    return out / SWEEP["name"] / "sweep"
+
+
+def cell_dirs(out: Path) -> list[Path]:
+    return sorted(p.parent for p in sweep_root(out).glob("*/*/config.yaml"))
+
+
+def rows(path: Path, drop: str = "wall_time") -> list[list[str]]:
+    """metrics.csv as text, without the column that measures time."""
+    with path.open(newline="") as f:
+        table = list(csv.reader(f))
+    keep = [i for i, name in enumerate(table[0]) if name != drop]
+    return [[r[i] for i in keep] for r in table]
+
+
+def assert_same_metrics(out: Path, reference: Path) -> None:
+    """Every cell of `out` has the reference's metrics.csv, bit for bit except wall_time."""
+    mine, ref = cell_dirs(out), cell_dirs(reference)
+    assert [p.relative_to(out) for p in mine] == [p.relative_to(reference) for p in ref]
+    assert len(ref) == 4
+    for a, b in zip(mine, ref):
+        assert rows(a / "metrics.csv") == rows(b / "metrics.csv"), f"{a} differs from the local sweep"
+
+
+# ---- the tests --------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ray_sweep_equals_local_sweep(session: Path) -> None:
+    assert rc(session, "ray") == 0, tail(session, "ray.log")
+    assert_same_metrics(session / "ray", session / "local")
+    statuses = [yaml.safe_load((d / "summary.json").read_text())["status"] for d in cell_dirs(session / "ray")]
+    assert statuses == ["complete"] * 4
+    assert not list(sweep_root(session / "ray").glob(".trx-ray-*")), "the driver's marker file was left behind"
+
+
+@pytest.mark.slow
+def test_killed_worker_cell_resumes_from_its_checkpoint(session: Path) -> None:
+    import torch
+
+    assert (session / "killed.cell").exists(), "no cell was caught between checkpoints: " + tail(session, "kill.log")
+    assert (session / "killed.pid").read_text().strip(), "no Ray worker process was found running the cell"
+    assert rc(session, "kill") == 0, tail(session, "kill.log")
+    cell = Path((session / "killed.cell").read_text().strip())
+    resumed_from = torch.load(session / "killed.pt", weights_only=False)["step"]
+    assert 0 < resumed_from < SWEEP["steps"]
+    final = rows(cell / "metrics.csv", drop="")
+    steps = [r[0] for r in final[1:]]
+    assert len(steps) == len(set(steps)), "a step was written twice"
+    # Rows before the checkpoint were kept from the killed attempt, wall_time and all: resumed, not redone.
+    before = [r for r in rows(session / "killed.csv", drop="")[1:] if int(r[0]) < resumed_from]
+    assert before and final[1:len(before) + 1] == before
+    assert_same_metrics(session / "kill", session / "local")
+
+
+@pytest.mark.slow
+def test_worker_that_cannot_see_the_folder_is_a_clear_error(session: Path) -> None:
+    log = (session / "blind.log").read_text()
+    assert rc(session, "blind") == 2, log
+    assert "cannot see" in log and "put --out on a filesystem every node mounts" in log, log
+    assert "Traceback" not in log
+
+
+@pytest.mark.slow
+def test_two_sweeps_on_one_folder_write_each_step_once(session: Path) -> None:
+    assert (rc(session, "twice1"), rc(session, "twice2")) == (0, 0), tail(session, "twice1.log", "twice2.log")
+    assert_same_metrics(session / "twice", session / "local")
+
+
+@pytest.mark.slow
+def test_no_cluster_is_a_clear_error(session: Path) -> None:
+    log = (session / "none.log").read_text()
+    assert rc(session, "none") == 2, log
+    assert "cannot reach a Ray cluster" in log and "Traceback" not in log
+
+
+# ---- without a cluster ------------------------------------------------------------------------
+def test_without_ray_installed_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trx.ray_executor import import_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(UserError, match=r"pip install -e '\.\[ray\]'"):
+        import_ray()
+
+
+@pytest.mark.parametrize("cpus, gpus, flag", [(0, 0, "--cpus-per-cell"), (1, -1, "--gpus-per-cell")])
+def test_resources_per_cell_are_checked(cpus: float, gpus: float, flag: str) -> None:
+    from trx.ray_executor import RayExecutor
+
+    with pytest.raises(UserError, match=flag):
+        RayExecutor("auto", cpus, gpus)
+
+
+def test_marker_is_unique_seen_while_it_exists_and_removed(tmp_path: Path) -> None:
+    from trx.ray_executor import marker, sees
+
+    with marker(tmp_path / "sweep") as one, marker(tmp_path / "sweep") as two:
+        assert one != two and sees(one, wait_s=0) and sees(two, wait_s=0)
+    assert not sees(one, wait_s=0) and not list((tmp_path / "sweep").iterdir())
+
+
+def test_jobs_reach_workers_with_absolute_folders_and_threads_from_their_cpus(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from trx.jobs import ArmJob, CellMeta
+    from trx.ray_executor import RayExecutor
+
+    monkeypatch.chdir(tmp_path)
+    job = ArmJob({}, "runs/x/sweep/sgd/lr=0.1,seed=0", CellMeta("x", "sgd", 0, {"optimizers.sgd.lr": 0.1}, "lr=0.1,seed=0"))
+    placed = RayExecutor("auto", cpus_per_cell=2.5).placed(job)
+    assert placed.dir == str(tmp_path / job.dir) and placed.threads == 2
+    options = RayExecutor("auto", 2, 0.5).options(job)
+    assert options["num_cpus"] == 2 and options["num_gpus"] == 0.5 and options["name"] == "trx x sgd/lr=0.1,seed=0"
