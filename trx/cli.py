@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from trx.config import UserError, dump, load_config
+from trx.errors import UserError, debug
+
+# Torch is imported only by the commands that train (run, sweep, list): --help, compare, plot
+# and report start in well under a second.
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Experiment runner for trust-region optimizers.")
 console = Console()
@@ -36,7 +38,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            if os.environ.get("TRX_DEBUG") == "1":
+            if debug():
                 raise
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             if exc.hint:
@@ -106,81 +108,27 @@ def _print_groups(exp) -> None:
         console.print(table)
 
 
-@app.command()
-@user_errors
-def run(
-    config: ConfigArg,
-    set_: SetOpt = None,
-    out: OutOpt = Path("runs"),
-    device: DeviceOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue unfinished arms of an earlier run")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="delete earlier results of these arms first")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the resolved config and parameter groups only")] = False,
-    nproc: Annotated[int, typer.Option("--nproc", min=1, help="data-parallel processes on this machine (via torchrun)")] = 1,
-) -> None:
-    """Run every optimizer arm of CONFIG and print a comparison table."""
-    from trx.report import comparison_table, save_comparison
-    from trx.runner import Interrupted, prepare, run_experiment, stop_on_signals, StopFlag
-
-    if resume and overwrite:
-        raise UserError("--resume and --overwrite exclude each other")
-    if device is not None and device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"--device: must be auto, cpu or cuda, got {device!r}")
-    cfg = load_config(config, set_ or [])
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        from trx.distributed import launch
-
-        argv = ["run", str(config), "--out", str(out), *(f"--set={kv}" for kv in set_ or [])]
-        argv += [f"--device={device}"] if device else []
-        argv += ["--resume"] if resume else ["--overwrite"] if overwrite else []
-        raise typer.Exit(launch(nproc, argv))
-    exp = prepare(cfg, out, device)
-    if dry_run:
-        console.print(yaml.safe_dump(dump(cfg), sort_keys=False, allow_unicode=True))
-        _print_groups(exp)
-        return
-    mode = "resume" if resume else "overwrite" if overwrite else "new"
-    try:
-        with stop_on_signals(StopFlag()) as stop, RichProgress() as progress:
-            summaries = run_experiment(exp, mode, progress, stop)
-    except Interrupted:
-        if exp.ctx.is_main:
-            err_console.print("interrupted: the current arm was saved; continue with --resume")
-        raise typer.Exit(130) from None
-    if not exp.ctx.is_main:
-        return  # rank 0 reports
-    table = comparison_table(summaries)
-    save_comparison(table, exp.root / "comparison.csv")
-    console.print(render_table(table, title=f"{cfg.name} ({cfg.task.name}, {cfg.steps} steps)"))
-    console.print(f"results in {exp.root}")
-    failed = [s["arm"] for s in summaries if s["status"] == "failed"]
-    if failed:
-        for s in summaries:
-            if s["status"] == "failed":
-                err_console.print(f"[red]arm {s['arm']} failed:[/] {s.get('error')}", highlight=False)
-        raise typer.Exit(1)
+JobsOpt = Annotated[int | None, typer.Option("--jobs", help="runs in parallel processes (default: as many as cores allow when there are several seeds)")]
+SeedsOpt = Annotated[int | None, typer.Option("--seeds", help="run seeds seed … seed+N−1 (overrides the config's seeds)")]
+TensorBoardOpt = Annotated[bool, typer.Option("--tensorboard", help="also write TensorBoard scalars into each run folder")]
 
 
-GridOpt = Annotated[list[str] | None, typer.Option("--grid", help="sweep axis: KEY=V1,V2,... or KEY=log:LO:HI:N")]
-RunDirsArg = Annotated[list[Path], typer.Argument(help="arm, experiment or sweep folders", show_default=False)]
-MetricOpt = Annotated[str, typer.Option("--metric", help="metrics.csv column to judge by: loss, val_loss, val_acc, ...")]
+class JobProgress:
+    """A line per run as it starts and ends, and a bar for the whole set (parallel runs)."""
 
-
-class SweepProgress:
-    """One bar for a sweep: cells done, running, diverged, failed; a line per finished cell."""
-
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, label: str = "runs") -> None:
         self.bar = Progress(
-            TextColumn("sweep"),
+            TextColumn(label),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("running {task.fields[running]}  diverged {task.fields[diverged]}  failed {task.fields[failed]}"),
             TimeElapsedColumn(),
             console=console,
         )
-        self.task = self.bar.add_task("sweep", total=total, running=0, diverged=0, failed=0)
+        self.task = self.bar.add_task(label, total=total, running=0, diverged=0, failed=0)
         self.counts = {"running": 0, "diverged": 0, "failed": 0}
-        self.skipped = 0
+        self.skipped: list[Any] = []
+        self.locked: list[tuple[Any, Any]] = []
 
     def __enter__(self):
         self.bar.__enter__()
@@ -189,23 +137,182 @@ class SweepProgress:
     def __exit__(self, *exc):
         self.bar.__exit__(*exc)
 
-    def event(self, kind: str, cell: Any, summary: dict[str, Any] | None) -> None:
+    def event(self, kind: str, job: Any, result: Any) -> None:
         if kind == "start":
             self.counts["running"] += 1
-        elif kind in ("skip", "done"):
-            if kind == "done":
-                self.counts["running"] -= 1
-                loss = summary.get("final_loss")
-                tail = f"loss {loss:.4g}" if isinstance(loss, float) else (summary.get("error") or "")
-                colour = {"complete": "green", "diverged": "yellow"}.get(summary["status"], "red")
-                self.bar.console.print(f"[{colour}]{summary['status']:<11}[/] {cell.arm}/{cell.id}  {tail}",
-                                       highlight=False)
+        elif kind == "skip":
+            self.skipped.append(job)
+            self.bar.advance(self.task)
+        elif kind == "done":
+            self.counts["running"] -= 1
+            if result.status == "locked":
+                self.locked.append((job, result))
             else:
-                self.skipped += 1
-            if summary["status"] in ("diverged", "failed"):
-                self.counts[summary["status"]] += 1
+                loss = result.summary.get("final_loss")
+                tail = f"loss {loss:.4g}" if isinstance(loss, float) else (result.error or "")
+                colour = {"complete": "green", "diverged": "yellow"}.get(result.status, "red")
+                self.bar.console.print(f"[{colour}]{result.status:<11}[/] {job.meta.label}  {tail}", highlight=False)
+            if result.status in ("diverged", "failed"):
+                self.counts[result.status] += 1
             self.bar.advance(self.task)
         self.bar.update(self.task, **self.counts)
+
+
+def _relaunch_argv(nproc: int) -> list[str]:
+    """This command's own arguments without --nproc, for the ranks torchrun starts."""
+    args, out, skip = sys.argv[1:], [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+@app.command()
+@user_errors
+def run(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    out: OutOpt = Path("runs"),
+    device: DeviceOpt = None,
+    seeds: SeedsOpt = None,
+    jobs: JobsOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue unfinished arms of an earlier run")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="delete earlier results of these arms first")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the resolved config and parameter groups only")] = False,
+    nproc: Annotated[int, typer.Option("--nproc", min=1, help="data-parallel processes on this machine (via torchrun)")] = 1,
+    tensorboard: TensorBoardOpt = False,
+) -> None:
+    """Run every optimizer arm of CONFIG (once per seed) and print a comparison table."""
+    from trx.config import load_config
+
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite exclude each other")
+    if device is not None and device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device: must be auto, cpu or cuda, got {device!r}")
+    if seeds is not None and seeds < 1:
+        raise UserError(f"--seeds: must be ≥ 1, got {seeds}")
+    if jobs is not None and jobs < 1:
+        raise UserError(f"--jobs: must be ≥ 1, got {jobs}")
+    cfg = load_config(config, set_ or [])
+    cfg = cfg.model_copy(update={k: v for k, v in (("seeds", seeds), ("tensorboard", tensorboard or None)) if v})
+    if dry_run:
+        _dry_run(cfg, out, device)
+        return
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from trx.distributed import launch
+
+        raise typer.Exit(launch(nproc, _relaunch_argv(nproc)))
+    _run(cfg, out, device, "resume" if resume else "overwrite" if overwrite else "new", jobs)
+
+
+def _dry_run(cfg: Any, out: Path, device: str | None) -> None:
+    import yaml
+
+    from trx.config import dump
+    from trx.runner import prepare
+
+    console.print(yaml.safe_dump(dump(cfg), sort_keys=False, allow_unicode=True))
+    try:
+        exp = prepare(cfg, out, device)
+    except UserError as exc:  # data the groups would need is missing: the config itself is fine
+        console.print(f"parameter groups not shown: {exc}", highlight=False)
+        return
+    _print_groups(exp)
+
+
+def _run(cfg: Any, out: Path, device: str | None, mode: str, jobs: int | None) -> None:
+    from trx.executors import InProcess, LocalProcesses, cpu_cores, run_jobs
+    from trx.io import write_yaml
+    from trx.jobs import arm_jobs, check_jobs, clear
+    from trx.runner import StopFlag, prepare, stop_on_signals
+
+    exp = prepare(cfg, out, device)  # data, model and every arm's groups, checked once
+    todo = arm_jobs(cfg, exp.root, device)
+    check_jobs(todo, mode, locked="error" if exp.ctx.is_main else "ignore")
+    if exp.ctx.is_main:
+        if mode == "overwrite":
+            clear(todo)
+            (exp.root / "comparison.csv").unlink(missing_ok=True)
+        write_yaml(exp.root / "experiment.yaml", _dump(cfg))
+    if exp.ctx.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+    n = 1 if exp.ctx.enabled else min(jobs or (cpu_cores() if len(cfg.seed_list()) > 1 else 1), len(todo), cpu_cores())
+    with stop_on_signals(StopFlag()) as stop:
+        if n == 1:
+            with RichProgress() if exp.ctx.is_main else _Quiet() as progress:
+                results = run_jobs(todo, InProcess(progress), None, stop)
+        else:
+            console.print(f"{cfg.name}: {len(todo)} runs, {n} at a time", highlight=False)
+            with JobProgress(len(todo)) as progress:
+                results = run_jobs(todo, LocalProcesses(n), progress.event, stop)
+    if not exp.ctx.is_main:
+        return  # rank 0 reports
+    if any(r.status in ("interrupted", "not run") for r in results):
+        err_console.print("interrupted: the running arm was saved; continue with --resume")
+        raise typer.Exit(130)
+    _report_run(cfg, exp.root, results)
+    locked = [r for r in results if r.status == "locked"]
+    for r in locked:
+        err_console.print(f"[red]error:[/] {r.dir} is being written by {r.error}", highlight=False)
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        err_console.print(f"[red]arm {r.summary.get('arm', r.dir)} failed:[/] {r.error}", highlight=False)
+    if locked:
+        raise typer.Exit(2)
+    if failed:
+        raise typer.Exit(1)
+
+
+class _Quiet:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _dump(cfg: Any) -> dict[str, Any]:
+    from trx.config import dump
+
+    return dump(cfg)
+
+
+def _report_run(cfg: Any, root: Path, results: list[Any]) -> None:
+    """The comparison table: per arm with one seed; over seeds (mean ± sd, interval, paired
+    difference to the first arm) with several."""
+    from trx.report import comparison_table, save_comparison
+
+    summaries = [r.summary or {"arm": r.dir, "status": r.status} for r in results]
+    if len(cfg.seed_list()) == 1:
+        table = comparison_table(summaries)
+        save_comparison(table, root / "comparison.csv")
+        console.print(render_table(table, title=f"{cfg.name} ({cfg.task.name}, {cfg.steps} steps)"))
+    else:
+        _seed_tables(cfg, root, [Path(r.dir) for r in results])
+    console.print(f"results in {root}", highlight=False)
+
+
+def _seed_tables(cfg: Any, root: Path, dirs: list[Path]) -> None:
+    from trx.report import compare_table, find_runs, save_comparison
+
+    runs = find_runs([d for d in dirs if (d / "summary.json").exists()])
+    metric = "val_loss" if any(f"final_val_loss" in r.summary for r in runs) else "loss"
+    table = compare_table(runs, metric)
+    save_comparison(table, root / "comparison.csv")
+    n = len(cfg.seed_list())
+    console.print(render_table(_display(table), title=f"{cfg.name} ({cfg.task.name}, {cfg.steps} steps): "
+                                                      f"mean ± sd over {n} seeds"))
+
+
+GridOpt = Annotated[list[str] | None, typer.Option("--grid", help="sweep axis: KEY=V1,V2,... or KEY=log:LO:HI:N")]
+RunDirsArg = Annotated[list[Path], typer.Argument(help="arm, experiment or sweep folders", show_default=False)]
+MetricOpt = Annotated[str, typer.Option("--metric", help="metrics.csv column to judge by: loss, val_loss, val_acc, ...")]
 
 
 @app.command()
@@ -214,53 +321,88 @@ def sweep(
     config: ConfigArg,
     grid: GridOpt = None,
     seeds: Annotated[int | None, typer.Option("--seeds", help="run seeds seed … seed+N−1 (default: sweep.seeds)")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", help="cells run in parallel processes")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", help="cells run in parallel processes on this machine")] = 1,
     set_: SetOpt = None,
     out: OutOpt = Path("runs"),
+    ray: Annotated[str | None, typer.Option("--ray", help="run cells on a Ray cluster: auto | local | HEAD:PORT")] = None,
+    cpus_per_cell: Annotated[float, typer.Option("--cpus-per-cell", help="with --ray: CPUs each cell reserves")] = 1.0,
+    gpus_per_cell: Annotated[float, typer.Option("--gpus-per-cell", help="with --ray: GPUs each cell reserves")] = 0.0,
+    tensorboard: TensorBoardOpt = False,
 ) -> None:
     """Run every cell (arm × grid point × seed) of a sweep; finished cells are skipped."""
-    from trx.report import compare_table, find_runs, lr_table
+    from trx.executors import InProcess, LocalProcesses, cpu_cores, run_jobs, threads_per_job
     from trx.runner import StopFlag, stop_on_signals
-    from trx.sweep import (SweepInterrupted, check_plan, cpu_cores, plan_sweep, run_sweep, save_sweep_csv,
-                           threads_per_job)
+    from trx.sweep import check_plan, plan_sweep, save_sweep_csv, write_experiment
 
     if jobs < 1:
         raise UserError(f"--jobs: must be ≥ 1, got {jobs}")
+    if ray is not None and jobs != 1:
+        raise UserError("--jobs and --ray exclude each other", hint="with --ray, the cluster's CPUs set the parallelism")
+    if not cpus_per_cell > 0 or gpus_per_cell < 0:
+        raise UserError("--cpus-per-cell must be > 0 and --gpus-per-cell ≥ 0")
     if jobs > cpu_cores():
         err_console.print(f"--jobs {jobs} is more than the {cpu_cores()} CPU cores here: running {cpu_cores()} at a time")
         jobs = cpu_cores()
-    plan = plan_sweep(config, set_ or [], grid or [], seeds, out)
-    check_plan(plan, None)
+    sets = [*(set_ or []), *(["tensorboard=true"] if tensorboard else [])]
+    plan = plan_sweep(config, sets, grid or [], seeds, out)
+    if ray is not None:
+        from trx.ray_executor import RayExecutor
+
+        executor: Any = RayExecutor(ray, cpus_per_cell, gpus_per_cell)
+        where = f"Ray cluster {ray}, {cpus_per_cell:g} CPU(s)" + (f" and {gpus_per_cell:g} GPU(s)" if gpus_per_cell else "") + " per cell"
+    else:
+        executor = InProcess() if jobs == 1 else LocalProcesses(jobs)
+        where = f"{jobs} job(s) × {threads_per_job(jobs)} thread(s)"
+    todo = check_plan(plan, None)
+    write_experiment(plan, plan.config)
     arms = sorted({c.arm for c in plan.cells})
-    console.print(f"sweep {plan.name}: {len(plan.cells)} cells ({', '.join(arms)}), {jobs} job(s) × "
-                  f"{threads_per_job(jobs)} thread(s), into {plan.root}", highlight=False)
-    interrupted = False
-    with stop_on_signals(StopFlag()) as stop, SweepProgress(len(plan.cells)) as progress:
-        try:
-            summaries = run_sweep(plan, jobs, None, progress.event, stop)
-        except SweepInterrupted:
-            interrupted = True
+    console.print(f"sweep {plan.name}: {len(plan.cells)} cells ({', '.join(arms)}), {where}, into {plan.root}",
+                  highlight=False)
+    with stop_on_signals(StopFlag()) as stop, JobProgress(len(plan.cells), "sweep") as progress:
+        results = run_jobs(todo, executor, progress.event, stop)
     if progress.skipped:
-        console.print(f"{progress.skipped} cell(s) were already finished and skipped")
-    if interrupted:
+        console.print(f"{len(progress.skipped)} cell(s) were already finished and skipped")
+    if any(r.status in ("interrupted", "not run") for r in results):
         err_console.print("interrupted: running cells were saved; run the same command again to finish the sweep")
         raise typer.Exit(130)
-    path = save_sweep_csv(plan, summaries)
-    done = [plan.cell_dir(c) for c, s in zip(plan.cells, summaries) if (plan.cell_dir(c) / "summary.json").exists()]
+    path = save_sweep_csv(plan, results)
+    _report_sweep(plan, results)
+    console.print(f"results in {plan.root} (one row per cell in {path.name})", highlight=False)
+    _next_steps(plan, results)
+    for job, r in progress.locked:
+        err_console.print(f"[yellow]cell {job.meta.label} skipped:[/] another process is running it ({r.error}); "
+                          "run the same command again once it has finished", highlight=False)
+    failed = [(job, r) for job, r in zip(todo, results) if r.status == "failed"]
+    for job, r in failed:
+        err_console.print(f"[red]cell {job.meta.label} failed:[/] {r.error}", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _report_sweep(plan: Any, results: list[Any]) -> None:
+    from trx.report import compare_table, find_runs, lr_table
+
+    done = [Path(r.dir) for r in results if (Path(r.dir) / "summary.json").exists()]
     runs = find_runs(done) if done else []
     if runs:
-        console.print(render_table(_display(compare_table(runs)), title=f"{plan.name}: cells (mean ± std over seeds)"))
+        console.print(render_table(_display(compare_table(runs)), title=f"{plan.name}: cells (mean ± sd over seeds)"))
         lrs = lr_table(runs)
         if not lrs.empty:
             console.print(render_table(_display(lrs), title="learning-rate tolerance (final loss, within 10% of the best)"))
-    console.print(f"results in {plan.root} (one row per cell in {path.name})", highlight=False)
-    console.print(f"next: trx compare {plan.root} --metric val_loss --format md | trx plot {plan.root} --kind lr",
-                  highlight=False)
-    failed = [(c, s) for c, s in zip(plan.cells, summaries) if s.get("status") == "failed"]
-    for c, s in failed:
-        err_console.print(f"[red]cell {c.arm}/{c.id} failed:[/] {s.get('error')}", highlight=False)
-    if failed:
-        raise typer.Exit(1)
+
+
+def _next_steps(plan: Any, results: list[Any]) -> None:
+    """Commands that work on this sweep, one per line."""
+    lr_axis = any(k == "lr" for k in plan.keys)
+    warmup_axis = any(k.endswith("schedule.warmup") for k in plan.keys)
+    metric = "val_loss" if any("final_val_loss" in r.summary for r in results) else "loss"
+    lines = [f"trx compare {plan.root} --metric {metric} --format md", f"trx report {plan.root}"]
+    if lr_axis:
+        lines.append(f"trx plot {plan.root} --kind lr --metric {metric}")
+    if warmup_axis:
+        lines.append(f"trx plot {plan.root} --kind warmup")
+    lines.append(f"trx plot {plan.root} --kind curves --metric {metric}")
+    console.print("next:\n" + "\n".join(f"  {line}" for line in lines), highlight=False)
 
 
 def _display(table):
@@ -330,6 +472,20 @@ def plot(
     first = Path(run_dirs[0])
     path = out or (first if first.is_dir() else first.parent) / f"{kind}.png"
     make_plot(kind, runs, path, metric)
+    console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+@user_errors
+def report(
+    run_dirs: RunDirsArg,
+    out: Annotated[Path | None, typer.Option("--out", help="folder for report.md and its figures (default: the first RUN_DIR)")] = None,
+    metric: Annotated[str | None, typer.Option("--metric", help="column to judge by (default: val_loss where runs have it, else loss)")] = None,
+) -> None:
+    """Write a self-contained Markdown report (report.md and PNG figures) for run or sweep folders."""
+    from trx.report_md import write_report
+
+    path = write_report(list(run_dirs), out, metric)
     console.print(f"wrote {path}", highlight=False)
 
 

@@ -11,19 +11,12 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BeforeValidator, Field, create_model, field_validator, model_validator
 
+from trx.errors import UserError
 from trx.optim.base import ConfigError, Strict, validate
 from trx.optim.spec import ArmConfig
 from trx.tasks import TASKS
 
 ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class UserError(Exception):
-    """A problem the user can fix (bad config, bad argument, missing data): exit code 2."""
-
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.hint = hint
 
 
 @functools.cache
@@ -47,6 +40,33 @@ class SweepConfig(Strict):
     seeds: list[int] | None = Field(None, description="seeds to run every cell with")
 
 
+class GroupSelector(Strict):
+    """The runs a claim compares: one arm, optionally only its cells with these grid values."""
+
+    arm: str = Field(description="arm name")
+    where: dict[str, Any] = Field(default_factory=dict, description="grid key below the arm → value")
+
+
+class Claim(Strict):
+    """A claim the experiment tests; `trx report` gives its verdict with an interval over seeds."""
+
+    text: str = Field(description="the claim in words")
+    kind: Literal["difference", "lr_tolerance"] = Field(description="paired difference of a final metric, or of lr-tolerance width")
+    metric: str = Field("val_loss", description="metrics.csv column judged")
+    a: GroupSelector
+    b: GroupSelector
+    expect: Literal["a_better", "b_better", "a_wider", "b_wider"] = Field(description="the direction claimed")
+    tolerance: float = Field(0.1, gt=0.0, lt=1.0, description="lr_tolerance: relative band around the best")
+
+    @model_validator(mode="after")
+    def _direction_fits(self) -> Claim:
+        wider = self.expect.endswith("wider")
+        if wider != (self.kind == "lr_tolerance"):
+            allowed = "a_wider | b_wider" if self.kind == "lr_tolerance" else "a_better | b_better"
+            raise ValueError(f"expect: {self.kind} claims take {allowed}, got {self.expect}")
+        return self
+
+
 def _experiment_model() -> type[Strict]:
     class ExperimentConfig(Strict):
         """One experiment: a task, one or more optimizer arms, and how to run them."""
@@ -57,7 +77,10 @@ def _experiment_model() -> type[Strict]:
         steps: int = Field(ge=1, description="τ, updates per arm")
         eval_every: int = Field(100, ge=0, description="evaluate every N updates (0: only at the end)")
         log_every: int = Field(10, ge=1, description="write a metrics row every N updates")
-        checkpoint_every: int = Field(0, ge=0, description="checkpoint every N updates (0: none)")
+        seeds: int | list[int] | None = Field(
+            None, description="N (seeds seed … seed+N−1) or a list: every arm runs once per seed (trx run)")
+        checkpoint_every: int | None = Field(
+            None, ge=0, description="checkpoint every N updates (default: at every eval, else every τ/10; 0: never)")
         keep_checkpoint: bool = Field(False, description="keep checkpoint.pt after the arm completes")
         divergence_threshold: float = Field(100.0, gt=1.0, description="loss > this × first loss ⇒ diverged")
         grad_clip: float | None = Field(None, gt=0.0, description="max global gradient norm, before the filter")
@@ -65,6 +88,8 @@ def _experiment_model() -> type[Strict]:
         task: task_config_type() = Field(description="the task and its options")  # type: ignore[valid-type]
         optimizers: dict[str, ArmConfig] = Field(description="named optimizer arms")
         sweep: SweepConfig | None = Field(None, description="grid for `trx sweep`")
+        claims: list[Claim] = Field(default_factory=list, description="claims `trx report` gives a verdict on")
+        tensorboard: bool = Field(False, description="also write metrics rows as TensorBoard scalars (needs the extra)")
 
         @field_validator("optimizers")
         @classmethod
@@ -82,6 +107,36 @@ def _experiment_model() -> type[Strict]:
             if name is not None and not ARM_NAME.match(name):
                 raise ValueError(f"{name!r} must be letters, digits, '_', '.', '-'")
             return name
+
+        @field_validator("seeds")
+        @classmethod
+        def _seeds(cls, seeds: int | list[int] | None) -> int | list[int] | None:
+            if isinstance(seeds, int) and seeds < 1:
+                raise ValueError(f"must be ≥ 1, got {seeds}")
+            if isinstance(seeds, list) and (not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0):
+                raise ValueError("a list of distinct seeds ≥ 0")
+            return seeds
+
+        @model_validator(mode="after")
+        def _claims_name_arms(self) -> ExperimentConfig:
+            for i, claim in enumerate(self.claims):
+                for side in ("a", "b"):
+                    arm = getattr(claim, side).arm
+                    if arm not in self.optimizers:
+                        raise ValueError(f"claims.{i}.{side}.arm: no arm named {arm!r}; arms: {', '.join(self.optimizers)}")
+            return self
+
+        def seed_list(self) -> list[int]:
+            """The seeds `trx run` runs every arm with."""
+            if isinstance(self.seeds, list):
+                return list(self.seeds)
+            return [self.seed + i for i in range(self.seeds or 1)]
+
+        def checkpoint_interval(self) -> int:
+            """Updates between checkpoints (0: none): by default at every evaluation."""
+            if self.checkpoint_every is not None:
+                return self.checkpoint_every
+            return self.eval_every or max(1, self.steps // 10)
 
         @model_validator(mode="after")
         def _windows_fit(self) -> ExperimentConfig:
@@ -154,11 +209,24 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
+    """Apply `--set KEY=VALUE`s in place. A key below `optimizers.<arm>` must name an arm the
+    config has: a typo there would otherwise add an arm silently."""
+    for text in overrides:
+        key, value = parse_override(text)
+        parts = key.split(".")
+        arms = data.get("optimizers")
+        if parts[0] == "optimizers" and len(parts) >= 3 and parts[1] != "*" and isinstance(arms, dict) \
+                and parts[1] not in arms:
+            raise UserError(f"--set {key}: the config has no arm {parts[1]!r}; arms: {', '.join(arms)}",
+                            hint="to add an arm, write it in the config file")
+        set_dotted(data, key, value)
+
+
 def resolve(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), default_name: str = "experiment") -> Any:
     """Validate raw config data after applying `--set` overrides; raises UserError."""
     data = copy.deepcopy(data)  # plain data; key order kept: arms run in the order the config gives
-    for text in overrides:
-        set_dotted(data, *parse_override(text))
+    apply_overrides(data, overrides)
     data.setdefault("name", default_name)
     try:
         return validate(experiment_model(), data)
@@ -178,10 +246,12 @@ def dump(cfg: Any) -> dict[str, Any]:
 
 
 def arm_config(cfg: Any, arm: str) -> dict[str, Any]:
-    """The resolved config of one arm: the experiment with only that arm and no sweep."""
+    """The resolved config of one arm and one seed: the experiment with only that arm, without
+    what belongs to the whole experiment (sweep grid, seed list, claims)."""
     data = dump(cfg)
     data["optimizers"] = {arm: data["optimizers"][arm]}
-    data.pop("sweep", None)
+    for key in ("sweep", "seeds", "claims"):
+        data.pop(key, None)
     return data
 
 

@@ -1,10 +1,15 @@
-"""Figures from run folders (matplotlib, Agg): loss curves, result vs learning rate, the windows
-actually used, and a warmup ablation. Every figure groups runs that differ only in their seed
-and draws the mean with a ± std band."""
+"""Figures from run folders (matplotlib, Agg): curves of metrics.csv columns, the final result vs
+learning rate, the windows actually used, and a warmup ablation.
+
+Runs that differ only in their seed make one line: the mean over seeds, with a band of ± one
+sample standard deviation (n − 1, `trx.stats.mean_sd`) when there are two seeds or more. Loss axes
+are logarithmic and stop at 3× the first loss, so that a diverged arm (marked ✗ where it diverged)
+does not flatten the others; axes are labelled in words with their units."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +17,42 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import LogNorm, Normalize  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from trx.config import UserError  # noqa: E402
 from trx.report import (RunRecord, group_label, group_runs, higher_is_better, lr_table, natural_key,  # noqa: E402
                         result)
+from trx.stats import mean_sd  # noqa: E402
 
 KINDS = ("curves", "lr", "schedule", "warmup")
 STYLE = {"figure.dpi": 120, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
          "axes.spines.right": False, "legend.frameon": False, "font.size": 9}
+LOSS_CLIP = 3.0  # loss axes end at this many times the first loss
+LOSS_LIKE = {"loss", "val_loss", "val_bpc"}  # columns clipped at LOSS_CLIP × their first value
+MANY = 8  # more lines than this along one numeric grid axis: a colormap and a colorbar, not a legend
+ZOOM = 0.1  # the warmup figure's lower row shows this fraction of the run, where warmup acts
+LINESTYLES = ["-", "--", "-.", ":"]
+CROSS_ENTROPY_TASKS = {"logreg", "cifar_resnet", "small_gpt"}  # their losses are in nats
+LABELS = {  # metrics.csv column -> axis label (the unit of a loss depends on the task: see `label`)
+    "step": "update",
+    "loss": "train loss",
+    "val_loss": "validation loss",
+    "val_bpc": "validation bits per character",
+    "val_acc": "validation accuracy",
+    "lr": "learning rate μ·s(t)",
+    "lr_ratio": "lr ratio s(t)/s(t−1)",
+    "grad_norm": "gradient norm ‖g‖",
+    "update_norm": "update norm ‖Δ‖",
+    "update_rms": "update RMS",
+    "param_norm": "parameter norm ‖w‖",
+    "tr_ratio": "RMS(Δ) / μ·s(t)",
+    "wall_time": "wall time (s)",
+}
+GRID_LABELS = {"lr": "learning rate μ", "schedule.warmup": "warmup"}  # cell-id keys, for colorbars
 
 
 def make_plot(kind: str, runs: list[RunRecord], path: Path, metric: str = "loss") -> Path:
@@ -39,8 +71,8 @@ def make_plot(kind: str, runs: list[RunRecord], path: Path, metric: str = "loss"
 
 
 # ---- data -------------------------------------------------------------------------------------
-def mean_curve(members: list[RunRecord], column: str) -> tuple[list[float], list[float], list[float]]:
-    """Steps, mean and std over seeds of a metrics.csv column (finite values only)."""
+def mean_curve(members: list[RunRecord], column: str) -> tuple[list[float], list[float], list[float | None]]:
+    """Steps, mean and sample sd over seeds (None below two seeds) of a metrics.csv column."""
     by_step: dict[float, list[float]] = {}
     for run in members:
         for row in run.metrics:
@@ -48,21 +80,101 @@ def mean_curve(members: list[RunRecord], column: str) -> tuple[list[float], list
             if value is not None and step is not None and math.isfinite(value):
                 by_step.setdefault(step, []).append(value)
     steps = sorted(by_step)
-    means = [sum(by_step[s]) / len(by_step[s]) for s in steps]
-    stds = [math.sqrt(sum((v - m) ** 2 for v in by_step[s]) / len(by_step[s])) for s, m in zip(steps, means)]
-    return steps, means, stds
+    stats = [mean_sd(by_step[s]) for s in steps]
+    return steps, [m for m, _ in stats], [sd for _, sd in stats]
 
 
-def _colors(n: int) -> list[Any]:
-    cmap = plt.get_cmap("tab10" if n <= 10 else "viridis")
-    return [cmap(i if n <= 10 else i / max(1, n - 1)) for i in range(n)]
+def columns(runs: list[RunRecord]) -> list[str]:
+    """The metrics.csv columns that hold a value in some run (without `step`)."""
+    seen = {k for run in runs for row in run.metrics for k, v in row.items() if v is not None}
+    return sorted(seen - {"step"})
+
+
+def label(column: str, runs: list[RunRecord]) -> str:
+    """Axis label in words, with the unit: losses of cross-entropy tasks are in nats."""
+    text = LABELS.get(column, column)
+    tasks = {r.summary.get("task") for r in runs}
+    if column in ("loss", "val_loss") and tasks and tasks <= CROSS_ENTROPY_TASKS:
+        text += " (nats)"
+    return text
+
+
+def _number(text: Any) -> float | None:
+    kind, number, _ = natural_key(str(text))
+    return number if kind == 0 else None
+
+
+def _last(run: RunRecord, column: str) -> tuple[float, float] | None:
+    """(step, value) of the last finite value of `column`."""
+    for row in reversed(run.metrics):
+        value, step = row.get(column), row.get("step")
+        if value is not None and step is not None and math.isfinite(value):
+            return step, value
+    return None
+
+
+def _first_value(runs: list[RunRecord], column: str) -> float | None:
+    """The largest first value of `column` over runs (the runner's first_loss for `loss`)."""
+    firsts = []
+    for run in runs:
+        first = run.summary.get("first_loss") if column == "loss" else None
+        if not isinstance(first, (int, float)):
+            values = (r[column] for r in run.metrics if r.get(column) is not None and math.isfinite(r[column]))
+            first = next(values, None)
+        if first is not None and math.isfinite(first):
+            firsts.append(float(first))
+    return max(firsts) if firsts else None
+
+
+def seeds_text(groups: dict[Any, list[RunRecord]]) -> str:
+    counts = sorted({len(m) for m in groups.values()})
+    if counts in ([], [1]):
+        return "1 seed"
+    n = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return f"mean ± sd over {n} seeds (sample sd)"
+
+
+# ---- colours and line styles ------------------------------------------------------------------
+@dataclass
+class Palette:
+    """Colour and line style of each group; with many groups along one numeric grid key the
+    colour encodes that key's value (`axis`, through `mappable`) and the style the arm."""
+
+    color: dict[Any, Any]
+    style: dict[Any, str]
+    axis: str | None = None
+    mappable: ScalarMappable | None = None
+    arms: dict[str, str] = field(default_factory=dict)  # arm -> line style, in colormap mode
+
+
+def numeric_axis(groups: dict[Any, list[RunRecord]]) -> str | None:
+    """The one grid key whose value varies between groups, if all its values are numbers."""
+    cells = [dict(members[0].overrides) for members in groups.values()]
+    keys = sorted({k for cell in cells for k in cell})
+    varying = [k for k in keys if len({cell.get(k) for cell in cells}) > 1]
+    if len(varying) == 1 and all(_number(cell.get(varying[0])) is not None for cell in cells):
+        return varying[0]
+    return None
+
+
+def palette(groups: dict[Any, list[RunRecord]]) -> Palette:
+    keys = list(groups)
+    axis = numeric_axis(groups) if len(keys) > MANY else None
+    if axis is None:
+        return Palette(dict(zip(keys, _group_colors(keys))), {k: "-" for k in keys})
+    values = {k: _number(dict(groups[k][0].overrides)[axis]) for k in keys}
+    lo, hi = min(values.values()), max(values.values())
+    norm = LogNorm(lo, hi) if lo > 0 and hi >= 10 * lo else Normalize(lo, hi)
+    mappable = ScalarMappable(norm=norm, cmap="viridis")
+    arms = {arm: LINESTYLES[i % len(LINESTYLES)] for i, arm in enumerate(dict.fromkeys(k[1] for k in keys))}
+    return Palette({k: mappable.to_rgba(values[k]) for k in keys}, {k: arms[k[1]] for k in keys}, axis, mappable,
+                   arms)
 
 
 def _group_colors(keys: list[tuple[str, str, str]]) -> list[Any]:
-    """tab10 for a few lines; for many, one colour family per arm, darker for later cells
-    (e.g. higher learning rates), so that arms stay apart."""
+    """tab10 for a few lines; for many, one colour family per arm, darker for later cells."""
     if len(keys) <= 10:
-        return _colors(len(keys))
+        return [plt.get_cmap("tab10")(i) for i in range(len(keys))]
     families = ["Blues", "Oranges", "Greens", "Purples", "Reds", "Greys"]
     arms = list(dict.fromkeys(k[:2] for k in keys))
     out = []
@@ -73,159 +185,418 @@ def _group_colors(keys: list[tuple[str, str, str]]) -> list[Any]:
     return out
 
 
-def _band(ax, steps, means, stds, color, label, style="-") -> None:
-    ax.plot(steps, means, style, color=color, label=label, lw=1.4, ms=3)
-    if any(stds):
-        # m²/(m+s) = m/(1+s/m): as far below m as m+s is above it on a log axis, and never ≤ 0
-        lo = [m * m / (m + s) if m > 0 else m - s for m, s in zip(means, stds)]
-        ax.fill_between(steps, lo, [m + s for m, s in zip(means, stds)], color=color, alpha=0.18, lw=0)
-
-
-def _loss_axis(ax, runs: list[RunRecord], column: str) -> None:
-    """Log scale for positive losses, clipped above so that a diverged run does not flatten the rest."""
-    values = [r[column] for run in runs for r in run.metrics if r.get(column) is not None and math.isfinite(r[column])]
-    if values and min(values) > 0 and not higher_is_better(column):
-        ax.set_yscale("log")
-        firsts = [run.summary.get("first_loss") for run in runs if isinstance(run.summary.get("first_loss"), float)]
-        if firsts and column == "loss":
-            ax.set_ylim(top=3 * max(firsts))
-
-
-def _legend(ax, n: int) -> None:
-    if n:
-        ax.legend(fontsize=7 if n > 6 else 8, ncol=1 if n <= 12 else 2)
-
-
-def _figure_legend(fig, ax, n: int) -> None:
-    """One legend below the panels, so that no line is hidden behind it."""
-    if n:
+def _legend_below(fig, ax, pal: Palette, extra: list[Line2D] | None = None) -> None:
+    """One legend below the panels (no line hidden behind it); a colorbar instead of one entry per
+    group when the palette colours by a grid value."""
+    if pal.axis is None:
         handles, labels = ax.get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(n, 4 if n > 8 else 5),
-                   fontsize=8)
+    else:
+        handles = [Line2D([], [], color="0.2", ls=s, label=arm) for arm, s in pal.arms.items()]
+        labels = [h.get_label() for h in handles]
+        bar = fig.colorbar(pal.mappable, ax=fig.axes, label=GRID_LABELS.get(pal.axis, pal.axis), fraction=0.04,
+                           pad=0.02)
+        plain_log_ticks(bar.ax)
+    for h in extra or []:
+        handles, labels = [*handles, h], [*labels, h.get_label()]
+    if handles:
+        widest = max(len(t) for t in labels)
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=8,
+                   ncol=max(1, min(len(handles), 5, 120 // max(widest, 1))))
 
 
-# ---- figures ----------------------------------------------------------------------------------
+DIVERGED = Line2D([], [], color="0.2", ls="none", marker="x", ms=7, mew=2, label="where a run diverged")
+
+
+# ---- axes -------------------------------------------------------------------------------------
+def _g(value: float, _pos: Any = None) -> str:
+    return f"{value:g}"
+
+
+def plain_log_ticks(ax) -> None:
+    """Log axes labelled 0.5, 1, 2 rather than 5×10⁻¹, 10⁰, 2×10⁰: majors always; minors at
+    2 and 5 only while the axis spans less than two decades, otherwise unlabelled."""
+    for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+        if scale != "log":
+            continue
+        axis.set_major_formatter(FuncFormatter(_g))
+
+        def minor(value: float, _pos: Any = None, axis=axis) -> str:
+            lo, hi = sorted(axis.get_view_interval())
+            if lo <= 0 or hi / lo > 100 or value <= 0:
+                return ""
+            mantissa = round(value / 10 ** math.floor(math.log10(value) + 1e-9))
+            return _g(value) if mantissa in (2, 5) else ""
+
+        axis.set_minor_formatter(FuncFormatter(minor))
+
+
+def fit_value_axis(ax, column: str, values: list[float], first: float | None) -> None:
+    """Fit the y axis to the drawn values. Losses: log scale when none is negative, top at the
+    largest value but never above 3× the first one, bottom at the smallest value shown.
+    Accuracies: linear, within [0, 1]. Anything else: linear, fitted."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return
+    lo, hi = min(finite), max(finite)
+    if higher_is_better(column):
+        pad = 0.05 * ((hi - lo) or 1.0)
+        ax.set_ylim(max(0.0, lo - pad) if lo >= 0 else lo - pad, min(1.0, hi + pad) if hi <= 1 else hi + pad)
+        return
+    clip = LOSS_CLIP * first if first is not None and first > 0 and column in LOSS_LIKE else math.inf
+    positive = [v for v in finite if 0 < v <= clip]
+    if lo >= 0 and positive:
+        ax.set_yscale("log", nonpositive="mask")
+        top, bottom = min(max(positive) * 1.25, clip), min(positive) / 1.25
+        ax.set_ylim(bottom, top if top > bottom else bottom * 10)
+        plain_log_ticks(ax)
+        return
+    hi = min(hi, clip)
+    pad = 0.05 * ((hi - lo) or 1.0)
+    ax.set_ylim(lo - pad, hi + pad)
+
+
+
+def _mark_diverged(ax, members: list[RunRecord], column: str, color: Any) -> None:
+    """✗ at the update where each diverged seed stopped, at its last value (held inside the axis)."""
+    bottom, top = ax.get_ylim()
+    for run in members:
+        if not run.diverged:
+            continue
+        last = _last(run, column)
+        step = run.summary.get("diverged_at")
+        if last is None and step is None:
+            continue
+        x = step if isinstance(step, (int, float)) else last[0]
+        if not min(ax.get_xlim()) <= x <= max(ax.get_xlim()):
+            continue  # outside a zoomed panel
+        y = min(max(last[1], bottom), top) if last else top
+        ax.plot([x], [y], "x", color=color, ms=8, mew=2, clip_on=False, zorder=5)
+
+
+def _band(ax, steps, means, sds, color, text, style="-", marker=None) -> None:
+    ax.plot(steps, means, ls=style, marker=marker, color=color, label=text, lw=1.4, ms=3)
+    if any(sd for sd in sds):
+        sds = [sd or 0.0 for sd in sds]
+        # m²/(m+s) = m/(1+s/m): as far below m as m+s is above it on a log axis, and never ≤ 0
+        lo = [m * m / (m + s) if m > 0 else m - s for m, s in zip(means, sds)]
+        ax.fill_between(steps, lo, [m + s for m, s in zip(means, sds)], color=color, alpha=0.15, lw=0)
+
+
+def _title(runs: list[RunRecord], what: str) -> str:
+    names = sorted({r.name for r in runs if r.name}, key=natural_key)
+    tasks = sorted({str(r.summary.get("task")) for r in runs if r.summary.get("task")}, key=natural_key)
+    head = ", ".join(names) + (f" ({', '.join(tasks)})" if tasks else "")
+    return f"{head}: {what}" if what else head
+
+
+# ---- curves -----------------------------------------------------------------------------------
+def curve_columns(runs: list[RunRecord], metric: str) -> list[str]:
+    """Train loss, then `metric` (for the default `loss`: the validation loss where evaluated)."""
+    have = columns(runs)
+    if metric == "loss":
+        return ["loss"] + (["val_loss"] if "val_loss" in have else [])
+    require_column(runs, metric)
+    return (["loss"] if "loss" in have else []) + [metric]
+
+
+def require_column(runs: list[RunRecord], column: str) -> None:
+    have = columns(runs)
+    if column not in have:
+        raise UserError(f"--metric {column}: no metrics.csv column of that name in these runs",
+                        hint=f"available: {', '.join(have) or 'none'}")
+
+
+def _group_text(key, members: list[RunRecord], several: bool) -> str:
+    text = group_label(key, several)
+    bad = [r for r in members if r.diverged]
+    if bad:
+        at = sorted({int(r.summary["diverged_at"]) for r in bad if isinstance(r.summary.get("diverged_at"), int)})
+        where = f" at update {', '.join(map(str, at))}" if at else ""
+        text += f" ✗ diverged{where}" + (f" ({len(bad)}/{len(members)} seeds)" if len(members) > 1 else "")
+    return text
+
+
+def draw_column(ax, groups, pal: Palette, column: str, runs: list[RunRecord], several: bool) -> None:
+    """One line per group (mean ± sd over seeds), the axis fitted, ✗ where a seed diverged."""
+    drawn = []
+    for key, members in groups.items():
+        steps, means, sds = mean_curve(members, column)
+        if not steps:
+            continue
+        text = _group_text(key, members, several) if pal.axis is None else "_nolegend_"
+        _band(ax, steps, means, sds, pal.color[key], text, pal.style[key], "o" if len(steps) <= 25 else None)
+        drawn += means
+    fit_value_axis(ax, column, drawn, _first_value(runs, column))
+    for key, members in groups.items():
+        _mark_diverged(ax, members, column, pal.color[key])
+    ax.set(xlabel=LABELS["step"], ylabel=label(column, runs))
+
+
 def plot_curves(runs: list[RunRecord], metric: str = "loss"):
-    """Train loss and (where evaluated) validation loss vs step, one line per arm or cell."""
+    """Train loss and the metric (default: validation loss) vs update, one line per arm or cell."""
+    panels = curve_columns(runs, metric)
     groups = group_runs(runs)
-    has_val = any(r.get("val_loss") is not None for run in runs for r in run.metrics)
-    fig, axes = plt.subplots(1, 2 if has_val else 1, figsize=(11 if has_val else 6, 4), squeeze=False)
+    pal = palette(groups)
     several = len({k[0] for k in groups}) > 1
-    for (key, members), color in zip(groups.items(), _group_colors(list(groups))):
-        label = group_label(key, several) + (f" ({len(members)} seeds)" if len(members) > 1 else "")
-        label += " ✗ diverged" if any(r.diverged for r in members) else ""
-        for ax, column in zip(axes[0], ["loss", "val_loss"]):
-            steps, means, stds = mean_curve(members, column)
-            if steps:
-                _band(ax, steps, means, stds, color, label, "-" if column == "loss" else "o-")
-    for ax, column, title in zip(axes[0], ["loss", "val_loss"], ["train loss (batch)", "validation loss"]):
-        ax.set(xlabel="step", ylabel=column, title=title)
-        _loss_axis(ax, runs, column)
-    _figure_legend(fig, axes[0][0], len(groups))
-    fig.suptitle(_title(runs, "loss curves, mean ± std over seeds"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 0.5, 4), squeeze=False)
+    for ax, column in zip(axes[0], panels):
+        draw_column(ax, groups, pal, column, runs, several)
+        note = " (one batch per update)" if column == "loss" else ""
+        ax.set_title(LABELS.get(column, column) + note)
+    diverged = any(r.diverged for r in runs)
+    _legend_below(fig, axes[0][0], pal, [DIVERGED] if diverged else None)
+    clip = f"; loss axes stop at {LOSS_CLIP:g}× the first loss" if diverged else ""
+    fig.suptitle(_title(runs, f"curves, {seeds_text(groups)}{clip}"))
     return fig
 
 
+# ---- final result vs learning rate ------------------------------------------------------------
 def plot_lr(runs: list[RunRecord], metric: str = "loss"):
     """Final `metric` vs learning rate (log axis), one line per optimizer; diverged cells marked ✗."""
     table = lr_table(runs, metric)
     if table.empty:
         raise UserError("--kind lr: needs sweep cells with a learning rate", hint="pass a sweep folder from trx sweep")
+    curves = lr_points(runs)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    drawn: list[float] = []
+    for i, (text, by_lr) in enumerate(curves.items()):
+        drawn += _lr_line(ax, text, by_lr, table[table["arm"] == text], metric, plt.get_cmap("tab10")(i % 10))
+    ax.set_xscale("log")
+    fit_value_axis(ax, metric, drawn, None)
+    plain_log_ticks(ax)
+    ax.set(xlabel=GRID_LABELS["lr"], ylabel=f"final {label(metric, runs)}")
+    what = LABELS.get(metric, metric)
+    ax.set_title(f"final {what} vs learning rate (★ best, ✗ diverged, bar: within 10% of best)", fontsize=9)
+    ax.legend(fontsize=7 if len(curves) > 6 else 8)
+    points = {(text, lr): members for text, by_lr in curves.items() for lr, members in by_lr.items()}
+    fig.suptitle(_title(runs, seeds_text(points)))
+    return fig
+
+
+def lr_points(runs: list[RunRecord]) -> dict[str, dict[float, list[RunRecord]]]:
+    """Sweep cells by line (arm and the other grid values, labelled as in lr_table) and lr."""
     curves: dict[str, dict[float, list[RunRecord]]] = {}
     several = len({r.name for r in runs if r.cell}) > 1
-    for run in runs:
+    for run in sorted(runs, key=lambda r: (natural_key(r.arm), [natural_key(v) for _, v in r.overrides])):
         if run.cell is None or run.lr is None:
             continue
         rest = ",".join(f"{k}={v}" for k, v in run.overrides if k != "lr")
         curves.setdefault(group_label((run.name, run.arm, rest), several), {}).setdefault(run.lr, []).append(run)
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    return curves
+
+
+def _lr_line(ax, text: str, by_lr: dict[float, list[RunRecord]], row, metric: str, color: Any) -> list[float]:
+    """One optimizer: mean ± sd per lr, ✗ at the top for diverged lrs, ★ at the best lr and a bar
+    under the lrs within tolerance (from lr_table's `row`); returns the values that the y axis must show."""
     top = blended_transform_factory(ax.transData, ax.transAxes)
-    for (label, by_lr), color in zip(curves.items(), _colors(len(curves))):
-        lrs = sorted(by_lr)
-        ok = [lr for lr in lrs if not any(r.diverged or r.summary.get("status") != "complete" for r in by_lr[lr])]
-        values = [[result(r, metric) for r in by_lr[lr]] for lr in ok]
-        means = [sum(v) / len(v) for v in values]
-        stds = [math.sqrt(sum((x - m) ** 2 for x in v) / len(v)) for v, m in zip(values, means)]
-        ax.errorbar(ok, means, yerr=stds, fmt="o-", color=color, label=label, ms=4, capsize=2, lw=1.4)
-        bad = [lr for lr in lrs if lr not in ok]
-        ax.plot(bad, [0.96] * len(bad), "x", color=color, ms=8, mew=2, transform=top, clip_on=False)
-        row = table[table["arm"] == label]
-        if not row.empty and row.iloc[0]["best_lr"] == row.iloc[0]["best_lr"]:
-            best = row.iloc[0]
-            ax.plot([best["best_lr"]], [best[f"best_{metric}"]], "*", color=color, ms=13, mec="black", mew=0.6)
-            if best["tolerance_decades"] > 0:
-                ax.plot([best["tolerant_lr_lo"], best["tolerant_lr_hi"]], [0.02, 0.02], "-", color=color, lw=4,
-                        alpha=0.6, transform=top, solid_capstyle="butt")
-    ax.set_xscale("log")
-    if not higher_is_better(metric) and all(v > 0 for v in ax.get_ylim()):
-        ax.set_yscale("log")
-    ax.set(xlabel="learning rate μ", ylabel=f"final {metric} (mean ± std over seeds)")
-    ax.set_title(f"final {metric} vs learning rate (★ best, ✗ diverged, bar: within 10% of best)", fontsize=9)
-    _legend(ax, len(curves))
-    fig.suptitle(_title(runs, ""))
-    return fig
+    lrs = sorted(by_lr)
+    ok = [lr for lr in lrs if not any(r.diverged or r.summary.get("status") != "complete" for r in by_lr[lr])]
+    stats = [mean_sd([result(r, metric) for r in by_lr[lr]]) for lr in ok]
+    means, sds = [m for m, _ in stats], [sd or 0.0 for _, sd in stats]
+    ax.errorbar(ok, means, yerr=sds if any(sds) else None, fmt="o-", color=color, label=text, ms=4, capsize=2, lw=1.4)
+    bad = [lr for lr in lrs if lr not in ok]
+    ax.plot(bad, [0.96] * len(bad), "x", color=color, ms=8, mew=2, transform=top, clip_on=False)
+    if not row.empty and row.iloc[0]["best_lr"] == row.iloc[0]["best_lr"]:
+        best = row.iloc[0]
+        ax.plot([best["best_lr"]], [best[f"best_{metric}"]], "*", color=color, ms=13, mec="black", mew=0.6)
+        if best["tolerance_decades"] > 0:
+            ax.plot([best["tolerant_lr_lo"], best["tolerant_lr_hi"]], [0.02, 0.02], "-", color=color, lw=4,
+                    alpha=0.6, transform=top, solid_capstyle="butt")
+    return [m + k * sd for m, sd in zip(means, sds) for k in (-1, 0, 1)]
+
+
+# ---- schedules --------------------------------------------------------------------------------
+def aux_lr(run: RunRecord, steps: list[float], lrs: list[float]) -> list[float] | None:
+    """The aux group's lr at the logged steps. metrics.csv logs the main group's lr only, so it
+    is derived from config.yaml: the aux base lr (`aux.lr`, or `aux.lr_scale` × μ) times the aux
+    window, which is the main one unless `aux.schedule` is set."""
+    arm = ((run.config or {}).get("optimizers") or {}).get(run.arm) or {}
+    aux, mu = arm.get("aux"), arm.get("lr")
+    if not isinstance(aux, dict) or not isinstance(mu, (int, float)) or mu <= 0:
+        return None
+    base = aux.get("lr") if isinstance(aux.get("lr"), (int, float)) else mu * (aux.get("lr_scale") or 1.0)
+    if not aux.get("schedule"):
+        return [base * v / mu for v in lrs]
+    from trx.optim.schedules import Schedule  # imports torch: only for an aux block with its own window
+
+    window = Schedule.model_validate(aux["schedule"]).build(int(run.summary.get("steps") or max(steps) + 1))
+    return [base * window(int(t)) for t in steps]
 
 
 def plot_schedule(runs: list[RunRecord], metric: str = "loss"):
-    """The window actually used: lr/μ from the `lr` column of metrics.csv, one line per arm."""
+    """The window actually used, s(t) = lr/μ from metrics.csv (one line per distinct window, naming
+    the arms that share it), and the lr of the main and aux groups per arm; line styles differ so
+    that arms with the same lr stay visible."""
     groups = group_runs(runs)
+    pal = palette(groups)
     several = len({k[0] for k in groups}) > 1
-    fig, (ax_s, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
-    for (key, members), color in zip(groups.items(), _group_colors(list(groups))):
+    fig, (ax_s, ax_lr) = plt.subplots(1, 2, figsize=(11.5, 4), layout="constrained")
+    windows, any_aux = _lr_panel(ax_lr, groups, pal, several)
+    shared = any(len(keys) > 1 for _, keys, _ in windows.values())
+    for window, (steps, keys, look) in windows.items():
+        ax_s.plot(steps, window, **look, label=_sharing(keys, several))
+    ax_s.set(xlabel=LABELS["step"], ylabel="window s(t) = lr / μ", ylim=(-0.03, 1.05),
+             title=f"window s(t): {len(windows)} distinct" + (" (shared by the runs named)" if shared else ""))
+    if shared:  # one line per window, named by the runs that share it
+        ax_s.legend(fontsize=7, loc="upper right")
+    _legend_below(fig, ax_lr, pal)
+    fig.suptitle(_title(runs, "schedules from metrics.csv (aux lr from config.yaml)" if any_aux
+                        else "schedules from metrics.csv"))
+    return fig
+
+
+Window = tuple[list[float], list[tuple[str, str, str]], dict[str, Any]]  # steps, groups sharing it, line look
+
+
+def _lr_panel(ax, groups, pal: Palette, several: bool) -> tuple[dict[tuple[float, ...], Window], bool]:
+    """lr = μ·s(t) of each group's main group (bold) and aux group (faint); returns the distinct
+    windows s(t) with the groups that share each, and whether any aux lr was drawn."""
+    windows: dict[tuple[float, ...], Window] = {}
+    any_aux, peaks = False, []
+    for i, (key, members) in enumerate(groups.items()):
         run = members[0]  # seeds share their schedule
         rows = [r for r in run.metrics if r.get("lr") is not None and r.get("step") is not None]
         if not rows:
             continue
         steps, lrs = [r["step"] for r in rows], [r["lr"] for r in rows]
-        peak = run.lr or max(lrs)
-        ax_s.plot(steps, [v / peak for v in lrs], "-", color=color, label=group_label(key, several), lw=1.4)
-        ax_lr.plot(steps, lrs, "-", color=color, label=group_label(key, several), lw=1.4)
-    ax_s.set(xlabel="step t", ylabel="s(t) = lr / μ", title="window s(t)", ylim=(-0.03, 1.05))
-    ax_lr.set(xlabel="step t", ylabel="lr = μ·s(t)", title="learning rate used (main group)")
-    _figure_legend(fig, ax_s, len(groups))
-    fig.suptitle(_title(runs, "schedules from metrics.csv"))
-    return fig
+        look = {"ls": pal.style[key] if pal.axis else LINESTYLES[i % len(LINESTYLES)], "color": pal.color[key],
+                "lw": 2.4 - 0.5 * (i % 3) if pal.axis is None else 1.2}
+        window = tuple(round(v / (run.lr or max(lrs)), 9) for v in lrs)
+        windows.setdefault(window, (steps, [], look))[1].append(key)
+        ax.plot(steps, lrs, **look, label=group_label(key, several) if pal.axis is None else None)
+        peaks.append(max(lrs))
+        aux = aux_lr(run, steps, lrs)
+        if aux is not None:
+            any_aux = True
+            ax.plot(steps, aux, **{**look, "lw": max(0.8, look["lw"] - 0.8)}, alpha=0.55)
+    title = "learning rate: main group" + (" (bold) and aux group (faint)" if any_aux else "")
+    ax.set(xlabel=LABELS["step"], ylabel=LABELS["lr"], title=title)
+    if peaks and min(peaks) > 0 and max(peaks) > 30 * min(peaks):
+        ax.set_yscale("log", nonpositive="mask")
+        plain_log_ticks(ax)
+    return windows, any_aux
 
 
-def _warmup(run: RunRecord) -> str:
+def _sharing(keys: list[tuple[str, str, str]], several: bool) -> str:
+    """Name the groups that share a window: "adamw, muon (schedule.warmup=0)" when they share the cell."""
+    if len({k[2] for k in keys}) == 1 and len({k[0] for k in keys}) == 1:
+        arms = ", ".join(group_label((k[0], k[1], ""), several) for k in keys)
+        return f"{arms} ({keys[0][2]})" if keys[0][2] else arms
+    names = [group_label(k, several) for k in keys]
+    return ", ".join(names) if len(names) <= 4 else f"{len(names)} runs: {names[0]}, …, {names[-1]}"
+
+
+# ---- warmup ablation --------------------------------------------------------------------------
+def warmup_of(run: RunRecord) -> str:
+    """The run's warmup as written in the grid or config: a fraction of τ (< 1) or updates."""
     overrides = dict(run.overrides)
-    if "schedule.warmup" in overrides:
-        return overrides["schedule.warmup"]
-    arm = ((run.config or {}).get("optimizers") or {}).get(run.arm) or {}
-    return f"{(arm.get('schedule') or {}).get('warmup', 0):.4g}"
+    value = overrides.get("schedule.warmup")
+    if value is None:
+        arm = ((run.config or {}).get("optimizers") or {}).get(run.arm) or {}
+        value = (arm.get("schedule") or {}).get("warmup", 0) if isinstance(arm.get("schedule"), dict) else 0
+    number = _number(value)
+    return _g(number) if number is not None else str(value)
+
+
+def warmup_text(value: str, total: int | None) -> str:
+    """`0.05` → "warmup 5% of the run (10 of 200 updates)"; `10` → "warmup 10 updates (5% of the run)"."""
+    w = _number(value)
+    if w is None:
+        return f"warmup={value}"
+    if w == 0:
+        return "no warmup"
+    if w < 1:
+        updates = f" ({round(w * total)} of {total} updates)" if total else ""
+        return f"warmup {_g(100 * w)}% of the run{updates}"
+    share = f" ({_g(round(100 * w / total, 2))}% of the run)" if total else ""
+    return f"warmup {_g(w)} updates{share}"
+
+
+def _warmup_updates(value: str, total: int | None) -> float:
+    w = _number(value) or 0.0
+    return round(w * (total or 0)) if w < 1 else w  # as trx.optim.Schedule.warmup_updates
 
 
 def plot_warmup(runs: list[RunRecord], metric: str = "loss"):
-    """With and without warmup, one panel per optimizer: loss curves, mean ± std over seeds.
-    Line style: the warmup; colour: the other grid values (e.g. lr), else the warmup too."""
-    arms = list(dict.fromkeys(r.arm for r in sorted(runs, key=lambda r: r.arm)))
-    fig, axes = plt.subplots(1, len(arms), figsize=(4.8 * len(arms), 4), squeeze=False)
-    styles = ["-", "--", ":", "-."]
-    for ax, arm in zip(axes[0], arms):
+    """With and without warmup, one column of panels per optimizer: the whole run above, the first
+    10% of updates (where warmup acts) below; the panels of a row share their y scale. Line style:
+    the warmup; colour: the other grid values (e.g. lr), else the warmup too."""
+    arms = sorted({r.arm for r in runs}, key=natural_key)
+    warmups = sorted({warmup_of(r) for r in runs}, key=natural_key)
+    if not any(len({warmup_of(r) for r in runs if r.arm == arm}) > 1 for arm in arms):
+        raise UserError("--kind warmup: no run varies schedule.warmup",
+                        hint="use --kind curves, or sweep a warmup axis: --grid optimizers.*.schedule.warmup=0,0.05")
+    require_column(runs, metric)
+    total = max((int(r.summary["steps"]) for r in runs if isinstance(r.summary.get("steps"), int)), default=None)
+    fig, axes = plt.subplots(2, len(arms), figsize=(4.8 * len(arms), 7), squeeze=False, sharey="row",
+                             layout="constrained")
+    drawn: list[tuple[float, float]] = []
+    marks: list[tuple[Any, list[RunRecord], Any]] = []
+    for col, arm in enumerate(arms):
         mine = [r for r in runs if r.arm == arm]
-        groups: dict[tuple[str, str], list[RunRecord]] = {}
-        for run in mine:
-            rest = ",".join(f"{k}={v}" for k, v in run.overrides if k != "schedule.warmup")
-            groups.setdefault((rest, _warmup(run)), []).append(run)
-        rests = list(dict.fromkeys(k[0] for k in sorted(groups)))
-        warmups = sorted({k[1] for k in groups}, key=natural_key)
-        colors = dict(zip(rests, _colors(len(rests))))
-        for (rest, warmup), members in sorted(groups.items()):
-            color = colors[rest] if len(rests) > 1 else _colors(len(warmups))[warmups.index(warmup)]
-            steps, means, stds = mean_curve(members, metric)
-            bad = sum(r.diverged for r in members)
-            label = f"warmup={warmup}" + (f" {rest}" if rest else "") + (f" ({bad} diverged)" if bad else "")
-            _band(ax, steps, means, stds, color, label, styles[warmups.index(warmup) % len(styles)])
-        ax.set(xlabel="step", ylabel=metric, title=arm)
-        _loss_axis(ax, mine, metric)
-        _legend(ax, len(groups))
-    seeds = max(len(m) for m in group_runs(runs).values())
-    fig.suptitle(_title(runs, f"warmup ablation: {metric}, mean ± std over {seeds} seed(s)"))
+        drawn += _warmup_panels(axes[0][col], axes[1][col], mine, metric, warmups, total, marks)
+        axes[0][col].set_title(arm)
+    _fit_warmup_axes(axes, drawn, runs, metric, total)
+    for ax, members, color in marks:
+        _mark_diverged(ax, members, metric, color)
+    handles, texts = axes[0][0].get_legend_handles_labels()
+    if any(_warmup_updates(w, total) > 0 for w in warmups):
+        handles.append(plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.15))
+        texts.append("shaded: the warmup updates")
+    if any(r.diverged for r in runs):
+        handles, texts = [*handles, DIVERGED], [*texts, DIVERGED.get_label()]
+    fig.legend(handles, texts, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 3), fontsize=8)
+    tau = f"; τ = {total} updates" if total else ""
+    fig.suptitle(_title(runs, f"warmup ablation, {LABELS.get(metric, metric)}, {seeds_text(group_runs(runs))}{tau}"))
     return fig
 
 
-def _title(runs: list[RunRecord], what: str) -> str:
-    names = sorted({r.name for r in runs if r.name})
-    tasks = sorted({str(r.summary.get("task")) for r in runs if r.summary.get("task")})
-    head = ", ".join(names) + (f" ({', '.join(tasks)})" if tasks else "")
-    return f"{head}: {what}" if what else head
+def _fit_warmup_axes(axes, drawn: list[tuple[float, float]], runs: list[RunRecord], metric: str,
+                     total: int | None) -> None:
+    """One y scale per row (the lower row fitted to what it shows), plain ticks, the zoom's x range."""
+    first = _first_value(runs, metric)
+    end = ZOOM * total if total else math.inf
+    fit_value_axis(axes[0][0], metric, [m for _, m in drawn], first)
+    fit_value_axis(axes[1][0], metric, [m for s, m in drawn if s <= end], first)
+    for ax in axes.flat:
+        ax.set(xlabel=LABELS["step"])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        plain_log_ticks(ax)
+    for row in axes:
+        row[0].set_ylabel(label(metric, runs))
+    if total:
+        for ax in axes[1]:
+            ax.set_xlim(0, end)
+            ax.set_title(f"first {_g(100 * ZOOM)}% of updates (0–{round(end)}), where warmup acts", fontsize=8)
+
+
+def _warmup_panels(full, zoom, mine: list[RunRecord], metric: str, warmups: list[str], total: int | None,
+                   marks: list) -> list[tuple[float, float]]:
+    """One arm's lines in both of its panels; returns the drawn (step, mean) (for the y axes) and
+    adds (axis, runs, colour) to `marks` for the ✗ of diverged seeds, drawn once the axis is fitted."""
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    for run in mine:
+        rest = ",".join(f"{k}={v}" for k, v in run.overrides if k != "schedule.warmup")
+        groups.setdefault((rest, warmup_of(run)), []).append(run)
+    order = sorted(groups, key=lambda k: (natural_key(k[0]), natural_key(k[1])))
+    rests = list(dict.fromkeys(k[0] for k in order))
+    tab = plt.get_cmap("tab10")
+    drawn: list[tuple[float, float]] = []
+    for rest, warmup in order:
+        members = groups[(rest, warmup)]
+        color = tab(rests.index(rest) % 10) if len(rests) > 1 else tab(warmups.index(warmup) % 10)
+        style = LINESTYLES[warmups.index(warmup) % len(LINESTYLES)]
+        steps, means, sds = mean_curve(members, metric)
+        bad = sum(r.diverged for r in members)
+        text = warmup_text(warmup, total) + (f", {rest}" if len(rests) > 1 else "")
+        text += f" (✗ {bad} diverged)" if bad else ""
+        _band(full, steps, means, sds, color, text, style)
+        _band(zoom, steps, means, sds, color, None, style, "o")
+        drawn += list(zip(steps, means))
+        marks += [(full, members, color), (zoom, members, color)]
+    for warmup in warmups:
+        updates = _warmup_updates(warmup, total)
+        if updates > 0:
+            for ax in (full, zoom):
+                ax.axvspan(0, updates, color="0.5", alpha=0.15 / max(1, len(warmups) - 1), lw=0)
+    return drawn

@@ -1,6 +1,6 @@
-"""`trx sweep`: grid expansion into cells, validation of every cell, parallel runs, resume.
+"""`trx sweep`: grid expansion into cells, validation of every cell, one job per cell.
 
-A cell is one arm × one grid point × one seed, run as an ordinary one-arm experiment whose
+A cell is one arm × one grid point × one seed, run as an ordinary job (`trx.jobs`) whose
 folder is `<out>/<name>/sweep/<arm>/<cell-id>/`; the id lists the overrides (keys sorted, below
 the arm) and the seed: `lr=0.01,schedule.warmup=0,seed=1`. An arm's axes are its own
 `optimizers.<arm>.*` keys, the `optimizers.*.*` keys (a named key beats `*` for the same leaf)
@@ -9,29 +9,21 @@ and every key outside `optimizers`; the axes of other arms do not multiply its c
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import contextlib
 import copy
 import itertools
 import math
-import multiprocessing as mp
-import os
-import signal
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
-import torch
 import yaml
 
-from trx.config import UserError, arm_config, diff_keys, parse_override, read_yaml, resolve, set_dotted
-from trx import io
-from trx.io import atomic_write, read_json
+from trx.config import UserError, apply_overrides, read_yaml, resolve, set_dotted
+from trx.io import atomic_write, write_yaml
+from trx.jobs import ArmJob, CellMeta, JobResult, check_jobs
 from trx.optim import ConfigError, plan_groups
-from trx.runner import Experiment, Interrupted, StopFlag, check_output, prepare, run_experiment, stop_on_signals
-
-FINISHED = ("complete", "diverged")
+from trx.runner import prepare
 RESERVED_KEYS = {"name": "the experiment name names the output folder", "seed": "use sweep.seeds or --seeds",
                  "sweep": "a sweep cannot sweep its own grid"}
 
@@ -137,6 +129,7 @@ class Plan:
     root: Path  # <out>/<name>/sweep
     cells: list[Cell]
     keys: list[str]  # the short override keys, in order, for sweep.csv columns
+    config: dict[str, Any] = field(default_factory=dict, repr=False)  # the whole resolved config
 
     def cell_dir(self, cell: Cell) -> Path:
         return self.root / cell.arm / cell.id
@@ -204,7 +197,7 @@ def check_axes(data: dict[str, Any], arm: str, axes: list[tuple[str, list[Any]]]
 
 def _cell_data(data: dict[str, Any], arm: str, overrides: list[tuple[str, Any]], seed: int) -> dict[str, Any]:
     """The cell's resolved config as plain data: only `arm`, no sweep block, overrides applied."""
-    raw = {k: v for k, v in data.items() if k != "sweep"}
+    raw = {k: v for k, v in data.items() if k not in ("sweep", "seeds", "claims")}
     raw["optimizers"] = {arm: data["optimizers"][arm]}
     raw = copy.deepcopy(raw)  # set_dotted below must not touch the shared config data
     for key, value in overrides:
@@ -218,8 +211,7 @@ def plan_sweep(
 ) -> Plan:
     """Read CONFIG, apply --set, merge the grids (command line wins), expand and validate."""
     data = read_yaml(Path(config))
-    for text in sets:
-        set_dotted(data, *parse_override(text))
+    apply_overrides(data, sets)
     base = resolve(data, default_name=Path(config).stem)
     data["name"] = base.name
     sweep = base.sweep
@@ -233,230 +225,49 @@ def plan_sweep(
             raise UserError(f"--seeds: must be ≥ 1, got {seeds}")
         seed_list = [base.seed + i for i in range(seeds)]
     else:
-        seed_list = list(sweep.seeds) if sweep and sweep.seeds else [base.seed]
+        seed_list = list(sweep.seeds) if sweep and sweep.seeds else base.seed_list()
     cells = expand(data, grid, seed_list)
     keys = list(dict.fromkeys(k for c in cells for k, _ in c.short))
-    return Plan(base.name, Path(out) / base.name / "sweep", cells, keys)
+    return Plan(base.name, Path(out) / base.name / "sweep", cells, keys, base.model_dump(mode="json"))
 
 
-# ---- checks against the model and the disk ----------------------------------------------------
-@dataclass
-class CellExperiment(Experiment):
-    """The runner's Experiment whose one arm lives in `root/<cell-id>` instead of `root/<arm>`."""
-
-    cell_id: str = ""
-
-    def arm_dir(self, arm: str) -> Path:
-        return self.root / self.cell_id
+# ---- jobs ------------------------------------------------------------------------------------
+def plan_jobs(plan: Plan, device: str | None = None) -> list[ArmJob]:
+    """One job per cell, in plan order; the cell's metadata goes into its folder as data."""
+    return [ArmJob(cell.data, str(plan.cell_dir(cell)),
+                   CellMeta(plan.name, cell.arm, cell.seed, dict(cell.overrides), cell.id), device)
+            for cell in plan.cells]
 
 
-def cell_experiment(exp: Experiment, root: Path, cell_id: str) -> CellExperiment:
-    values = {f.name: getattr(exp, f.name) for f in fields(exp)}
-    values["root"] = root
-    return CellExperiment(**values, cell_id=cell_id)
-
-
-def check_plan(plan: Plan, device: str | None) -> None:
+def check_plan(plan: Plan, device: str | None) -> list[ArmJob]:
     """Every cell against its model (parameter groups) and its folder (writable; earlier results
-    of a different config are an error). Builds one task per distinct task config; writes nothing."""
-    prepared: dict[str, Experiment] = {}
+    of a different config are an error; a folder another process holds is left to it). Builds
+    one task per distinct task config; writes nothing. Returns the jobs."""
+    models: dict[str, Any] = {}
     for cell in plan.cells:
         cfg = resolve(cell.data)
-        key = yaml.safe_dump([cell.data["task"], cell.data["device"]])
-        if key not in prepared:
-            try:
-                prepared[key] = prepare(cfg, plan.root, device)
-            except UserError as exc:
-                raise UserError(f"sweep cell {cell.arm}/{cell.id}: {exc}", exc.hint) from None
-        exp = prepared[key]
+        key = yaml.safe_dump([cell.data["task"], cell.data["device"], cell.data["seed"]])
         try:
-            groups = plan_groups(exp.task.build_model(), cfg.optimizers[cell.arm], exp.roles)
+            if key not in models:
+                exp = prepare(cfg, plan.root, device)
+                models[key] = (exp.task, exp.task.build_model(), exp.roles)
+            task, model, roles = models[key]
+            plan_groups(model, cfg.optimizers[cell.arm], roles)
+        except UserError as exc:
+            raise UserError(f"sweep cell {cell.arm}/{cell.id}: {exc}", exc.hint) from None
         except ConfigError as exc:
             raise UserError(f"sweep cell {cell.arm}/{cell.id}: {exc.under(f'optimizers.{cell.arm}')}") from None
-        old = io.read_yaml(plan.cell_dir(cell) / "config.yaml")
-        differ = diff_keys(old, arm_config(cfg, cell.arm)) if old is not None else []
-        if differ:
-            raise UserError(
-                f"{plan.cell_dir(cell)} holds a result of a different config; it differs at {', '.join(differ[:8])}",
-                hint="sweep into another --out, or delete that cell folder to redo it",
-            )
-        cexp = cell_experiment(exp, plan.root / cell.arm, cell.id)
-        cexp.cfg, cexp.group_plans = cfg, {cell.arm: groups}
-        check_output(cexp, "resume")
-
-
-# ---- running ----------------------------------------------------------------------------------
-@dataclass
-class Job:
-    """What a worker needs to run one cell (plain data: it crosses a process boundary)."""
-
-    arm: str
-    cell_id: str
-    data: dict[str, Any]
-    root: str  # <out>/<name>/sweep
-    device: str | None
-    threads: int | None
-
-
-def run_cell(job: Job, stop: Any = None) -> dict[str, Any]:
-    """Run (or finish) one cell; returns its summary. Failures become a `failed` summary."""
+    jobs = plan_jobs(plan, device)
     try:
-        cfg = resolve(job.data)
-        if job.threads and not cfg.threads:
-            torch.set_num_threads(job.threads)
-        exp = cell_experiment(prepare(cfg, Path(job.root), job.device), Path(job.root) / job.arm, job.cell_id)
-        with stop_on_signals(stop or StopFlag()) as flag:
-            return run_experiment(exp, "resume", None, flag)[0]
-    except Interrupted:
-        return {"arm": job.arm, "status": "interrupted", "error": None}
-    except Exception as exc:  # a cell that cannot even start is a recorded failure
-        if os.environ.get("TRX_DEBUG") == "1":
-            raise
-        return {"arm": job.arm, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        check_jobs(jobs, "resume", locked="skip")
+    except UserError as exc:
+        raise UserError(str(exc), hint="sweep into another --out, or delete that cell folder to redo it") from None
+    return jobs
 
 
-class _SharedStop:
-    """A StopFlag backed by a process-shared Event, so the parent can stop every worker."""
-
-    signal_name = "SIGINT"
-
-    def __init__(self, event: Any):
-        self.event = event
-
-    @property
-    def requested(self) -> bool:
-        return self.event.is_set()
-
-    @requested.setter
-    def requested(self, value: bool) -> None:
-        if value:
-            self.event.set()
-
-
-_WORKER_STOP: Any = None
-
-
-def _worker_init(event: Any) -> None:
-    global _WORKER_STOP
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # idle workers ignore Ctrl-C; the parent decides
-    _WORKER_STOP = _SharedStop(event)
-
-
-def _worker_run(job: Job) -> dict[str, Any]:
-    if _WORKER_STOP.requested:  # queued before the stop: leave its folder untouched
-        return {"arm": job.arm, "status": "not run", "error": None}
-    return run_cell(job, _WORKER_STOP)
-
-
-class SweepInterrupted(Exception):
-    """Ctrl-C during a sweep: running cells were saved as `interrupted`."""
-
-
-def cpu_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def threads_per_job(jobs: int) -> int:
-    """Torch threads per cell so that jobs × threads ≤ cores."""
-    return max(1, cpu_cores() // jobs)
-
-
-def run_sweep(plan: Plan, jobs: int = 1, device: str | None = None, on_event: Callable[..., None] | None = None,
-              stop: Any = None) -> list[dict[str, Any]]:
-    """Run every unfinished cell, `jobs` at a time; returns one summary per cell in plan order.
-    `on_event(kind, cell, summary)` reports "skip", "start" and "done". Raises SweepInterrupted."""
-    notify = on_event or (lambda *a: None)
-    summaries: dict[int, dict[str, Any]] = {}
-    todo = []
-    for i, cell in enumerate(plan.cells):
-        previous = read_json(plan.cell_dir(cell) / "summary.json")
-        if previous and previous.get("status") in FINISHED:
-            summaries[i] = previous
-            notify("skip", cell, previous)
-        else:
-            todo.append(i)
-    threads = threads_per_job(jobs)
-    job_of = {i: Job(plan.cells[i].arm, plan.cells[i].id, plan.cells[i].data, str(plan.root), device, threads)
-              for i in todo}
-    if jobs <= 1:
-        _run_serial(plan, todo, job_of, summaries, notify, stop)
-    else:
-        _run_parallel(plan, todo, job_of, summaries, notify, stop, jobs)
-    return [summaries.get(i) or {"arm": c.arm, "status": "not run"} for i, c in enumerate(plan.cells)]
-
-
-def _run_serial(plan, todo, job_of, summaries, notify, stop) -> None:
-    stop = stop or StopFlag()
-    for i in todo:
-        if stop.requested:
-            raise SweepInterrupted
-        notify("start", plan.cells[i], None)
-        summaries[i] = run_cell(job_of[i], stop)
-        notify("done", plan.cells[i], summaries[i])
-        if summaries[i]["status"] == "interrupted":
-            raise SweepInterrupted
-
-
-def _context() -> Any:
-    """forkserver where available: workers fork from one process that imported trx once (torch
-    is slow to import); spawn elsewhere. Never plain fork from a process that may hold threads."""
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["trx.sweep"])
-        return ctx
-    return mp.get_context("spawn")
-
-
-def _run_parallel(plan, todo, job_of, summaries, notify, stop, jobs) -> None:
-    ctx = _context()
-    event = ctx.Event()
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(event,)) as pool:
-        with _ignoring_ctrl_c():  # processes started now (the forkserver, workers) inherit it
-            futures = {pool.submit(_worker_run, job_of[i]): i for i in todo}
-        started: set[int] = set()
-        pending = set(futures)
-        while pending:
-            if stop is not None and stop.requested:
-                event.set()
-                for f in pending:
-                    f.cancel()
-            done, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
-            for f in sorted(pending, key=futures.get):
-                if f.running() and futures[f] not in started:
-                    started.add(futures[f])
-                    notify("start", plan.cells[futures[f]], None)
-            for f in done:
-                if not f.cancelled():
-                    i = futures[f]
-                    summaries[i] = _outcome(f, plan.cells[i], event)
-                    notify("done", plan.cells[i], summaries[i])
-            pending = {f for f in pending if not f.cancelled()}
-    if event.is_set() or any(s.get("status") == "interrupted" for s in summaries.values()):
-        raise SweepInterrupted
-
-
-def _outcome(future: cf.Future, cell: Cell, event: Any) -> dict[str, Any]:
-    try:
-        return future.result()
-    except Exception as exc:  # the worker process died under the cell
-        status = "interrupted" if event.is_set() else "failed"
-        return {"arm": cell.arm, "status": status, "error": f"{type(exc).__name__}: {exc}"}
-
-
-@contextlib.contextmanager
-def _ignoring_ctrl_c():
-    """Ignore SIGINT for a moment (main thread only): a child started meanwhile inherits the
-    disposition, so a Ctrl-C for the whole process group cannot kill it half-started; the
-    parent decides, through the shared stop event."""
-    try:
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
+def write_experiment(plan: Plan, data: dict[str, Any]) -> None:
+    """The whole sweep's config (all arms, grid, claims) at its root, for reports."""
+    write_yaml(plan.root / "experiment.yaml", data)
 
 
 # ---- the record -------------------------------------------------------------------------------
@@ -464,8 +275,9 @@ SUMMARY_COLUMNS = ["status", "steps_done", "final_loss", "best_loss"]
 SUMMARY_TAIL = ["diverged", "diverged_at", "wall_time_s", "threads", "error"]
 
 
-def sweep_rows(plan: Plan, summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def sweep_rows(plan: Plan, results: list[JobResult]) -> list[dict[str, Any]]:
     """One row per cell: arm, id, seed, one column per override key, then summary fields."""
+    summaries = [{**r.summary, "status": r.status, "error": r.error} for r in results]
     evals = sorted({k for s in summaries for k in s if k.startswith("final_val")})
     rows = []
     for cell, s in zip(plan.cells, summaries):
@@ -477,7 +289,7 @@ def sweep_rows(plan: Plan, summaries: list[dict[str, Any]]) -> list[dict[str, An
     return rows
 
 
-def save_sweep_csv(plan: Plan, summaries: list[dict[str, Any]]) -> Path:
+def save_sweep_csv(plan: Plan, results: list[JobResult]) -> Path:
     path = plan.root / "sweep.csv"
-    atomic_write(path, pd.DataFrame(sweep_rows(plan, summaries)).to_csv(index=False))
+    atomic_write(path, pd.DataFrame(sweep_rows(plan, results)).to_csv(index=False))
     return path

@@ -1,0 +1,236 @@
+"""The job seam: one job per arm and seed, cell metadata in the folder, one writer per folder,
+safe checkpoints taken by default, and the argument checks of `trx run` that write nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from trx.cli import app
+from trx.config import resolve
+from trx.executors import InProcess, run_jobs
+from trx.jobs import ArmJob, CellMeta, arm_jobs, folder_lock, lock_holder, run_job
+from trx.runner import ArmRun
+
+
+def quad(**over: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "name": "q",
+        "seed": 0,
+        "steps": 40,
+        "eval_every": 10,
+        "log_every": 5,
+        "threads": 1,
+        "task": {"name": "quadratic1d", "curvature": 1.0, "init": 1.0, "noise": 0.1},
+        "optimizers": {"gd": {"lr": 0.5}, "hb": {"lr": 0.5, "filter": {"name": "heavy_ball", "beta": 0.5}}},
+    }
+    cfg.update(over)
+    return cfg
+
+
+def write(tmp_path: Path, data: dict[str, Any]) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def cli(*args: str):
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+
+
+def steps(path: Path) -> list[int]:
+    with path.open() as f:
+        return [int(r["step"]) for r in csv.DictReader(f)]
+
+
+def without_wall_time(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return [{k: v for k, v in r.items() if k != "wall_time"} for r in csv.DictReader(f)]
+
+
+# ---- jobs and metadata ------------------------------------------------------------------------
+def test_run_makes_one_job_per_arm_and_seed_in_config_order(tmp_path):
+    cfg = resolve(quad(seeds=2))
+    jobs = arm_jobs(cfg, tmp_path / "q")
+    assert [(j.meta.arm, j.meta.seed) for j in jobs] == [("gd", 0), ("gd", 1), ("hb", 0), ("hb", 1)]
+    assert [Path(j.dir).relative_to(tmp_path).as_posix() for j in jobs][:2] == ["q/gd/seed=0", "q/gd/seed=1"]
+    assert all(list(j.data["optimizers"]) == [j.meta.arm] and j.data["seed"] == j.meta.seed for j in jobs)
+    one = arm_jobs(resolve(quad()), tmp_path / "q")
+    assert [Path(j.dir).name for j in one] == ["gd", "hb"]  # one seed keeps the plain layout
+
+
+def test_run_job_writes_its_metadata_and_returns_a_typed_result(tmp_path):
+    job = arm_jobs(resolve(quad(steps=10)), tmp_path / "q")[1]
+    result = run_job(job)
+    assert result.status == "complete" and result.finished and result.summary["arm"] == "hb"
+    meta = CellMeta.read(Path(job.dir))
+    assert meta == job.meta
+    again = run_job(job)  # finished: not run twice
+    assert again.status == "complete" and again.summary["wall_time_s"] == result.summary["wall_time_s"]
+
+
+def test_trx_run_with_seeds_prints_means_over_seeds(tmp_path):
+    res = cli("run", str(write(tmp_path, quad(steps=10))), "--out", str(tmp_path / "runs"), "--seeds", "2", "--jobs", "1")
+    assert res.exit_code == 0, res.output
+    assert "over 2 seeds" in res.output
+    for arm in ("gd", "hb"):
+        for seed in (0, 1):
+            meta = json.loads((tmp_path / "runs" / "q" / arm / f"seed={seed}" / "cell.json").read_text())
+            assert (meta["arm"], meta["seed"], meta["cell"]) == (arm, seed, None)
+    assert (tmp_path / "runs" / "q" / "experiment.yaml").exists()
+
+
+# ---- bad input: one line, exit 2, nothing written ---------------------------------------------
+def test_a_set_typo_under_an_arm_is_an_error_not_a_new_arm(tmp_path):
+    path, out = write(tmp_path, quad()), tmp_path / "runs"
+    for command in ("run", "sweep"):
+        res = cli(command, str(path), "--out", str(out), "--set", "optimizers.gdd.lr=0.05")
+        assert res.exit_code == 2, res.output
+        assert "no arm 'gdd'; arms: gd, hb" in " ".join(res.output.split())
+    assert not out.exists()
+    assert cli("run", str(path), "--out", str(out), "--set", "optimizers.*.lr=0.3", "--dry-run").exit_code == 0
+
+
+def test_dry_run_with_nproc_trains_nothing(tmp_path):
+    out = tmp_path / "runs"
+    res = cli("run", str(write(tmp_path, quad())), "--out", str(out), "--dry-run", "--nproc", "2")
+    assert res.exit_code == 0, res.output
+    assert "parameter groups of arm gd" in res.output and not out.exists()
+
+
+def test_dry_run_needs_no_data(tmp_path):
+    data = quad(task={"name": "cifar_resnet", "dataset": "cifar10", "data_dir": str(tmp_path / "nothing")})
+    res = cli("run", str(write(tmp_path, data)), "--out", str(tmp_path / "runs"), "--dry-run")
+    assert res.exit_code == 0, res.output
+    assert "dataset: cifar10" in res.output and "parameter groups not shown" in res.output
+    assert not (tmp_path / "runs").exists()
+
+
+# ---- one writer per folder --------------------------------------------------------------------
+HOLD = """
+import sys, time
+from pathlib import Path
+from trx.jobs import folder_lock
+with folder_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def hold(folder: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_locked_folder_stops_trx_run_and_is_skipped_by_a_sweep_and_a_killed_holder_blocks_nothing(tmp_path):
+    path, out = write(tmp_path, quad(steps=10)), tmp_path / "runs"
+    proc = hold(out / "q" / "hb")
+    try:
+        res = cli("run", str(path), "--out", str(out))
+        assert res.exit_code == 2, res.output
+        assert f"is being written by" in res.output and f":{proc.pid}" in res.output
+        assert not (out / "q" / "gd").exists()  # refused before anything was written
+        assert lock_holder(out / "q" / "hb").endswith(")") and str(proc.pid) in lock_holder(out / "q" / "hb")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert lock_holder(out / "q" / "hb") is None  # the kernel released it with the process
+    assert cli("run", str(path), "--out", str(out)).exit_code == 0
+
+    sweep = write(tmp_path, quad(steps=10, sweep={"grid": {"optimizers.*.lr": [0.2, 0.4]}}))
+    cell = out / "q" / "sweep" / "gd" / "lr=0.4,seed=0"
+    proc = hold(cell)
+    try:
+        res = cli("sweep", str(sweep), "--out", str(out))
+        assert res.exit_code == 0, res.output
+        assert "cell gd/lr=0.4,seed=0 skipped: another process is running it" in " ".join(res.output.split())
+        assert not (cell / "summary.json").exists() and (out / "q" / "sweep" / "hb" / "lr=0.4,seed=0" / "summary.json").exists()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    res = cli("sweep", str(sweep), "--out", str(out))
+    assert res.exit_code == 0 and (cell / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_two_sweeps_on_one_folder_write_every_step_once(tmp_path):
+    data = quad(steps=400, log_every=1, eval_every=100,
+                sweep={"grid": {"optimizers.*.lr": [0.1, 0.2, 0.3]}, "seeds": [0, 1]})
+    path, out = write(tmp_path, data), tmp_path / "runs"
+    cmd = [sys.executable, "-m", "trx", "sweep", str(path), "--out", str(out)]
+    env = {**os.environ, "COLUMNS": "200"}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    files = sorted((out / "q" / "sweep").rglob("metrics.csv"))
+    assert len(files) == 12
+    for f in files:
+        assert steps(f) == list(range(401)), f
+    assert all(json.loads((f.parent / "summary.json").read_text())["status"] == "complete" for f in files)
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+def test_checkpoints_are_taken_by_default_and_a_crashed_run_resumes_exactly(tmp_path, monkeypatch):
+    data = quad(optimizers={"hb": {"lr": 0.5, "filter": {"name": "heavy_ball", "beta": 0.5}}})
+    clean = run_jobs(arm_jobs(resolve(data), tmp_path / "clean"), InProcess())[0]
+    real = ArmRun._final_row
+
+    def crash(self):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ArmRun, "_final_row", crash)
+    job = arm_jobs(resolve(data), tmp_path / "crash")[0]
+    assert run_job(job).status == "failed"
+    assert (Path(job.dir) / "checkpoint.pt").exists()  # the eval at update 30 left one
+    monkeypatch.setattr(ArmRun, "_final_row", real)
+    assert run_job(job).status == "complete"
+    assert without_wall_time(Path(job.dir) / "metrics.csv") == without_wall_time(Path(clean.dir) / "metrics.csv")
+    assert not (Path(job.dir) / "checkpoint.pt").exists()
+
+
+def test_a_run_without_checkpoint_says_it_starts_over(tmp_path, monkeypatch, capsys):
+    data = quad(checkpoint_every=0, optimizers={"gd": {"lr": 0.5}})
+    monkeypatch.setattr(ArmRun, "_final_row", lambda self: (_ for _ in ()).throw(RuntimeError("boom")))
+    job = arm_jobs(resolve(data), tmp_path / "r")[0]
+    assert run_job(job).status == "failed"
+    monkeypatch.undo()
+    result = run_job(job)
+    assert result.status == "complete" and result.summary["restarted"] is True
+    assert "no checkpoint to resume from; starting over from update 0" in capsys.readouterr().err
+
+
+class _Payload:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_pickle_in_checkpoint_pt_is_refused(tmp_path, monkeypatch):
+    data = quad(optimizers={"gd": {"lr": 0.5}})
+    path, out = write(tmp_path, data), tmp_path / "runs"
+    monkeypatch.setattr(ArmRun, "_final_row", lambda self: (_ for _ in ()).throw(RuntimeError("boom")))
+    assert cli("run", str(path), "--out", str(out)).exit_code == 1
+    monkeypatch.undo()
+    marker = tmp_path / "pwned"
+    ckpt = out / "q" / "gd" / "checkpoint.pt"
+    ckpt.write_bytes(pickle.dumps({"step": _Payload(marker)}))
+    before = (out / "q" / "gd" / "metrics.csv").read_text()
+    res = cli("run", str(path), "--out", str(out), "--resume")
+    assert res.exit_code == 2, res.output
+    assert "refused to load: not a plain tensor checkpoint" in " ".join(res.output.split())
+    assert not marker.exists() and (out / "q" / "gd" / "metrics.csv").read_text() == before

@@ -1,0 +1,245 @@
+"""The unit of work of `trx run` and `trx sweep`: one arm, one seed, one folder.
+
+A job is plain data (it crosses process and Ray boundaries): the resolved config of one arm,
+the folder it writes, and what that folder is (`CellMeta`, written to `cell.json` at the start
+so that reports read it back instead of parsing folder names). `run_job` runs one; executors
+(`trx.executors`, `trx.ray_executor`) decide where. One process writes a folder at a time: the
+job holds a lock on it while it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from trx.config import arm_config, dump, resolve
+from trx.errors import FINISHED, UserError, debug
+from trx.io import read_json, write_json
+
+META_FILE = "cell.json"
+LOCK_FILE = ".lock"
+HOLDER_FILE = ".lock.holder"
+
+
+@dataclass(frozen=True)
+class CellMeta:
+    """What a run folder is: experiment, arm, seed and the grid values that made it."""
+
+    name: str
+    arm: str
+    seed: int
+    overrides: dict[str, Any] = field(default_factory=dict)  # full dotted keys → grid value
+    cell: str | None = None  # the sweep cell id; None for an arm of `trx run`
+
+    @property
+    def short(self) -> dict[str, Any]:
+        """Overrides with keys below the arm (`lr`); keys outside optimizers stay full."""
+        prefix = f"optimizers.{self.arm}."
+        return {k.removeprefix(prefix): v for k, v in self.overrides.items()}
+
+    @property
+    def label(self) -> str:
+        """How progress lines name the run: `arm`, `arm seed=1`, `arm/lr=0.01,seed=1`."""
+        return f"{self.arm}/{self.cell}" if self.cell else self.arm
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "short": self.short}
+
+    @classmethod
+    def read(cls, folder: Path) -> CellMeta | None:
+        data = read_json(Path(folder) / META_FILE)
+        if not isinstance(data, dict):
+            return None
+        try:
+            return cls(str(data["name"]), str(data["arm"]), int(data["seed"]), dict(data.get("overrides") or {}),
+                       data.get("cell"))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+@dataclass
+class ArmJob:
+    """One run to do: the resolved config of one arm and seed as plain data, and its folder."""
+
+    data: dict[str, Any]
+    dir: str
+    meta: CellMeta
+    device: str | None = None
+    threads: int | None = None  # torch threads, unless the config sets them
+
+
+@dataclass
+class JobResult:
+    dir: str
+    status: str  # complete | diverged | interrupted | failed | not run | locked
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+Notify = Callable[[str, ArmJob, "JobResult | None"], None]
+
+
+# ---- making jobs ------------------------------------------------------------------------------
+def arm_jobs(cfg: Any, root: Path, device: str | None = None) -> list[ArmJob]:
+    """`trx run`: one job per arm and seed, arms in config order. One seed writes
+    `root/<arm>/`; several write `root/<arm>/seed=<s>/`."""
+    seeds = cfg.seed_list()
+    data = dump(cfg)
+    jobs = []
+    for arm in cfg.optimizers:
+        for seed in seeds:
+            one = {**data, "seed": seed}
+            one = arm_config(resolve(one), arm)
+            folder = Path(root) / arm if len(seeds) == 1 else Path(root) / arm / f"seed={seed}"
+            jobs.append(ArmJob(one, str(folder), CellMeta(cfg.name, arm, seed), device))
+    return jobs
+
+
+def job_config(job: ArmJob) -> dict[str, Any]:
+    """The job's config as its folder's config.yaml holds it."""
+    return arm_config(resolve(job.data), job.meta.arm)
+
+
+# ---- the folder lock --------------------------------------------------------------------------
+class Locked(Exception):
+    """Another live process holds the folder."""
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold `folder/.lock` (an OS file lock: released by the kernel when the holder dies, so a
+    killed run never blocks the next) and record the holder beside it."""
+    from filelock import FileLock, Timeout
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / LOCK_FILE), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise Locked(holder(folder) or "another process") from None
+    try:
+        (folder / HOLDER_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                                      "since": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        yield
+    finally:
+        (folder / HOLDER_FILE).unlink(missing_ok=True)
+        lock.release()
+
+
+def holder(folder: Path) -> str | None:
+    data = read_json(Path(folder) / HOLDER_FILE)
+    if not isinstance(data, dict):
+        return None
+    return f"{data.get('host')}:{data.get('pid')} (since {data.get('since')})"
+
+
+def lock_holder(folder: Path) -> str | None:
+    """Who holds the folder now, or None when nobody does (probes the lock without waiting)."""
+    from filelock import FileLock, Timeout
+
+    path = Path(folder) / LOCK_FILE
+    if not path.exists():
+        return None
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return holder(Path(folder)) or "another process"
+    lock.release()
+    return None
+
+
+# ---- checks before anything is written --------------------------------------------------------
+def check_jobs(jobs: list[ArmJob], mode: str, locked: str = "error") -> None:
+    """The one resume/config check of runs and sweeps. mode: new (refuse folders with results),
+    resume (a finished or unfinished result must come from the same config and carry a safe
+    checkpoint) or overwrite. locked: "error" (exit 2 naming the holder) or "skip"."""
+    from trx.runner import check_resumable, check_writable, holds_results
+
+    for job in jobs[:1]:
+        check_writable(Path(job.dir))
+    if locked == "error":
+        for job in jobs:
+            who = lock_holder(Path(job.dir))
+            if who:
+                raise UserError(f"{job.dir} is being written by {who}",
+                                hint="wait for that run to finish (one process per run folder)")
+    if mode == "new":
+        held = [job.dir for job in jobs if holds_results(Path(job.dir))]
+        if held:
+            raise UserError(f"{Path(held[0]).parent} already holds results ({', '.join(Path(h).name for h in held[:6])})",
+                            hint="add --resume to continue them or --overwrite to start over")
+    if mode == "resume":
+        for job in jobs:
+            check_resumable(Path(job.dir), job_config(job))
+
+
+def clear(jobs: list[ArmJob]) -> None:
+    """--overwrite: delete the jobs' folders."""
+    for job in jobs:
+        shutil.rmtree(job.dir, ignore_errors=True)
+
+
+def finished_result(job: ArmJob) -> JobResult | None:
+    summary = read_json(Path(job.dir) / "summary.json")
+    if summary and summary.get("status") in FINISHED:
+        return JobResult(job.dir, summary["status"], summary)
+    return None
+
+
+# ---- running one ------------------------------------------------------------------------------
+def run_job(job: ArmJob, stop: Any = None, progress: Any = None) -> JobResult:
+    """Run (or finish) one job in this process. Never raises for a run that fails or is
+    interrupted: the status says so (TRX_DEBUG=1 and data-parallel runs re-raise)."""
+    import torch
+
+    from trx.runner import ArmRun, Interrupted, StopFlag, prepare
+
+    folder = Path(job.dir)
+    try:
+        cfg = resolve(job.data)
+        if job.threads and not cfg.threads:
+            torch.set_num_threads(job.threads)
+        exp = prepare(cfg, folder.parent, job.device)
+        if not exp.ctx.is_main:  # rank 0 holds the lock and writes; the others compute
+            return _summary_result(job, ArmRun(exp, job.meta.arm, folder, progress, stop, job.meta.label).run())
+        with folder_lock(folder):
+            done = finished_result(job)  # another process may have finished it meanwhile
+            if done:
+                return done
+            write_json(folder / META_FILE, job.meta.to_json())
+            sinks = _sinks(cfg, folder, job.meta)
+            run = ArmRun(exp, job.meta.arm, folder, progress, stop or StopFlag(), job.meta.label, sinks)
+            return _summary_result(job, run.run())
+    except Locked as exc:
+        return JobResult(job.dir, "locked", {}, f"locked by {exc}")
+    except Interrupted:
+        return JobResult(job.dir, "interrupted", read_json(folder / "summary.json") or {})
+    except Exception as exc:  # a run that cannot even start is a recorded failure
+        if debug() or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise
+        return JobResult(job.dir, "failed", {"arm": job.meta.arm, "status": "failed"}, f"{type(exc).__name__}: {exc}")
+
+
+def _summary_result(job: ArmJob, summary: dict[str, Any]) -> JobResult:
+    return JobResult(job.dir, summary["status"], summary, summary.get("error"))
+
+
+def _sinks(cfg: Any, folder: Path, meta: CellMeta) -> list[Any]:
+    """Writers of metrics rows besides metrics.csv."""
+    if not cfg.tensorboard:
+        return []
+    from trx.tensorboard import TensorBoardSink
+
+    return [TensorBoardSink(folder / "tb", meta.label)]
