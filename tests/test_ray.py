@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 import trx
-from trx.config import UserError
+from trx.errors import UserError
 
 ROOT = Path(trx.__file__).resolve().parents[1]  # the checkout under test: drivers and workers import it
 SESSION_TIMEOUT_S = 600  # the whole cluster session; each command in it has its own, smaller limit

@@ -23,11 +23,11 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
-from trx.config import UserError
+from trx.errors import UserError
 from trx.io import read_json
-from trx.jobs import ArmJob, JobResult, run_job
+from trx.jobs import ArmJob, JobResult, Notify, run_job
 from trx.runner import StopFlag, stop_on_signals
 
 INSTALL_HINT = "--ray needs Ray: pip install -e '.[ray]'"
@@ -36,8 +36,6 @@ MAX_RETRIES = 3  # reruns of a cell whose worker died; each resumes from the cel
 MARKER_WAIT_S = 10.0  # a worker looks this long for the marker: NFS may cache a missing name
 POLL_S = 0.2  # how often the driver looks at the stop flag
 STOP_WAIT_S = 120.0  # after a stop, how long running cells get to save themselves
-
-Notify = Callable[[str, ArmJob, "JobResult | None"], None]
 
 
 @dataclass(frozen=True)
@@ -118,9 +116,10 @@ class RayExecutor:
         return dataclasses.replace(job, dir=os.path.abspath(job.dir), threads=max(1, int(self.cpus)))
 
     def options(self, job: ArmJob) -> dict[str, Any]:
-        label = f"{job.meta.arm}/{job.meta.cell}" if job.meta.cell else job.meta.arm
+        """Ray task options; the name (`trx <experiment> <arm>/<cell>`) is also the worker's process
+        title while it runs the cell, so `ps` and the Ray dashboard show which cell is where."""
         return {"num_cpus": self.cpus, "num_gpus": self.gpus, "max_retries": self.max_retries,
-                "retry_exceptions": False, "num_returns": "streaming", "name": f"trx {job.meta.name} {label}"}
+                "retry_exceptions": False, "num_returns": "streaming", "name": f"trx {job.meta.name} {job.meta.label}"}
 
 
 @contextlib.contextmanager
