@@ -1,5 +1,6 @@
 """Ray's cost on one machine: a 16-cell CPU sweep with local `--jobs 2` against `--ray auto` on a
-cluster of two 1-CPU nodes (a head and a worker, `ray start`), both with two cells at a time.
+cluster of two 1-CPU nodes (a head and a worker, `ray start`), both with two cells at a time;
+with --repeats, the two kinds alternate (a fresh cluster each time) and medians are reported.
 
     sudo python scripts/bench_ray.py [--steps 1000] [--repeats 1]
 
@@ -7,7 +8,8 @@ The cluster runs inside namespaces of its own (`unshare`: only loopback exists t
 Ray process dies with it), so this needs root. Printed: wall time of each sweep (the driver
 command from start to exit; starting the cluster is shown apart, as a cluster outlives sweeps),
 per-cell time outside training (slots × wall / cells − mean training time from summary.json),
-Ray's overhead per cell (the difference) and the ratio of total times (goal ≤ 1.1×).
+Ray's overhead per cell (slots × the difference of totals / cells, and the difference of time
+outside training) and the ratio of total times (goal ≤ 1.1×).
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ def run_local(cfg: Path, out: Path, env: dict) -> float:
 
 
 def run_ray(cfg: Path, outs: list[Path], work: Path, env: dict) -> tuple[float, list[float]]:
-    """Start the cluster once, run one Ray sweep per folder in `outs`; (cluster start, sweep times)."""
+    """Start a cluster, run one Ray sweep per folder in `outs`, stop it; (cluster start, sweep times)."""
+    work.mkdir()
     env = {**env, "W": str(work), "CFG": str(cfg), "OUTS": " ".join(map(str, outs))}
     cmd = ["unshare", "-n", "-p", "-f", "-m", "--mount-proc", "--kill-child", "bash", "-c", SESSION]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800 * (len(outs) + 1))
@@ -100,9 +103,13 @@ def main() -> None:
         cfg.write_text(yaml.safe_dump(config(args.steps)))
         local_outs = [work / f"local{i}" for i in range(args.repeats)]
         ray_outs = [work / f"ray{i}" for i in range(args.repeats)]
-        local = [run_local(cfg, out, env) for out in local_outs]
-        cluster, ray = run_ray(cfg, ray_outs, work, env)
-        report(args, local, ray, cluster, local_outs, ray_outs)
+        local, ray, cluster = [], [], []
+        for i in range(args.repeats):  # alternate, so that a change of load on the machine hits both
+            local.append(run_local(cfg, local_outs[i], env))
+            start, sweeps = run_ray(cfg, [ray_outs[i]], work / f"session{i}", env)
+            cluster.append(start)
+            ray += sweeps
+        report(args, local, ray, statistics.median(cluster), local_outs, ray_outs)
 
 
 def report(args, local: list[float], ray: list[float], cluster: float, local_outs: list[Path],
@@ -117,7 +124,8 @@ def report(args, local: list[float], ray: list[float], cluster: float, local_out
     print(f"local --jobs {SLOTS}: {t_local:7.1f} s   per cell: {train_local:.2f} s training, {outside_local:.2f} s outside")
     print(f"ray (2 × 1-CPU):  {t_ray:7.1f} s   per cell: {train_ray:.2f} s training, {outside_ray:.2f} s outside"
           f"   (starting the cluster: {cluster:.1f} s, not counted)")
-    print(f"Ray overhead per cell: {outside_ray - outside_local:+.2f} s; total time ray/local: {t_ray / t_local:.2f}× "
+    print(f"Ray overhead per cell: {SLOTS * (t_ray - t_local) / cells:+.2f} s of a slot from the totals, "
+          f"{outside_ray - outside_local:+.2f} s outside training; total time ray/local: {t_ray / t_local:.2f}× "
           "(goal ≤ 1.1×)")
 
 
