@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -97,6 +98,8 @@ def main() -> None:
     env = {**os.environ, "PY": sys.executable,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))  # one token for the whole cluster
     with tempfile.TemporaryDirectory(prefix="bench_ray") as tmp:
         work = Path(tmp)
         cfg = work / "sweep.yaml"

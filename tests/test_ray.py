@@ -5,15 +5,18 @@ Ray binds to the machine's interface address even when told 127.0.0.1, so the cl
 `trx sweep --ray auto` drivers it serves run inside namespaces of their own (`unshare`): a network
 namespace where only loopback exists (no traffic leaves the machine), a PID namespace (the whole
 cluster dies with it, also on a timeout) and a mount namespace (Ray's files on a private tmpfs).
-Starting Ray takes a while, so one session runs every scenario and each test checks its part of
-the record: equal to the local sweep, a worker killed mid-cell, a folder the workers cannot see,
-two sweeps on one folder, and no cluster at all.
+Starting Ray takes a while, so one session runs every scenario (several at once where they do
+not disturb each other) and each test checks its part of the record: equal to the local sweep,
+a worker killed mid-cell, a folder the workers cannot see, Ctrl-C and the rerun, two sweeps on
+one folder, `--ray local`, and no cluster at all.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -54,17 +57,31 @@ export RAY_USAGE_STATS_ENABLED=0
 cd "$W"
 record() { echo $? > "$W/$1.rc"; }
 stamp() { echo "$1 $(date +%s.%N)" >> "$W/times"; }   # how long each part took
-sweep() { timeout 240 "$PY" -m trx sweep "$CFG" --ray auto "$@"; }
+trx_sweep() { timeout 240 "$PY" -m trx sweep "$CFG" "$@"; }
+sweep() { trx_sweep --ray auto "$@"; }
 finish() {
   cp -r /tmp/ray/session_latest/logs "$W/ray-logs" 2>/dev/null
   timeout 60 "$PY" -m ray.scripts.scripts stop --force > "$W/stop.log" 2>&1
   stamp stopped
 }
 trap finish EXIT
+# A cell of `out` that has a checkpoint and is still running (waits up to 3 minutes).
+running_cell() {
+  for i in $(seq 1 1800); do
+    for c in "$1"/*/sweep/*/*/checkpoint.pt; do
+      if [ -e "$c" ] && [ ! -e "$(dirname "$c")/summary.json" ]; then dirname "$c"; return; fi
+    done
+    sleep 0.1
+  done
+}
 
-# no cluster yet: a one-line error
+# 0. no cluster yet: a one-line error; then a throwaway cluster of the driver's own
 stamp none
 sweep --out "$W/none" > "$W/none.log" 2>&1; record none
+stamp local
+trx_sweep --ray local --out "$W/raylocal" --grid "optimizers.*.lr=0.1" --set steps=100 > "$W/raylocal.log" 2>&1
+record raylocal
+pgrep -c raylet > "$W/raylocal.left"
 
 stamp cluster
 timeout 120 "$PY" -m ray.scripts.scripts start --head --node-ip-address=127.0.0.1 --port=6379 --num-cpus=1 \
@@ -75,26 +92,25 @@ timeout 120 "$PY" -m ray.scripts.scripts start --address=127.0.0.1:6379 --num-cp
 grep -q "Local node IP: 127.0.0.1" "$W/worker.log" || exit 11
 export RAY_ADDRESS=127.0.0.1:6379
 
-# 1. a clean sweep, and beside it 2. a driver that writes into a tmpfs only its own mount
-# namespace sees: no worker sees its --out (as with --out on a node-local disk)
-stamp clean+blind
+# 1. together: a clean sweep; a driver that writes into a tmpfs only its own mount namespace
+# sees, so that no worker sees its --out (as with --out on a node-local disk); a sweep stopped
+# by Ctrl-C (SIGINT to its driver) once a cell of it has a checkpoint
+stamp clean+blind+ctrl-c
 mkdir -p "$W/blind"
 (sweep --out "$W/ray" > "$W/ray.log" 2>&1; record ray) &
 (unshare -m bash -c "mount -t tmpfs tmpfs '$W/blind' && timeout 240 '$PY' -m trx sweep '$CFG' --ray auto --out '$W/blind'" \
   > "$W/blind.log" 2>&1; record blind) &
+(sweep --out "$W/stop" > "$W/stop1.log" 2>&1; record stop1) &
+cell=$(running_cell "$W/stop")
+[ -n "$cell" ] && pkill -INT -f -- "^$PY -m trx sweep .*--out $W/stop\$"
 wait
+cp -r "$W/stop" "$W/stopped"   # as Ctrl-C left it
 
-# 3. kill -9 the worker process of a running cell once it has a checkpoint
+# 2. kill -9 the worker process of a running cell once it has a checkpoint
 stamp kill
 sweep --out "$W/kill" > "$W/kill.log" 2>&1 &
 driver=$!
-cell=""
-for i in $(seq 1 1800); do
-  for c in "$W"/kill/*/sweep/*/*/checkpoint.pt; do
-    if [ -e "$c" ] && [ ! -e "$(dirname "$c")/summary.json" ]; then cell=$(dirname "$c"); break 2; fi
-  done
-  sleep 0.1
-done
+cell=$(running_cell "$W/kill")
 if [ -n "$cell" ]; then
   name="ray::trx $NAME $(basename "$(dirname "$cell")")/$(basename "$cell")"
   pid=$(pgrep -f -x -- "$name" | head -1)
@@ -103,11 +119,12 @@ if [ -n "$cell" ]; then
   echo "$cell" > "$W/killed.cell"; echo "$pid" > "$W/killed.pid"
 fi
 wait $driver; record kill
-stamp twice
 
-# 4. two sweeps of one config into one folder, started together
+# 3. together: two sweeps of one config into one folder, and the stopped sweep run again
+stamp twice+rerun
 (sweep --out "$W/twice" > "$W/twice1.log" 2>&1; record twice1) &
 (sweep --out "$W/twice" > "$W/twice2.log" 2>&1; record twice2) &
+(sweep --out "$W/stop" > "$W/stop2.log" 2>&1; record stop2) &
 wait
 stamp end
 """
@@ -142,7 +159,9 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
            "W": str(work), "PY": sys.executable, "CFG": str(config), "NAME": SWEEP["name"],
            "MEM": str(OBJECT_STORE_BYTES)}
-    env.pop("RAY_ADDRESS", None)
+    for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(name, None)
+    env.update(ray_auth())
     (work / "times").write_text(f"local {time.time()}\n")
     local = subprocess.run([sys.executable, "-m", "trx", "sweep", str(config), "--jobs", "2", "--out", str(work / "local")],
                            env=env, capture_output=True, text=True, timeout=300)
@@ -155,6 +174,13 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (work / "session.log").write_text(done.stdout + done.stderr)
     assert done.returncode == 0, f"cluster session failed (rc {done.returncode}): {tail(work, 'head.log', 'worker.log')}"
     return work
+
+
+def ray_auth() -> dict[str, str]:
+    """One token for every Ray process of the session, given in the environment: token mode is
+    Ray's default for local clusters (2.59+), and a token in ~/.ray (left by any earlier
+    `ray.init()`) would otherwise turn it on for `ray start` but not for drivers given an address."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 
 
 # ---- reading what the session left ------------------------------------------------------------
@@ -201,7 +227,7 @@ def assert_same_metrics(out: Path, reference: Path) -> None:
 def test_ray_sweep_equals_local_sweep(session: Path) -> None:
     assert rc(session, "ray") == 0, tail(session, "ray.log")
     assert_same_metrics(session / "ray", session / "local")
-    statuses = [yaml.safe_load((d / "summary.json").read_text())["status"] for d in cell_dirs(session / "ray")]
+    statuses = [json.loads((d / "summary.json").read_text())["status"] for d in cell_dirs(session / "ray")]
     assert statuses == ["complete"] * 4
     assert not list(sweep_root(session / "ray").glob(".trx-ray-*")), "the driver's marker file was left behind"
 
@@ -237,6 +263,28 @@ def test_worker_that_cannot_see_the_folder_is_a_clear_error(session: Path) -> No
 def test_two_sweeps_on_one_folder_write_each_step_once(session: Path) -> None:
     assert (rc(session, "twice1"), rc(session, "twice2")) == (0, 0), tail(session, "twice1.log", "twice2.log")
     assert_same_metrics(session / "twice", session / "local")
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_running_cells_and_the_same_command_finishes(session: Path) -> None:
+    assert rc(session, "stop1") == 130, tail(session, "stop1.log")
+    summaries = {d: json.loads((d / "summary.json").read_text()) for d in cell_dirs(session / "stopped")
+                 if (d / "summary.json").exists()}
+    interrupted = [d for d, s in summaries.items() if s["status"] == "interrupted"]
+    assert interrupted, f"no cell was saved as interrupted: {summaries}"
+    for d in interrupted:
+        steps = [r[0] for r in rows(d / "metrics.csv")[1:]] if (d / "metrics.csv").exists() else []
+        assert (d / "checkpoint.pt").exists() and len(steps) == len(set(steps))
+    assert rc(session, "stop2") == 0, tail(session, "stop2.log")
+    assert_same_metrics(session / "stop", session / "local")
+
+
+@pytest.mark.slow
+def test_local_address_runs_a_throwaway_cluster_and_stops_it(session: Path) -> None:
+    assert rc(session, "raylocal") == 0, tail(session, "raylocal.log")
+    statuses = [json.loads((d / "summary.json").read_text())["status"] for d in cell_dirs(session / "raylocal")]
+    assert statuses == ["complete", "complete"]
+    assert (session / "raylocal.left").read_text().strip() == "0", "the throwaway cluster was left running"
 
 
 @pytest.mark.slow
