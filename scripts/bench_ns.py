@@ -3,10 +3,17 @@
     python scripts/bench_ns.py                  # CPU timings, < 1 minute on 2 cores
     python scripts/bench_ns.py --table          # orthogonality error table (markdown), CPU float32
     python scripts/bench_ns.py --device cuda    # GPU: TFLOP/s vs plain bf16 matmul, eager vs compile
+    python scripts/bench_ns.py --device cpu --roofline --tiny   # the GPU report's code on tiny CPU shapes
 
 Shapes are the Muon matrices of a GPT, stacked the way trx stacks them (one (L, m, n) batch per
 shape): per layer (d, 3d), (d, d), (4d, d), (d, 4d). `small_gpt` is d=256 with 4 layers,
 `gpt2_small` d=768 with 12 layers (1 on CPU unless --layers, to stay under a minute).
+
+The roofline report (`--device cuda`) gives, per stacked shape, the TFLOP/s of each route counting
+the standard iteration's FLOPs, and two references: the same GEMMs without the scaling and adds
+(`chain`), and one plain square bf16 matmul with the same FLOPs (`same-FLOP mm`, k×k×k with
+2k³ = the stack's FLOPs). The summary line is the issue's target: eager Newton–Schulz at
+GPT-2-small shapes as a share of the same-FLOP matmul's TFLOP/s (goal ≥ 70%).
 
 Two variants that are not in the library are measured against it:
 - `buffered`: the same iteration writing into preallocated buffers (`out=`) so that no step
@@ -71,14 +78,17 @@ def buffered_iteration(G: torch.Tensor, steps: int = 5, dtype=torch.float32) -> 
 
 
 def gram_iteration(G: torch.Tensor, steps: int = 5, dtype=torch.float32, coefficients="keller",
-                   restarts=(2,)) -> torch.Tensor:
+                   restarts=(2, 4), restart_dtype=None) -> torch.Tensor:
     """Gram Newton–Schulz: the same polynomial, iterated on the small Gram matrix.
 
     Every iterate is X_k = Q·X_0 with Q a polynomial in R = X_0 X_0ᵀ (s × s), so iterate on the
     small matrices instead: Z = b·R + c·R², Q ← Q·(a·I + Z), R ← (a·I + Z)·R·(a·I + Z) (all
     polynomials in R commute), and touch the long (s, l) matrix only at the end, X = Q·X_0.
     In low precision R drifts from X Xᵀ, so before each step in `restarts` the iteration starts
-    again from X ← Q·X (the authors restart before step 2 of 5, in float16).
+    again from X ← Q·X (the authors restart before step 2 of 5, in float16; in bf16 no single
+    restart keeps the standard form's singular values on both log-spaced and low-rank spectra, two
+    (before steps 2 and 4) do: docs/newton_schulz.md). With `restart_dtype` the restart products
+    Q·X and X Xᵀ are taken in that dtype.
     """
     X = G.to(dtype)
     tall = X.size(-2) > X.size(-1)
@@ -90,8 +100,12 @@ def gram_iteration(G: torch.Tensor, steps: int = 5, dtype=torch.float32, coeffic
     Q = None
     for i, (a, b, c) in enumerate(schedule):
         if Q is not None and i in restarts:
-            X, Q = Q @ X, None
-            R = X @ X.mT
+            if restart_dtype is None:
+                X, Q = Q @ X, None
+                R = X @ X.mT
+            else:
+                Xr = Q.to(restart_dtype) @ X.to(restart_dtype)
+                X, R, Q = Xr.to(dtype), (Xr @ Xr.mT).to(dtype), None
         Z = torch.baddbmm(R, R, R, beta=b, alpha=c)  # b·R + c·R²
         if Q is None:
             Q = Z.clone()
@@ -172,41 +186,60 @@ def matmul_chain(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
     return X
 
 
-def cuda_report(args, dev: str = "cuda", big_n: int = 8192) -> None:
-    name = torch.cuda.get_device_name() if dev == "cuda" else dev
+def same_flop_matmul(flops: float, dev: str, min_time: float) -> float:
+    """Seconds of one plain bf16 matmul k×k @ k×k with 2k³ ≈ `flops` (k a multiple of 64)."""
+    k = max(64, round((flops / 2) ** (1 / 3) / 64) * 64)
+    a = torch.randn(k, k, device=dev, dtype=torch.bfloat16)
+    b = torch.randn(k, k, device=dev, dtype=torch.bfloat16)
+    return timeit(lambda: a @ b, dev, min_time) * flops / (2 * k**3)  # scaled to exactly `flops`
+
+
+def roofline_report(args, dev: str = "cuda") -> None:
+    """Newton–Schulz routes against plain bf16 matmuls of the same shapes and of the same FLOPs."""
+    name = torch.cuda.get_device_name() if dev == "cuda" else f"{dev}, {torch.get_num_threads()} threads"
     print(f"# {name}, torch {torch.__version__}, 5 keller steps, bf16")
+    big_n = 512 if args.tiny else 8192
     big = torch.randn(big_n, big_n, device=dev, dtype=torch.bfloat16)
     peak = 2 * big_n**3 / timeit(lambda: big @ big, dev, args.min_time) / 1e12
-    print(f"plain bf16 matmul {big_n}³: {peak:.0f} TFLOP/s")
+    print(f"plain bf16 matmul {big_n}³: {peak:.3g} TFLOP/s")
     orth = lambda G: ns.orthogonalize(G, dtype=torch.bfloat16)  # noqa: E731
-    compiled = torch.compile(ns.orthogonalize)
-    graphed = torch.compile(ns.orthogonalize, mode="reduce-overhead")
-    gram_c = torch.compile(gram_iteration)
-    variants = {
+    variants: dict[str, Callable] = {
         "eager": orth,
         "buffered eager": lambda G: buffered_iteration(G, dtype=torch.bfloat16),
-        "compiled": lambda G: compiled(G, dtype=torch.bfloat16),
-        "compiled+graphs": lambda G: graphed(G, dtype=torch.bfloat16),
         "gram eager": lambda G: gram_iteration(G, dtype=torch.bfloat16),
-        "gram compiled": lambda G: gram_c(G, dtype=torch.bfloat16),
         "loop (eager)": lambda G: [orth(g) for g in G],
     }
-    for model, (d, layers) in MODELS.items():
-        print(f"\n## {model}: d={d}, {layers} layers; TFLOP/s counting the standard iteration's "
-              f"FLOPs (ratio to the same-shape matmul chain)")
-        print(f"{'shape (L,m,n)':>18} {'matmul':>7} " + " ".join(f"{k:>16}" for k in variants))
-        total = dict.fromkeys(["matmul", *variants], 0.0)
+    if not args.no_compile:
+        compiled = torch.compile(ns.orthogonalize)
+        gram_c = torch.compile(gram_iteration)
+        variants["compiled"] = lambda G: compiled(G, dtype=torch.bfloat16)
+        variants["gram compiled"] = lambda G: gram_c(G, dtype=torch.bfloat16)
+        if dev == "cuda":  # CUDA graphs: the whole iteration replayed as one launch
+            graphed = torch.compile(ns.orthogonalize, mode="reduce-overhead")
+            variants["compiled+graphs"] = lambda G: graphed(G, dtype=torch.bfloat16)
+    models = {"tiny": (64, 2)} if args.tiny else MODELS
+    for model, (d, layers) in models.items():
+        layers = args.layers or layers
+        print(f"\n## {model}: d={d}, {layers} layers; TFLOP/s counting the standard iteration's FLOPs "
+              f"(share of the same-FLOP plain matmul's TFLOP/s)")
+        print(f"{'shape (L,m,n)':>18} {'chain':>7} {'same-FLOP mm':>12} " + " ".join(f"{k:>16}" for k in variants))
+        total = dict.fromkeys(["chain", "mm", *variants], 0.0)
         for G in stacks(d, layers, dev):
             G16 = G.to(torch.bfloat16)
-            flops = ns_flops(*G.shape, 5) / 1e12
-            total["matmul"] += (t_base := timeit(lambda: matmul_chain(G16), dev, args.min_time))
+            flops = ns_flops(*G.shape, 5)
+            total["chain"] += (t_chain := timeit(lambda: matmul_chain(G16), dev, args.min_time))
+            total["mm"] += (t_mm := same_flop_matmul(flops, dev, args.min_time))
             cells = []
             for key, fn in variants.items():
                 total[key] += (t := timeit(lambda: fn(G), dev, args.min_time))
-                cells.append(f"{flops / t:6.1f} ({t_base / t:4.0%})")
-            print(f"{str(tuple(G.shape)):>18} {flops / t_base:7.1f} " + " ".join(f"{c:>16}" for c in cells))
-        print(f"{'total ms':>18} " + " ".join(f"{1e3 * t:>7.3f}" if k == "matmul" else f"{1e3 * t:>16.3f}"
-                                          for k, t in total.items()))
+                cells.append(f"{flops / t / 1e12:6.3g} ({t_mm / t:4.0%})")
+            print(f"{str(tuple(G.shape)):>18} {flops / t_chain / 1e12:7.3g} {flops / t_mm / 1e12:12.3g} "
+                  + " ".join(f"{c:>16}" for c in cells))
+        print(f"{'total ms':>18} " + " ".join(f"{1e3 * t:>7.3f}" if k == "chain" else f"{1e3 * t:>12.3f}" if k == "mm"
+                                          else f"{1e3 * t:>16.3f}" for k, t in total.items()))
+        best = min(variants, key=lambda k: total[k])
+        print(f"summary {model}: eager NS at {total['mm'] / total['eager']:.0%} of the same-FLOP matmul's "
+              f"TFLOP/s (target ≥ 70%); fastest route {best} at {total['mm'] / total[best]:.0%}")
 
 
 # --- accuracy -----------------------------------------------------------------------------------
@@ -261,7 +294,8 @@ def table_report(args) -> None:
     print("| set | form | restarts | dtype | " + " | ".join(f"κ={k:.0e}" for k in kappas) + " |")
     print("|---|---|---|---|" + "---|" * len(kappas))
     forms = [("standard", "—", lambda G, dt, name: ns.orthogonalize(G, 5, name, dt))]
-    forms += [("gram", str(r), lambda G, dt, name, r=r: gram_iteration(G, 5, dt, name, r)) for r in [(2,), (2, 4)]]
+    forms += [("gram", str(r), lambda G, dt, name, r=r: gram_iteration(G, 5, dt, name, r)) for r in [(2,), (3,), (2, 4)]]
+    forms += [("gram, fp32 restart", "(2,)", lambda G, dt, name: gram_iteration(G, 5, dt, name, (2,), torch.float32))]
     for name in ["keller", "polar_express"]:
         for form, restarts, fn in forms:
             for dt in (torch.float32, torch.bfloat16, torch.float16):
@@ -272,6 +306,38 @@ def table_report(args) -> None:
                 print(f"| {name} | {form} | {restarts} | {str(dt)[6:]} | " + " | ".join(cells) + " |")
 
 
+def low_rank(rows: int, cols: int, floor: float, seed: int, batch: int = 4, rank: int = 4) -> torch.Tensor:
+    """(batch, rows, cols) float32 with `rank` singular values at 1 and the rest at `floor`: a
+    gradient-like spectrum (a few strong directions over noise)."""
+    g = torch.Generator().manual_seed(seed)
+    k = min(rows, cols)
+    U = torch.linalg.qr(torch.randn(batch, rows, k, generator=g, dtype=torch.float64))[0]
+    V = torch.linalg.qr(torch.randn(batch, cols, k, generator=g, dtype=torch.float64))[0]
+    s = torch.full((k,), floor, dtype=torch.float64)
+    s[:rank] = 1.0
+    return (U * s @ V.mT).float()
+
+
+def low_rank_report() -> None:
+    print("\nLargest singular value after 5 keller steps in bf16 on low-rank spectra (4 singular values "
+          "at 1, the rest at 0.1; max over 4 matrices), seeds 0 | 3:\n")
+    shapes = [(64, 256), (256, 768)]
+    print("| form | restarts before step | " + " | ".join(f"{m}×{n}" for m, n in shapes) + " |")
+    print("|---|---|" + "---|" * len(shapes))
+    forms = [("standard", "—", lambda G: ns.orthogonalize(G, 5, "keller", torch.bfloat16))]
+    forms += [("gram", str(r), lambda G, r=r: gram_iteration(G, 5, torch.bfloat16, "keller", r))
+              for r in [(2,), (3,), (2, 4)]]
+    for form, restarts, fn in forms:
+        cells = []
+        for m, n in shapes:
+            tops = []
+            for seed in (0, 3):
+                O = fn(low_rank(m, n, 0.1, seed))
+                tops.append(f"{torch.linalg.svdvals(O.double()).max():.3f}" if torch.isfinite(O).all() else "inf")
+            cells.append(" \\| ".join(tops))
+        print(f"| {form} | {restarts} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -279,14 +345,18 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=0, help="layers per shape (default: per model)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     p.add_argument("--min-time", type=float, default=0.05, help="seconds of timing per cell")
+    p.add_argument("--roofline", action="store_true", help="the GPU report (default with --device cuda) on any device")
+    p.add_argument("--tiny", action="store_true", help="roofline on tiny shapes (d=64): proves the code path runs")
+    p.add_argument("--no-compile", action="store_true", help="roofline without the torch.compile routes")
     args = p.parse_args()
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.table:
         table_report(args)
-    elif args.device == "cuda":
-        cuda_report(args)
+        low_rank_report()
+    elif args.device == "cuda" or args.roofline:
+        roofline_report(args, args.device)
     else:
         cpu_report(args)
 

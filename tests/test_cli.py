@@ -112,12 +112,51 @@ def test_dry_run_shows_groups_and_writes_nothing(tmp_path, write_config):
     assert not (tmp_path / "runs").exists()
 
 
-def test_list_shows_every_component():
+def list_sections(text: str) -> dict[str, list[str]]:
+    """The names in the first column of each table of `trx list`, by table title (a name that
+    wraps over several lines of its cell is joined back)."""
+    sections: dict[str, list[str]] = {}
+    title, names, cell = None, None, None
+    previous = ""
+    for line in text.splitlines():
+        if line.startswith("┏"):
+            title, names = previous.strip(), []
+            sections[title] = names
+        elif line.startswith("│") and names is not None:
+            part = line.split("│")[1].strip()
+            if cell is None:
+                cell = part
+                names.append(cell)
+            elif part:
+                names[-1] = cell = cell + part
+        elif line.startswith(("├", "└")):
+            cell = None
+        if line.strip():
+            previous = line
+    return sections
+
+
+def test_list_shows_every_registered_component_as_its_own_row():
+    """Each registry's names, exactly, as the rows of its table (a missing `normuon` does not
+    hide behind `muon`)."""
+    from trx.optim import FILTERS, NORMALIZERS, PROTOTYPES, Schedule
+    from trx.tasks import TASKS
+
     res = cli("list")
     assert res.returncode == 0
-    for name in ("heavy_ball", "nesterov", "ema", "iir", "identity", "adam", "muon", "sign", "quadratic1d", "logreg",
-                 "warmup", "floor", "cosine", "one_minus_sqrt"):
-        assert name in res.stdout, name
+    sections = list_sections(res.stdout)
+    registries = {"filters": FILTERS, "normalizers": NORMALIZERS, "schedules": PROTOTYPES, "tasks": TASKS}
+    assert set(sections) == set(registries)
+    for title, registry in registries.items():
+        assert sorted(sections[title]) == sorted(registry), title
+        assert len(sections[title]) == len(set(sections[title])), title
+    for key, _, _ in Schedule.describe_options():  # the warmup and shift options every prototype takes
+        assert f" {key} = " in res.stdout, key
+
+
+def test_list_sections_reads_rows_not_substrings():
+    table = "filters\n┏━━┓\n┃ name ┃\n┡━━┩\n│ normuon │ x │\n├──┤\n│ one_minus_ │ y │\n│ sqrt       │   │\n└──┘\n"
+    assert list_sections(table) == {"filters": ["normuon", "one_minus_sqrt"]}
 
 
 def _wait_for(path: Path, timeout: float = 60.0) -> None:

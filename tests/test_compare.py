@@ -15,7 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from trx.cli import app
-from trx.report import find_runs, lr_table, lr_tolerance, split_cell_id, steps_to_target
+from trx.report import find_runs, lr_table, split_cell_id, steps_to_target
 
 
 def write_run(folder: Path, arm: str, final_loss: float | None, *, seed: int = 0, lr: float | None = None,
@@ -70,34 +70,31 @@ def parse_csv(text: str) -> list[list[dict[str, str]]]:
     return [list(csv.DictReader(io.StringIO(block))) for block in text.strip().split("\n\n")]
 
 
-# ---- the tolerance itself ---------------------------------------------------------------------
-def test_tolerance_is_the_contiguous_run_within_tol_of_the_best():
-    lrs = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
-    tol = lr_tolerance(lrs, [1.0, 0.22, 0.20, 0.21, None], 0.1, higher_better=False)
-    assert (tol.best_lr, tol.best, tol.lo, tol.hi) == (1e-2, 0.20, 1e-3, 1e-1)
-    assert tol.decades == pytest.approx(2.0) and tol.note == ""
-    gap = lr_tolerance(lrs, [0.2, 0.5, 0.2, 0.21, 0.21], 0.1, higher_better=False)  # 1e-4 is good but not contiguous
-    assert (gap.best_lr, gap.lo, gap.hi) == (1e-4, 1e-4, 1e-4) and "low edge" in gap.note
-    assert lr_tolerance([0.1], [0.5], 0.1, False).decades == 0
-    assert lr_tolerance(lrs[:2], [None, None], 0.1, False).best_lr is None
+def _edge(x_in: float, s_in: float, x_out: float, s_out: float, thr: float) -> float:
+    """Where a score linear in log10(lr) crosses `thr` between a grid point inside and one outside."""
+    return 10 ** (x_in + (s_in - thr) / (s_in - s_out) * (x_out - x_in))
 
 
-def test_tolerance_for_accuracies_looks_upward_and_unsorted_input_is_sorted():
-    tol = lr_tolerance([1e-1, 1e-3, 1e-2], [0.90, 0.80, 0.95], 0.1, higher_better=True)
-    assert (tol.best_lr, tol.lo, tol.hi) == (1e-2, 1e-2, 1e-1)
-    assert tol.decades == pytest.approx(1.0) and "tolerant range reaches the edge" in tol.note
-
-
-def test_lr_table_of_a_hand_made_sweep_averages_seeds_and_flags_edges(tmp_path):
+# ---- the tolerance on a hand-made sweep (the band itself: tests/test_stats.py) -----------------
+def test_lr_table_of_a_hand_made_sweep_interpolates_edges_and_flags_them(tmp_path):
     runs = find_runs([make_sweep(tmp_path, RESULTS)])
     table = lr_table(runs, "loss", 0.1).set_index("arm")
     adamw, muon = table.loc["adamw"], table.loc["muon"]
     assert adamw["best_lr"] == 1e-2 and adamw["best_loss"] == pytest.approx(0.20)
-    assert (adamw["tolerant_lr_lo"], adamw["tolerant_lr_hi"]) == (1e-3, 1e-1)
-    assert adamw["tolerance_decades"] == pytest.approx(2.0) and adamw["diverged_lrs"] == "1/5"
-    assert muon["best_lr"] == 0.1 and muon["tolerance_decades"] == 0 and "range too narrow" in muon["note"]
-    narrow = lr_table(runs, "loss", 0.05).set_index("arm").loc["adamw"]
-    assert (narrow["tolerant_lr_lo"], narrow["tolerant_lr_hi"]) == (1e-2, 1e-1)
+    # improvement over the initial loss 2.0: 1.0, 1.78, 1.80 (best), 1.79, diverged → 0; band ≥ 1.62
+    assert adamw["tolerant_lr_lo"] == pytest.approx(_edge(-3, 1.78, -4, 1.0, 1.62))
+    assert adamw["tolerant_lr_hi"] == pytest.approx(_edge(-1, 1.79, 0, 0.0, 1.62))
+    assert adamw["tolerance_decades"] == pytest.approx(math.log10(adamw["tolerant_lr_hi"] / adamw["tolerant_lr_lo"]))
+    assert adamw["diverged_lrs"] == "1/5" and adamw["note"] == ""
+    lo, hi = adamw["tolerance_decades_ci_lo"], adamw["tolerance_decades_ci_hi"]
+    assert lo <= adamw["tolerance_decades"] <= hi
+    # muon: 1.5, 1.7, 1.9 (best, at the high edge); band ≥ 1.71 starts just below 0.1
+    assert muon["best_lr"] == 0.1 and muon["tolerant_lr_hi"] == 0.1
+    assert muon["tolerant_lr_lo"] == pytest.approx(_edge(-1, 1.9, -2, 1.7, 1.71))
+    assert muon["tolerance_decades"] == pytest.approx(0.95)
+    assert "best at the high edge" in muon["note"] and "width is a lower bound" in muon["note"]
+    narrow = lr_table(runs, "loss", 0.005).set_index("arm").loc["adamw"]  # ≥ 1.791: 1e-1 (1.79) is out
+    assert narrow["tolerant_lr_hi"] == pytest.approx(_edge(-2, 1.80, -1, 1.79, 1.791))
     acc = lr_table(runs, "val_acc", 0.1).set_index("arm").loc["adamw"]
     assert acc["best_lr"] == 1e-2 and acc["best_val_acc"] == pytest.approx(0.9)
 
@@ -123,7 +120,11 @@ def test_compare_csv_of_a_sweep_has_cells_then_lr_tolerance(tmp_path):
     assert float(by_run["adamw lr=0.01"]["final_loss_std"]) == pytest.approx(math.sqrt(2) * 0.01)
     assert by_run["adamw lr=1"]["diverged"] == "1/2" and by_run["adamw lr=1"]["status"] == "complete 1/2, diverged 1/2"
     assert by_run["adamw lr=0.01"]["steps_to_target"] == "20.0" and by_run["adamw lr=0.0001"]["reached"] == "0/2"
-    assert [r["arm"] for r in lrs] == ["adamw", "muon"] and float(lrs[0]["tolerance_decades"]) == pytest.approx(2)
+    best = by_run["adamw lr=0.01"]
+    assert float(best["final_loss_ci_lo"]) < 0.20 < float(best["final_loss_ci_hi"])
+    assert [r["arm"] for r in lrs] == ["adamw", "muon"]
+    assert float(lrs[0]["tolerance_decades"]) == pytest.approx(2.30, abs=0.01)
+    assert float(lrs[0]["tolerance_decades_ci_lo"]) <= float(lrs[0]["tolerance_decades"])
 
 
 def test_compare_md_pastes_into_a_report(tmp_path):
@@ -132,7 +133,7 @@ def test_compare_md_pastes_into_a_report(tmp_path):
     lines = res.output.splitlines()
     assert lines[0].startswith("| run | seeds | status |") and lines[1].startswith("|---|---:|---|")
     assert "| adamw lr=0.01 | 2 | complete | 0.2 ± 0.014 |" in res.output
-    assert "learning-rate tolerance (final val_loss, within 10% of the best):" in res.output
+    assert "learning-rate tolerance (final val_loss; band: ≥ 90% of the best lr's improvement" in res.output
     assert "| muon | 3 | 2 | 0.1 | 0.15 ± 0 |" in res.output
 
 

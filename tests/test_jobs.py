@@ -114,7 +114,8 @@ def test_dry_run_needs_no_data(tmp_path):
     data = quad(task={"name": "cifar_resnet", "dataset": "cifar10", "data_dir": str(tmp_path / "nothing")})
     res = cli("run", str(write(tmp_path, data)), "--out", str(tmp_path / "runs"), "--dry-run")
     assert res.exit_code == 0, res.output
-    assert "dataset: cifar10" in res.output and "parameter groups not shown" in res.output
+    assert "dataset: cifar10" in res.output and "parameter groups of arm gd" in res.output
+    assert "(32, 3, 3, 3)" in res.output  # the first conv of an RGB model: shapes known, no data read
     assert not (tmp_path / "runs").exists()
 
 

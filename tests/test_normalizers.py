@@ -135,3 +135,28 @@ def test_zero_gradient_gives_a_finite_zero_update(name):
         zeros = [torch.zeros(s) for s in shapes]
         for u in n.update(zeros, zeros, states, StepContext(step=t)):
             assert torch.isfinite(u).all() and float(u.abs().max()) == 0.0, name
+
+
+def test_ns_orth_err_is_computed_once_per_step(monkeypatch):
+    """Three shape groups: one orthogonality error a step, that of the first matrix of the first
+    shape group (it was computed for every group, the last one kept)."""
+    import trx.optim.normalizers as normalizers
+
+    calls = []
+    real = normalizers.orthogonality_error
+    monkeypatch.setattr(normalizers, "orthogonality_error", lambda O: calls.append(O.clone()) or real(O))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 12), nn.Tanh(), nn.Linear(12, 3))
+    cfg = {"lr": 0.02, "normalizer": {"name": "muon", "dtype": "float32"}, "aux": {}}
+    opt = build_optimizer(model, cfg, total_steps=5)
+    for diagnose in (True, False, True):
+        model.zero_grad()
+        x = torch.randn(16, 6)
+        nn.functional.mse_loss(model(x), x[:, :3]).backward()
+        opt.diagnose = diagnose
+        opt.step()
+        if diagnose:
+            assert len(calls) == 1 and calls[0].shape == (12, 6)
+            assert opt.diagnostics["ns_orth_err"] == pytest.approx(float(real(calls[0])))
+            calls.clear()
+    assert calls == []

@@ -12,6 +12,7 @@ from trx.optim import build_optimizer
 from trx.optim.matrix_stats import orthogonality_error
 
 BASE = {"grad_norm", "update_norm", "update_rms", "param_norm", "tr_ratio"}
+AUX = {"aux_tr_ratio", "aux_lr"}  # an arm with an aux block
 
 
 def net() -> nn.Module:
@@ -36,9 +37,10 @@ MATRIX = {"dtype": "float32"}
     [
         ({"lr": 0.1}, set()),
         ({"lr": 1e-3, "filter": "ema", "normalizer": "adam"}, set()),
-        ({"lr": 0.02, "normalizer": {"name": "muon", **MATRIX}, "aux": {}}, {"ns_orth_err"}),
-        ({"lr": 0.02, "normalizer": {"name": "normuon", **MATRIX}, "aux": {}}, {"ns_orth_err"}),
-        ({"lr": 0.01, "normalizer": {"name": "trasmuon", **MATRIX}, "aux": {}}, {"ns_orth_err", "clip_frac", "energy_ratio"}),
+        ({"lr": 0.02, "normalizer": {"name": "muon", **MATRIX}, "aux": {}}, {"ns_orth_err"} | AUX),
+        ({"lr": 0.02, "normalizer": {"name": "normuon", **MATRIX}, "aux": {}}, {"ns_orth_err"} | AUX),
+        ({"lr": 0.01, "normalizer": {"name": "trasmuon", **MATRIX}, "aux": {}}, {"ns_orth_err", "clip_frac", "clip_mean", "energy_ratio"} | AUX),
+        ({"lr": 0.01, "normalizer": {"name": "trasmuon", "clip": False, **MATRIX}, "aux": {}}, {"ns_orth_err"} | AUX),
         ({"lr": 0.01, "filter": "ema", "normalizer": "adam", "trust_ratio": "post_normalizer"}, {"trust_ratio"}),
         ({"lr": 0.01, "update_clip": 0.1}, {"update_clip_frac"}),
     ],
@@ -75,3 +77,60 @@ def test_orthogonality_error():
     assert orthogonality_error(q) < 1e-5
     assert orthogonality_error(q.T) < 1e-5
     assert orthogonality_error(2 * q) == pytest.approx(3.0, rel=1e-5)  # ‖4I − I‖/√n
+
+
+class Tower(nn.Module):
+    """Matrices for Muon; an embedding, biases and a LayerNorm for the aux block."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 8)
+        self.lin1 = nn.Linear(8, 16)
+        self.lin2 = nn.Linear(16, 8, bias=False)
+        self.norm = nn.LayerNorm(8)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, idx):
+        return self.head(self.norm(self.lin2(torch.tanh(self.lin1(self.emb(idx))))))
+
+
+MAIN = {"lin1.weight", "lin2.weight", "head.weight"}  # 2-D, not an embedding: Muon's
+
+
+def test_tr_ratio_of_muon_with_aux_is_the_main_groups_own():
+    """tr_ratio = RMS(Δ over the main block)/(μ·s(t)) and aux_tr_ratio = RMS(Δ_aux)/(μ_aux·s_aux(t)),
+    from parameter snapshots and schedules computed here, not from the optimizer's groups."""
+    from trx.optim import Schedule
+
+    torch.manual_seed(0)
+    model, total = Tower(), 12
+    cfg = {
+        "lr": 0.02,
+        "filter": {"name": "nesterov", "beta": 0.95},
+        "normalizer": {"name": "muon", **MATRIX},
+        "weight_decay": {"value": 0.1, "mode": "decoupled", "exclude": ["vector"]},
+        "schedule": {"name": "cosine", "warmup": 3},
+        "aux": {"lr": 3e-3, "filter": {"name": "ema", "beta": 0.9}, "normalizer": "adam",
+                "schedule": {"name": "linear", "floor": 0.2}},
+    }
+    opt = build_optimizer(model, cfg, total_steps=total)
+    s_main = Schedule(name="cosine", warmup=3).build(total)
+    s_aux = Schedule(name="linear", floor=0.2).build(total)
+    for t in range(6):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        opt.zero_grad()
+        idx = torch.randint(0, 10, (32,))
+        nn.functional.cross_entropy(model(idx), (idx * 3) % 10).backward()
+        opt.diagnose = True
+        opt.step()
+        d = dict(opt.diagnostics)
+        delta = {n: p.detach() - before[n] for n, p in model.named_parameters()}
+
+        def rms(names):
+            return math.sqrt(sum(float(delta[n].square().sum()) for n in names) / sum(delta[n].numel() for n in names))
+
+        aux = set(delta) - MAIN
+        assert d["tr_ratio"] == pytest.approx(rms(MAIN) / (0.02 * s_main(t)), rel=1e-5)
+        assert d["aux_tr_ratio"] == pytest.approx(rms(aux) / (3e-3 * s_aux(t)), rel=1e-5)
+        assert d["aux_lr"] == pytest.approx(3e-3 * s_aux(t), rel=1e-12)
+        assert d["update_rms"] == pytest.approx(rms(set(delta)), rel=1e-5)  # all parameters together

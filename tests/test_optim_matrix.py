@@ -199,3 +199,91 @@ def adafactor_reference(lr, decay_rate=-0.8, eps1=1e-30, d=1.0):
 def test_adafactor_matches_the_paper(clip):
     cfg = {"lr": 0.01, "normalizer": {"name": "adafactor", "clip_threshold": clip}}
     assert compare(cfg, adafactor_reference(0.01, d=clip), bias=True) <= 1e-5
+
+
+def test_trasmuon_clip_frac_and_clip_mean_on_a_known_burst():
+    """Columns of energy 1 but k = 3 of energy 100: the median is 1, so exactly those 3 of 16
+    input features are over the trigger 2 and each is damped by 1/(1 + α·log1p(100/2)); with
+    clip_beta 0 that factor is applied at once."""
+    n = NORMALIZERS["trasmuon"](dtype="float32", clip_beta=0.0, trigger=2.0, alpha=1.0, clip_min=0.0)
+    M = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+    M = M / M.square().sum(0, keepdim=True).sqrt()  # every column of energy 1
+    M[:, [2, 7, 11]] *= 10.0  # energy 100
+    diag: dict[str, float] = {}
+    n.update([M], [M], [{}], StepContext(step=0, diagnose=True, diagnostics=diag))
+    damped = 1.0 / (1.0 + math.log1p(50.0))
+    assert diag["clip_frac"] == pytest.approx(3 / 16)
+    assert diag["clip_mean"] == pytest.approx((13 + 3 * damped) / 16, rel=1e-5)
+    assert diag["energy_ratio"] == pytest.approx(100.0, rel=1e-4)
+
+
+def test_trasmuon_clip_mean_averages_over_matrices():
+    """Two shapes, each burst in one feature: the means are over all features of the update."""
+    n = NORMALIZERS["trasmuon"](dtype="float32", clip_beta=0.0, clip_min=0.0)
+    A, B = torch.ones(4, 8), torch.ones(6, 4)
+    A[:, 0] *= 10.0  # ratio 100 against median 4
+    B[:, 1] *= 2.0  # ratio 4
+    diag: dict[str, float] = {}
+    n.update([A, B], [A, B], [{}, {}], StepContext(step=0, diagnose=True, diagnostics=diag))
+    f = [1.0 / (1.0 + math.log1p(r)) for r in (100.0, 4.0)]
+    assert diag["clip_frac"] == pytest.approx(2 / 12)
+    assert diag["clip_mean"] == pytest.approx((10 + sum(f)) / 12, rel=1e-5)
+
+
+def test_trasmuon_clip_false_is_no_clipping():
+    """`clip: false` (the ablation) is the reference direction with the clip left out, keeps no
+    energy state and reports no clip diagnostics; the clipped arm differs on the same run."""
+
+    def unclipped(lr, beta):
+        def step(p, g, st, t):
+            m = st["m"] = beta * st.get("m", torch.zeros_like(g)) + (1 - beta) * g
+            rows, cols = m.shape
+            O = ns(m)
+            s = st["s"] = TRAS["beta2"] * st.get("s", torch.zeros(rows, 1)) + (1 - TRAS["beta2"]) * O.square().mean(1, keepdim=True)
+            O = O / (s.sqrt() + TRAS["eps"])
+            return lr * 0.1 * p + lr * O * (TRAS["rms"] * math.sqrt(rows * cols) / (O.norm() + TRAS["eps"]))
+
+        return step
+
+    assert compare(tras_cfg(clip=False), unclipped(0.01, 0.9)) <= 1e-5
+    assert compare(tras_cfg(), unclipped(0.01, 0.9)) > 1e-3  # the clip does act on this run
+    n = NORMALIZERS["trasmuon"](dtype="float32", clip=False)
+    M = torch.randn(6, 10)
+    M[:, 0] *= 30.0
+    states, diag = [{}], {}
+    n.update([M], [M], states, StepContext(step=0, diagnose=True, diagnostics=diag))
+    assert set(states[0]) == {"normuon_sq"} and set(diag) == {"ns_orth_err"}
+
+
+# --- Adafactor with the paper's β1 --------------------------------------------------------------
+
+
+def adafactor_momentum_reference(lr, beta1, decay_rate=-0.8, eps1=1e-30, d=1.0):
+    """Shazeer & Stern 2018: û the clipped update of Alg. 4/5, then m ← β1·m + (1−β1)·û (Sec. 7,
+    no bias correction) and x ← x − lr·m."""
+    inner = adafactor_reference(1.0, decay_rate, eps1, d)
+
+    def step(p, g, st, t):
+        u = inner(p, g, st, t)
+        m = st["m"] = beta1 * st["m"] + (1 - beta1) * u if "m" in st else (1 - beta1) * u
+        return lr * m
+
+    return step
+
+
+@pytest.mark.parametrize("clip", [1.0, 0.05])
+def test_adafactor_momentum_on_the_clipped_update_matches_the_paper(clip):
+    cfg = {"lr": 0.01, "filter": {"name": "ema", "beta": 0.9, "bias_correction": False}, "filter_on": "update",
+           "normalizer": {"name": "adafactor", "clip_threshold": clip}}
+    assert compare(cfg, adafactor_momentum_reference(0.01, 0.9, d=clip), bias=True) <= 1e-5
+    gradient_side = {**cfg, "filter_on": "gradient"}  # the default placement is a different optimizer
+    assert compare(gradient_side, adafactor_momentum_reference(0.01, 0.9, d=clip), bias=True) > 1e-3
+
+
+def test_filter_on_update_is_inherited_by_aux_and_never_fused():
+    from trx.optim import ArmConfig
+
+    arm = ArmConfig.model_validate({"lr": 0.01, "filter": "ema", "normalizer": "adam", "filter_on": "update"})
+    assert arm.aux_arm().filter_on == "update"
+    opt = build_optimizer(mlp(True), arm, total_steps=5)
+    assert not any(st.fused for st in opt.stages)

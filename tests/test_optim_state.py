@@ -197,3 +197,35 @@ def test_parameters_without_grad_are_skipped_but_counted():
     opt.step()
     assert torch.equal(model.lin.weight, before)
     assert opt.param_groups[0]["step"] == 1
+
+
+@pytest.mark.parametrize("normalizer", ["normuon", "trasmuon"])
+def test_bf16_model_keeps_float32_state_through_a_checkpoint(normalizer):
+    """torch's load_state_dict casts state to the parameter dtype; trx keeps what was saved, so a
+    resumed bf16 run keeps float32 statistics and takes the uninterrupted run's next step exactly."""
+    import io
+
+    torch.manual_seed(0)
+    cfg = {"lr": 0.01, "filter": {"name": "ema", "beta": 0.9, "bias_correction": False},
+           "normalizer": {"name": normalizer, "dtype": "float32"}, "aux": {}}
+    model = Net().to(torch.bfloat16)
+    opt = build_optimizer(model, cfg, total_steps=10)
+    run(model, opt, range(3))
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, buf)
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=True)
+    resumed = Net().to(torch.bfloat16)
+    resumed.load_state_dict(ckpt["model"])
+    opt2 = build_optimizer(resumed, cfg, total_steps=10)
+    opt2.load_state_dict(ckpt["optimizer"])
+    for p, q in zip(model.parameters(), resumed.parameters()):
+        a, b = opt.state[p], opt2.state[q]
+        assert set(a) == set(b)
+        for key in a:
+            assert b[key].dtype == a[key].dtype, (key, b[key].dtype)
+    assert any(v.dtype == torch.float32 for st in opt2.state.values() for v in st.values())
+    run(model, opt, range(3, 5))
+    run(resumed, opt2, range(3, 5))
+    for p, q in zip(model.parameters(), resumed.parameters()):
+        assert torch.equal(p, q)

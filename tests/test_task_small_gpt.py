@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trx.config import UserError, load_config, resolve
+from trx.config import load_config, resolve
+from trx.errors import UserError
 from trx.optim import plan_groups
 from trx.tasks import DataError
 from trx.tasks import _text

@@ -214,11 +214,12 @@ def _dry_run(cfg: Any, out: Path, device: str | None) -> None:
 
     from trx.config import dump
     from trx.runner import prepare
+    from trx.tasks import DataError
 
     console.print(yaml.safe_dump(dump(cfg), sort_keys=False, allow_unicode=True))
     try:
-        exp = prepare(cfg, out, device)
-    except UserError as exc:  # data the groups would need is missing: the config itself is fine
+        exp = prepare(cfg, out, device, shapes_only=True)
+    except (UserError, DataError) as exc:  # a task whose model shape comes from its data, missing here
         console.print(f"parameter groups not shown: {exc}", highlight=False)
         return
     _print_groups(exp)
@@ -299,15 +300,21 @@ def _report_run(cfg: Any, root: Path, results: list[Any]) -> None:
 
 
 def _seed_tables(cfg: Any, root: Path, dirs: list[Path]) -> None:
-    from trx.report import compare_table, find_runs, save_comparison
+    """Per arm mean ± sd and 95% interval over seeds, and the paired difference (same seed: same
+    initial weights and batches) to the first arm with its interval and verdict."""
+    from trx.report import find_runs, paired_table, save_comparison
+    from trx.report_md import default_metric
 
     runs = find_runs([d for d in dirs if (d / "summary.json").exists()])
-    metric = "val_loss" if any(f"final_val_loss" in r.summary for r in runs) else "loss"
-    table = compare_table(runs, metric)
+    if not runs:
+        return
+    metric = default_metric(runs)
+    table = paired_table(runs, metric, baseline_arm=next(iter(cfg.optimizers)))
     save_comparison(table, root / "comparison.csv")
     n = len(cfg.seed_list())
-    console.print(render_table(_display(table), title=f"{cfg.name} ({cfg.task.name}, {cfg.steps} steps): "
-                                                      f"mean ± sd over {n} seeds"))
+    console.print(render_table(_display(table), title=f"{cfg.name} ({cfg.task.name}, {cfg.steps} steps), final {metric}: "
+                                                      f"mean ± sd over {n} seeds, 95% intervals; diff = arm − {next(iter(cfg.optimizers))}, "
+                                                      f"paired by seed; verdict on 'arm beats {next(iter(cfg.optimizers))}'"))
 
 
 GridOpt = Annotated[list[str] | None, typer.Option("--grid", help="sweep axis: KEY=V1,V2,... or KEY=log:LO:HI:N")]
@@ -388,7 +395,8 @@ def _report_sweep(plan: Any, results: list[Any]) -> None:
         console.print(render_table(_display(compare_table(runs)), title=f"{plan.name}: cells (mean ± sd over seeds)"))
         lrs = lr_table(runs)
         if not lrs.empty:
-            console.print(render_table(_display(lrs), title="learning-rate tolerance (final loss, within 10% of the best)"))
+            console.print(render_table(_display(lrs), title="learning-rate tolerance (final loss; band: ≥ 90% of the best "
+                                                            "lr's improvement over the initial loss; 95% interval over seeds)"))
 
 
 def _next_steps(plan: Any, results: list[Any]) -> None:
@@ -435,7 +443,8 @@ def compare(
     check_metric(runs, metric)
     cells = compare_table(runs, metric, target)
     lrs = lr_table(runs, metric, tolerance)
-    lr_title = f"learning-rate tolerance (final {metric}, within {tolerance:.0%} of the best)"
+    lr_title = (f"learning-rate tolerance (final {metric}; band: ≥ {1 - tolerance:.0%} of the best lr's improvement "
+                "over the initial value; 95% interval over seeds)")
     if format_ == "csv":
         print(to_csv(cells), end="")
         if not lrs.empty:

@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-from trx.config import UserError  # noqa: E402
+from trx.errors import UserError  # noqa: E402
 from trx.report import (RunRecord, group_label, group_runs, higher_is_better, lr_table, natural_key,  # noqa: E402
                         result)
 from trx.stats import mean_sd  # noqa: E402
@@ -366,7 +366,7 @@ def plot_lr(runs: list[RunRecord], metric: str = "loss"):
     plain_log_ticks(ax)
     ax.set(xlabel=GRID_LABELS["lr"], ylabel=f"final {label(metric, runs)}")
     what = LABELS.get(metric, metric)
-    ax.set_title(f"final {what} vs learning rate (★ best, ✗ diverged, bar: within 10% of best)", fontsize=9)
+    ax.set_title(f"final {what} vs learning rate (★ best, ✗ diverged, bar: band ≥ 90% of the best improvement)", fontsize=9)
     ax.legend(fontsize=7 if len(curves) > 6 else 8)
     points = {(text, lr): members for text, by_lr in curves.items() for lr, members in by_lr.items()}
     fig.suptitle(_title(runs, seeds_text(points)))

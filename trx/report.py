@@ -1,10 +1,13 @@
 """Comparison tables from run summaries (pandas): `trx run`'s table, and `trx compare` over run
-and sweep folders with means over seeds, steps to a target and the learning-rate tolerance."""
+and sweep folders with means over seeds (± = sample sd, with a 95% t interval), steps to a
+target, the learning-rate tolerance (`trx.stats.lr_band`) and paired differences by seed.
+
+What a run folder is (experiment, arm, seed, grid values) is read from its `cell.json`; folders
+written before cell.json existed fall back to their summary and folder names."""
 
 from __future__ import annotations
 
 import functools
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +16,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from trx.config import UserError
+from trx.errors import UserError
 from trx.io import atomic_write, read_json, read_metrics
-from trx.stats import mean_sd
+from trx.stats import Band, lr_band, mean_sd, paired_difference, t_interval
 
 BASE_COLUMNS = ["arm", "status", "steps_done", "final_loss", "best_loss"]
 TAIL_COLUMNS = ["diverged_at", "wall_time_s"]
@@ -44,18 +47,30 @@ class RunRecord:
     summary: dict[str, Any]
     config: dict[str, Any] | None
     cell: str | None  # the sweep cell id, None for an arm of `trx run`
+    meta: dict[str, Any] | None = None  # cell.json: name, arm, seed, overrides, cell, short
 
     @property
     def arm(self) -> str:
-        return str(self.summary.get("arm") or self.dir.name)
+        return str((self.meta or {}).get("arm") or self.summary.get("arm") or self.dir.name)
 
     @property
     def name(self) -> str:
-        return str(self.summary.get("name") or "")
+        return str((self.meta or {}).get("name") or self.summary.get("name") or "")
+
+    @property
+    def seed(self) -> int | None:
+        for source in (self.meta or {}, self.summary, dict(split_cell_id(self.cell or "")), self.config or {}):
+            value = _float(source.get("seed"))
+            if value is not None:
+                return int(value)
+        return None
 
     @property
     def overrides(self) -> list[tuple[str, str]]:
-        """The cell's `key=value` pairs without the seed (as written in its id)."""
+        """The grid values without the seed as `(key below the arm, value text)`, as a cell id
+        writes them: from cell.json's `short`, else parsed from the cell id of an older folder."""
+        if self.meta is not None:
+            return [(str(k), value_text(v)) for k, v in (self.meta.get("short") or {}).items()]
         return [(k, v) for k, v in split_cell_id(self.cell or "") if k != "seed"]
 
     @property
@@ -70,12 +85,29 @@ class RunRecord:
     def diverged(self) -> bool:
         return bool(self.summary.get("diverged")) or self.summary.get("status") == "diverged"
 
+    @property
+    def complete(self) -> bool:
+        return self.summary.get("status") == "complete" and not self.diverged
+
     @functools.cached_property
     def metrics(self) -> list[dict[str, float | None]]:
         try:
             return read_metrics(self.dir / "metrics.csv")
         except (OSError, ValueError):
             return []
+
+
+def value_text(v: Any) -> str:
+    """A grid value as a cell id writes it: numbers in %.4g, booleans lower case, other values
+    as compact YAML (kept in step with the sweep's cell ids)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return f"{v:.4g}"
+    if isinstance(v, str):
+        return v
+    text = yaml.safe_dump(v, default_flow_style=True, width=10**6, sort_keys=False).strip()
+    return text.replace(" ", "").replace("/", "_")
 
 
 def split_cell_id(cell_id: str) -> list[tuple[str, str]]:
@@ -124,8 +156,13 @@ def _record(run_dir: Path, summary: dict[str, Any]) -> RunRecord:
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
     except (OSError, yaml.YAMLError):
         config = None
+    config = config if isinstance(config, dict) else None
+    meta = read_json(run_dir / "cell.json")
+    if isinstance(meta, dict) and meta.get("arm"):
+        cell = meta.get("cell")
+        return RunRecord(run_dir, summary, config, str(cell) if cell is not None else None, meta)
     in_sweep = run_dir.parent.parent.name == "sweep" and run_dir.parent.name == summary.get("arm")
-    return RunRecord(run_dir, summary, config if isinstance(config, dict) else None, run_dir.name if in_sweep else None)
+    return RunRecord(run_dir, summary, config, run_dir.name if in_sweep else None)
 
 
 def higher_is_better(metric: str) -> bool:
@@ -187,20 +224,29 @@ def _counts(values: list[str]) -> str:
     return next(iter(counts)) if len(counts) == 1 else ", ".join(f"{v} {n}/{len(values)}" for v, n in counts.items())
 
 
+def _mean_sd_ci(row: dict[str, Any], col: str, values: list[float | None], ci: bool) -> None:
+    """`col` = mean, `col_std` = sample sd and, for the main metric, `col_ci_lo/_hi` = 95% t interval."""
+    row[col], row[f"{col}_std"] = mean_sd(values)
+    if ci:
+        row[f"{col}_ci_lo"], row[f"{col}_ci_hi"] = t_interval(values) or (None, None)
+
+
 def compare_table(runs: list[RunRecord], metric: str = "loss", target: float | None = None) -> pd.DataFrame:
-    """One row per arm or sweep cell, averaged over seeds: mean columns and `<col>_std`."""
+    """One row per arm or sweep cell, averaged over seeds: mean columns, `<col>_std` (sample sd)
+    and, for the final `metric`, its 95% Student t interval `final_<metric>_ci_lo/_hi`."""
     groups = group_runs(runs)
     several = len({k[0] for k in groups}) > 1
     evals = sorted({k for r in runs for k in r.summary if k.startswith("final_val")})
     extra = [] if metric == "loss" or f"final_{metric}" in evals else [metric]
+    main = f"final_{metric}"
     rows = []
     for key, members in groups.items():
         row: dict[str, Any] = {"run": group_label(key, several), "seeds": len(members),
                                "status": _counts([str(r.summary.get("status")) for r in members])}
         for col in ["final_loss", "best_loss", *evals]:
-            row[col], row[f"{col}_std"] = mean_sd([r.summary.get(col) for r in members])
+            _mean_sd_ci(row, col, [r.summary.get(col) for r in members], col == main)
         for m in extra:
-            row[f"final_{m}"], row[f"final_{m}_std"] = mean_sd([result(r, m) for r in members])
+            _mean_sd_ci(row, f"final_{m}", [result(r, m) for r in members], True)
         if target is not None:
             hits = [steps_to_target(r, metric, target) for r in members]
             reached = [h for h in hits if h is not None]
@@ -210,85 +256,121 @@ def compare_table(runs: list[RunRecord], metric: str = "loss", target: float | N
         row["diverged"] = f"{sum(r.diverged for r in members)}/{len(members)}"
         row["wall_time_s"] = mean_sd([r.summary.get("wall_time_s") for r in members])[0]
         rows.append(row)
-    table = pd.DataFrame(rows)
-    return table.drop(columns=[c for c in table.columns if c.endswith("_std") and table[c].isna().all()])
+    return _drop_empty(pd.DataFrame(rows))
+
+
+def _drop_empty(table: pd.DataFrame) -> pd.DataFrame:
+    """Spread columns (sd, interval) that no row has: every group ran one seed."""
+    spread = [c for c in table.columns if c.endswith(("_std", "_ci_lo", "_ci_hi"))]
+    return table.drop(columns=[c for c in spread if table[c].isna().all()])
+
+
+# ---- paired differences by seed ---------------------------------------------------------------
+def seed_values(members: list[RunRecord], metric: str) -> dict[int, float | None]:
+    """Final `metric` by seed; None for a run that diverged or did not complete (it cannot pair)."""
+    out: dict[int, float | None] = {}
+    for i, run in enumerate(members):
+        seed = run.seed if run.seed is not None else i
+        out[seed] = result(run, metric) if run.complete else None
+    return out
+
+
+def paired_table(runs: list[RunRecord], metric: str = "loss", baseline_arm: str | None = None) -> pd.DataFrame:
+    """Each arm (or sweep cell) against the baseline arm (default: the first) at the same other
+    grid values: final `metric` mean ± sd and its 95% interval over the seeds that completed, then the paired
+    difference this − baseline over the seeds both ran (`diff`, its 95% t interval, `pairs`
+    used and excluded) and the verdict on "this is better than the baseline"."""
+    groups = group_runs(runs)
+    arms = list(dict.fromkeys(k[1] for k in groups))
+    base = baseline_arm or (arms[0] if arms else None)
+    if base not in arms:
+        raise UserError(f"baseline arm {base!r}: no runs of it", hint=f"arms: {', '.join(arms) or 'none'}")
+    several = len({k[0] for k in groups}) > 1
+    better, col = higher_is_better(metric), f"final_{metric}"
+    ordered = sorted(groups, key=lambda k: k[1] != base)
+    rows = []
+    for key in ordered:
+        values = seed_values(groups[key], metric)
+        members = groups[key]
+        row: dict[str, Any] = {"run": group_label(key, several), "seeds": len(members),
+                               "diverged": f"{sum(r.diverged for r in members)}/{len(members)}"}
+        _mean_sd_ci(row, col, list(values.values()), True)  # over the runs that completed
+        ref_key = (key[0], base, key[2])
+        if key[1] == base:
+            row.update(vs="-", diff=None, diff_ci_lo=None, diff_ci_hi=None, pairs="-", verdict="baseline")
+        elif ref_key not in groups:
+            row.update(vs="-", diff=None, diff_ci_lo=None, diff_ci_hi=None, pairs="-", verdict="no baseline cell")
+        else:
+            p = paired_difference(values, seed_values(groups[ref_key], metric), better)
+            row.update(vs=group_label(ref_key, several), diff=p.mean_diff, diff_ci_lo=p.lo, diff_ci_hi=p.hi,
+                       pairs=f"{p.n}" + (f" ({p.excluded} excluded)" if p.excluded else ""), verdict=p.verdict)
+        rows.append(row)
+    return _drop_empty(pd.DataFrame(rows))
 
 
 # ---- learning-rate tolerance ------------------------------------------------------------------
-@dataclass
-class Tolerance:
-    best_lr: float | None
-    best: float | None
-    lo: float | None
-    hi: float | None
-    decades: float | None
-    note: str
+def initial_value(runs: list[RunRecord], metric: str) -> float | None:
+    """Mean over runs of `metric` before training: its step-0 row in metrics.csv, else for a loss
+    the summary's first (train) loss, the same model's loss at step 0. The lr band measures
+    improvement from it."""
+    values = []
+    for run in runs:
+        first = next((row.get(metric) for row in run.metrics if row.get("step") == 0), None)
+        if first is None and metric.endswith("loss"):  # no step-0 eval: the initial train loss
+            first = run.summary.get("first_loss")
+        values.append(first)
+    return mean_sd(values)[0]
 
 
-def lr_tolerance(lrs: list[float], values: list[float | None], tolerance: float, higher_better: bool) -> Tolerance:
-    """The contiguous run of grid learning rates around the best whose value is within
-    `tolerance` (relative) of the best; None marks a diverged (or missing) point."""
-    order = sorted(range(len(lrs)), key=lambda i: lrs[i])
-    lrs = [lrs[i] for i in order]
-    values = [values[i] if values[i] is not None and math.isfinite(values[i]) else None for i in order]
-    scored = [i for i, v in enumerate(values) if v is not None]
-    if not scored:
-        return Tolerance(None, None, None, None, None, "every learning rate diverged")
-    sign = -1.0 if higher_better else 1.0
-    b = min(scored, key=lambda i: sign * values[i])
-    best = values[b]
-
-    def ok(i: int) -> bool:
-        return values[i] is not None and sign * (values[i] - best) <= tolerance * abs(best)
-
-    lo = hi = b
-    while lo > 0 and ok(lo - 1):
-        lo -= 1
-    while hi < len(lrs) - 1 and ok(hi + 1):
-        hi += 1
-    notes = []
-    if len(lrs) > 1 and b in (0, len(lrs) - 1):
-        notes.append(f"best at the {'low' if b == 0 else 'high'} edge: range too narrow")
-    elif len(lrs) > 1 and (lo == 0 or hi == len(lrs) - 1):
-        notes.append("tolerant range reaches the edge: width is a lower bound")
-    return Tolerance(lrs[b], best, lrs[lo], lrs[hi], math.log10(lrs[hi] / lrs[lo]), "; ".join(notes))
-
-
-def lr_table(runs: list[RunRecord], metric: str = "loss", tolerance: float = 0.1) -> pd.DataFrame:
-    """Per optimizer arm of a sweep (and per setting of its other axes) with at least two learning
-    rates: best lr, best result, and the lr tolerance, with results averaged over seeds (a cell
-    diverged, failed or unfinished in any seed counts as diverged)."""
+def lr_curves(runs: list[RunRecord]) -> dict[tuple[str, str, str], dict[float, list[RunRecord]]]:
+    """Sweep cells by (experiment, arm, other grid values) and learning rate."""
     curves: dict[tuple[str, str, str], dict[float, list[RunRecord]]] = {}
     for run in sorted(runs, key=lambda r: (r.name, r.arm, [(k, natural_key(v)) for k, v in r.overrides])):
         if run.cell is None or run.lr is None:
             continue
         rest = ",".join(f"{k}={v}" for k, v in run.overrides if k != "lr")
         curves.setdefault((run.name, run.arm, rest), {}).setdefault(run.lr, []).append(run)
+    return curves
+
+
+def curve_values(by_lr: dict[float, list[RunRecord]], metric: str) -> tuple[list[float], dict[int, list[float | None]]]:
+    """(ascending lrs, final `metric` by seed, one per lr): None where the cell diverged, did not
+    complete or is missing for that seed."""
+    lrs = sorted(by_lr)
+    per_lr = [seed_values(by_lr[lr], metric) for lr in lrs]
+    seeds = sorted({s for values in per_lr for s in values})
+    return lrs, {s: [values.get(s) for values in per_lr] for s in seeds}
+
+
+def curve_band(by_lr: dict[float, list[RunRecord]], metric: str, tolerance: float = 0.1) -> Band:
+    """`lr_band` of one sweep curve, improvement measured from the runs' mean initial value."""
+    lrs, by_seed = curve_values(by_lr, metric)
+    initial = initial_value([r for members in by_lr.values() for r in members], metric)
+    return lr_band(lrs, by_seed, tolerance, higher_is_better(metric), initial)
+
+
+def lr_table(runs: list[RunRecord], metric: str = "loss", tolerance: float = 0.1) -> pd.DataFrame:
+    """Per optimizer arm of a sweep (and per setting of its other axes) with at least two learning
+    rates: best lr, its result (mean ± sd over seeds) and the lr band of `trx.stats.lr_band`
+    (edges interpolated in log-lr, width in decades with a bootstrap 95% interval, flags in
+    `note`). A cell diverged, failed or unfinished in any seed is outside the band."""
+    curves = lr_curves(runs)
     several = len({k[0] for k in curves}) > 1
-    better = higher_is_better(metric)
     rows = []
     for key, by_lr in curves.items():
-        lrs = sorted(by_lr)
-        if len(lrs) < 2:  # lr is not an axis of this sweep
+        if len(by_lr) < 2:  # lr is not an axis of this sweep
             continue
-        means, stds, diverged = [], [], 0
-        for lr in lrs:
-            members = by_lr[lr]
-            bad = any(r.diverged or r.summary.get("status") != "complete" for r in members)
-            mean, std = mean_sd([result(r, metric) for r in members])
-            diverged += any(r.diverged for r in members)
-            means.append(None if bad else mean)
-            stds.append(std)
-        tol = lr_tolerance(lrs, means, tolerance, better)
-        best_std = stds[lrs.index(tol.best_lr)] if tol.best_lr is not None else None
-        rows.append({"arm": group_label(key, several), "lrs": len(lrs), "seeds": max(len(m) for m in by_lr.values()),
-                     "best_lr": tol.best_lr, f"best_{metric}": tol.best, f"best_{metric}_std": best_std,
-                     "tolerant_lr_lo": tol.lo, "tolerant_lr_hi": tol.hi, "tolerance_decades": tol.decades,
-                     "diverged_lrs": f"{diverged}/{len(lrs)}", "note": tol.note})
+        band = curve_band(by_lr, metric, tolerance)
+        best_sd = mean_sd([result(r, metric) for r in by_lr[band.best_lr]])[1] if band.best_lr in by_lr else None
+        lo, hi = band.ci or (None, None)
+        diverged = sum(any(r.diverged for r in members) for members in by_lr.values())
+        rows.append({"arm": group_label(key, several), "lrs": len(by_lr), "seeds": band.n_seeds,
+                     "best_lr": band.best_lr, f"best_{metric}": band.best, f"best_{metric}_std": best_sd,
+                     "tolerant_lr_lo": band.lo, "tolerant_lr_hi": band.hi, "tolerance_decades": band.decades,
+                     "tolerance_decades_ci_lo": lo, "tolerance_decades_ci_hi": hi,
+                     "diverged_lrs": f"{diverged}/{len(by_lr)}", "note": band.note})
     table = pd.DataFrame(rows)
-    if not table.empty and table[f"best_{metric}_std"].isna().all():
-        table = table.drop(columns=[f"best_{metric}_std"])
-    return table
+    return table if table.empty else _drop_empty(table)
 
 
 # ---- rendering --------------------------------------------------------------------------------
@@ -302,10 +384,14 @@ def cell_text(v: Any) -> str:
 
 
 def display_frame(table: pd.DataFrame) -> pd.DataFrame:
-    """Strings for people: `x_std` folded into `x` as `mean ± std`, numbers in %.4g."""
+    """Strings for people: `x_std` folded into `x` as `mean ± std`, `x_ci_lo`/`x_ci_hi` into
+    `x_ci` as `[lo, hi]`, numbers in %.4g."""
     out = {}
     for col in table.columns:
-        if col.endswith("_std") and col[:-4] in table.columns:
+        if (col.endswith("_std") and col[:-4] in table.columns) or col.endswith("_ci_hi"):
+            continue
+        if col.endswith("_ci_lo") and f"{col[:-3]}_hi" in table.columns:
+            out[col[:-3]] = [interval_text(lo, hi) for lo, hi in zip(table[col], table[f"{col[:-3]}_hi"])]
             continue
         texts = [cell_text(v) for v in table[col]]
         if f"{col}_std" in table.columns:
@@ -315,9 +401,17 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=list(out))
 
 
+def interval_text(lo: Any, hi: Any) -> str:
+    """`[lo, hi]` in %.4g, '-' when there is no interval."""
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return "-"
+    return f"[{lo:.4g}, {hi:.4g}]"
+
+
 def to_markdown(table: pd.DataFrame) -> str:
     shown = display_frame(table)
     numeric = {c for c in table.columns if c in shown.columns and table[c].dtype.kind in "fiu"}
+    numeric |= {c for c in shown.columns if f"{c}_lo" in table.columns}  # folded intervals
     head = "| " + " | ".join(shown.columns) + " |"
     rule = "|" + "|".join("---:" if c in numeric else "---" for c in shown.columns) + "|"
     body = ["| " + " | ".join(t.replace("|", "\\|") for t in row) + " |" for row in shown.itertuples(index=False)]

@@ -141,11 +141,17 @@ class Experiment:
     ctx: D.DistContext = D.SINGLE
 
 
-def prepare(cfg: Any, out: Path, device: str | None = None) -> Experiment:
-    """Resolve the device, load data, build the model once and check every arm against it."""
+def prepare(cfg: Any, out: Path, device: str | None = None, shapes_only: bool = False) -> Experiment:
+    """Resolve the device, load data, build the model once and check every arm against it.
+    `shapes_only`: read no data, only what the model's shapes need (dry runs)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dev = resolve_device(device or cfg.device)
+    if shapes_only:
+        task = TASKS[cfg.task.name](cfg.task, cfg.seed, dev)
+        task.prepare_shapes()
+        model = build_model(task, cfg.seed)
+        return Experiment(cfg, task, dev, Path(out) / cfg.name, task.param_roles(model), plan_arms(cfg, model, task))
     ctx = D.init_from_env(dev)
     dev = D.device_for(ctx, dev)
     task = make_task(cfg, dev)

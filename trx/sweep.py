@@ -23,6 +23,7 @@ from trx.config import UserError, apply_overrides, read_yaml, resolve, set_dotte
 from trx.io import atomic_write, write_yaml
 from trx.jobs import ArmJob, CellMeta, JobResult, check_jobs
 from trx.optim import ConfigError, plan_groups
+from trx.report import value_text
 from trx.runner import prepare
 RESERVED_KEYS = {"name": "the experiment name names the output folder", "seed": "use sweep.seeds or --seeds",
                  "sweep": "a sweep cannot sweep its own grid"}
@@ -90,14 +91,8 @@ def parse_grid_option(text: str) -> tuple[str, list[Any]]:
 
 
 def format_value(v: Any) -> str:
-    """A value as it appears in a cell id: numbers in %.4g, the rest as compact YAML."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if _is_number(v):
-        return f"{v:.4g}"
-    if isinstance(v, str):
-        return v
-    return yaml.safe_dump(v, default_flow_style=True, width=10**6, sort_keys=False).strip().replace(" ", "").replace("/", "_")
+    """A value as it appears in a cell id (one definition, shared with reports)."""
+    return value_text(v)
 
 
 # ---- cells ------------------------------------------------------------------------------------

@@ -191,8 +191,8 @@ class MatrixNormalizer(Normalizer):
         stacks = [stack_matrices([v[i] for i in idx], dtype if self.low_precision_finish else v[idx[0]].dtype) for idx in groups]
         orthos = self.orthogonalize_stacks(stacks, dtype, ctx.data_parallel)
         for idx, M, O in zip(groups, stacks, orthos):
-            if ctx.diagnose and "ns_orth_err" not in ctx.diagnostics:
-                tally["ns_orth_err"] = orthogonality_error(O[0])
+            if ctx.diagnose and "ns_orth_err" not in tally and "ns_orth_err" not in ctx.diagnostics:
+                tally["ns_orth_err"] = orthogonality_error(O[0])  # once a step: the first matrix
             O = self.finish(O, M, [states[i] for i in idx], ctx, tally)
             for k, i in enumerate(idx):
                 out[i] = O[k].view_as(v[i])
@@ -312,14 +312,20 @@ class TrasMuon(MatrixNormalizer, SecondMomentOptions):
     output neuron in torch's (out, in) layout), so that `normuon` and `trasmuon` share one
     stage with one meaning; `axis: input` gives rollfast's literal layout.
 
+    `clip: false` leaves the energy clip out (an ablation): the update is the calibrated,
+    row-normalized O, and no energy state is kept.
+
     State per parameter: `normuon_sq` (second moment), `energy_ref` (running median energy),
-    `clip_ema` and `clip_last` (the smoothed and the applied clip). Diagnostics: `clip_frac`
-    (fraction of features over the trigger this update), `energy_ratio` (largest ratio).
+    `clip_ema` and `clip_last` (the smoothed and the applied clip). Diagnostics, over every
+    feature of every matrix of the update: `clip_frac` (fraction of features whose energy ratio
+    is over the trigger this update), `clip_mean` (mean applied clip factor, 1 = no damping),
+    `energy_ratio` (largest ratio); none of them with `clip: false`.
     """
 
     name: Literal["trasmuon"] = "trasmuon"
     row_norm: bool = Field(True, description="apply the per-feature second-moment normalization first")
     rms: float = Field(1.0, gt=0.0, description="RMS of each matrix update after calibration (before the clip)")
+    clip: bool = Field(True, description="apply the energy trust-region clip (false: the ablation without it)")
     energy_beta: float = Field(0.95, ge=0.0, lt=1.0, description="EMA coefficient of the median feature energy")
     trigger: float = Field(1.0, gt=0.0, description="energy ratio above which a feature is damped")
     alpha: float = Field(1.0, ge=0.0, description="damping strength α in 1/(1 + α·log1p(r/trigger))")
@@ -336,7 +342,7 @@ class TrasMuon(MatrixNormalizer, SecondMomentOptions):
             U = self.normalize(O, states, rms=self.rms)
         else:
             U = O * rescaled(None, feature_mean_square(O, self.axis), O, self.rms, self.eps, self.axis)
-        return U.mul_(self.energy_clip(M, states, ctx, tally))
+        return U.mul_(self.energy_clip(M, states, ctx, tally)) if self.clip else U
 
     def energy_clip(self, M: Tensor, states: list[dict[str, Any]], ctx: StepContext, tally: dict[str, Any]) -> Tensor:
         """The applied per-feature clip (B, 1, c) or (B, r, 1), updating its state."""
@@ -361,14 +367,17 @@ class TrasMuon(MatrixNormalizer, SecondMomentOptions):
             clipped, peak = (ratio > self.trigger).sum().float(), ratio.max()
             tally["clipped"] = tally["clipped"] + clipped if "clipped" in tally else clipped
             tally["energy_ratio"] = torch.maximum(tally["energy_ratio"], peak) if "energy_ratio" in tally else peak
+            factors = applied.float().sum()  # applied is (B, 1, c) or (B, r, 1): one factor per feature
+            tally["clip_sum"] = tally["clip_sum"] + factors if "clip_sum" in tally else factors
             tally["features"] = tally.get("features", 0) + ratio.numel()
         return applied
 
     def report(self, tally):
         if not tally.get("features"):
             return super().report(tally)
-        tally = {**tally, "clip_frac": tally["clipped"] / tally["features"]}
-        names = ["clip_frac", "energy_ratio"] + (["ns_orth_err"] if "ns_orth_err" in tally else [])
+        n = tally["features"]
+        tally = {**tally, "clip_frac": tally["clipped"] / n, "clip_mean": tally["clip_sum"] / n}
+        names = ["clip_frac", "clip_mean", "energy_ratio"] + (["ns_orth_err"] if "ns_orth_err" in tally else [])
         return dict(zip(names, torch.stack([tally[k].float() for k in names]).tolist()))
 
 
@@ -380,6 +389,12 @@ class Adafactor(Normalizer):
     g² + eps (matrices, conv weights flattened to (out, in·kh·kw)), V̂ = R·C/mean(R); a vector keeps
     the full EMA. u = v/√V̂, then u/max(1, RMS(u)/clip_threshold). Relative step is off: the
     learning rate is absolute. With `filter: none` this is Adafactor with β1 = 0.
+
+    The paper's β1 averages the clipped update, m ← β1·m + (1−β1)·û, without bias correction:
+    `filter: {name: ema, beta: 0.9, bias_correction: false}` with `filter_on: update` on the arm.
+    The momentum stays the filter's (normalizers keep no momentum); only where it acts moves.
+    With the default `filter_on: gradient` an ema filter smooths g before the normalizer instead,
+    as Adam's numerator does.
     """
 
     name: Literal["adafactor"] = "adafactor"

@@ -3,7 +3,7 @@
 One update of a group, with t its update index and μ its radius:
     g ← clip(p.grad) (+ wd·w if coupled)      gradient entering the filter (p.grad is never changed)
     g ← ρ(w, g)·g                            trust ratio `pre_filter` (LARS), if configured
-    v ← filter(g);  u ← normalizer(v, g)
+    v ← filter(g);  u ← normalizer(v, g)        (filter_on: update — u ← filter(normalizer(g, g)))
     u ← u·min(1, max_rms/RMS(u))             update clip, if configured
     u ← ρ(w, u + wd·w)·(u + wd·w)            trust ratio `post_normalizer` (LAMB), if configured
     w ← w − μ·s(t)·(u + wd·w if decoupled and not already in u)
@@ -41,6 +41,7 @@ class GroupStages:
     trust_ratio: TrustRatio | None = None  # for groups whose roles it does not exclude
     update_clip: UpdateClip | None = None
     fused: bool = False  # exactly Adam(W): torch's fused kernel does the whole update
+    filter_on: str = "gradient"  # or "update": the filter smooths the normalizer's output
 
 
 def apply_update(params: list[Tensor], u: list[Tensor], alpha: float) -> None:
@@ -58,6 +59,7 @@ def is_exact_adam(arm: ArmConfig, trusted: bool, grad_clip: float | None) -> boo
     """Whether a group of `arm` is plain Adam(W), which torch's fused kernel computes."""
     return (
         arm.fused
+        and arm.filter_on == "gradient"
         and isinstance(arm.filter, EMA)
         and arm.filter.bias_correction
         and type(arm.normalizer) is Adam
@@ -97,6 +99,20 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
         if fused:
             out["fused_adam_groups"] = fused  # torch's fused kernel: equal up to rounding
         return out
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's load, then every state tensor back in the dtype it was saved in. torch casts
+        floating state to its parameter's dtype, which would turn the float32 statistics of
+        NorMuon and TrasMuon on a bf16 model into bf16, and the resumed run off the uninterrupted one.
+        (A checkpoint resumes into a model of the dtype it was saved from, as the runner builds it.)"""
+        super().load_state_dict(state_dict)
+        ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for i, p in zip(ids, params):
+            for key, saved in state_dict["state"].get(i, {}).items():
+                loaded = self.state[p].get(key)
+                if isinstance(saved, Tensor) and isinstance(loaded, Tensor) and saved.dtype != loaded.dtype:
+                    self.state[p][key] = saved.to(device=p.device, copy=True)
 
     def _clip_coefficient(self) -> Tensor | None:
         if self.grad_clip is None and not self.diagnose:
@@ -152,8 +168,11 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
         if trust is not None and trust.where == "pre_filter":
             grads = trust.apply(params, grads, diagnostics, raw=raw, wd=0.0 if decoupled else wd)
         states = [self.state[p] for p in params]
-        v = stages.filter.update(grads, states, ctx)
-        u = stages.normalizer.update(v, grads, states, ctx)
+        if stages.filter_on == "update":  # e.g. Adafactor's β1, on the clipped update (its paper)
+            u = stages.filter.update(stages.normalizer.update(grads, grads, states, ctx), states, ctx)
+        else:
+            v = stages.filter.update(grads, states, ctx)
+            u = stages.normalizer.update(v, grads, states, ctx)
         if stages.update_clip is not None:
             u = stages.update_clip.apply(u, diagnostics)
         if trust is not None and trust.where == "post_normalizer":
@@ -194,30 +213,48 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
                        decoupled_weight_decay=decoupled, **options)
 
     def _record_update_diagnostics(self, before: list[Tensor]) -> None:
-        """update_norm, update_rms, param_norm, grad_norm and tr_ratio (main group), one sync."""
+        """update_norm, update_rms, param_norm, grad_norm over all parameters; per block (main and
+        aux, each possibly split into decay/trust sub-groups that share one lr) the trust-region
+        ratio RMS(Δ)/(μ·s(t)): `tr_ratio` (main), `aux_tr_ratio` and `aux_lr`. One host sync."""
         after = [p.detach() for g in self.param_groups for p in g["params"]]
-        count = sum(p.numel() for p in after)
-        main = self.param_groups[0]
-        n_main = len(main["params"])
+        blocks = [group_block(g) for g in self.param_groups for _ in g["params"]]
         param_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))
         torch._foreach_sub_(before, after)  # before − after = −Δ, in place: no second copy
-        norms = torch.stack(torch._foreach_norm(before))
-        values = [torch.linalg.vector_norm(norms), param_norm, torch.linalg.vector_norm(norms[:n_main])]
-        grad_norm = self._grad_norm
-        update_norm, param_norm, main_norm, *rest = torch.stack(
-            [v.float() for v in values] + ([grad_norm.float()] if grad_norm is not None else [])
-        ).tolist()
+        norms = torch.stack(torch._foreach_norm(before)).float()  # (P,) ‖Δ‖ per parameter
+        in_block = {name: torch.tensor([b == name for b in blocks], device=norms.device) for name in BLOCKS}
+        values = [torch.linalg.vector_norm(norms), param_norm.float()]
+        values += [torch.linalg.vector_norm(norms * in_block[name]) for name in BLOCKS]  # masked: no index copy
+        if self._grad_norm is not None:
+            values.append(self._grad_norm.float())
+        update_norm, param_norm, *block_norms = torch.stack(values).tolist()
         self._grad_norm = None
+        count = sum(p.numel() for p in after)
         self.diagnostics.update(
             update_norm=update_norm,
             update_rms=update_norm / math.sqrt(max(count, 1)),
             param_norm=param_norm,
         )
-        if rest:
-            self.diagnostics["grad_norm"] = rest[0]
-        main_count = sum(p.numel() for p in main["params"])
-        if main["lr"] > 0 and main_count:
-            self.diagnostics["tr_ratio"] = main_norm / math.sqrt(main_count) / main["lr"]  # RMS(Δ)/(μ·s(t))
+        if len(block_norms) > len(BLOCKS):
+            self.diagnostics["grad_norm"] = block_norms.pop()
+        for name, norm in zip(BLOCKS, block_norms):
+            groups = [g for g in self.param_groups if group_block(g) == name]
+            numel = sum(p.numel() for g in groups for p in g["params"])
+            if not numel:
+                continue
+            lr = groups[0]["lr"]  # the lr this update used: the sub-groups of a block share it
+            prefix = "" if name == "main" else f"{name}_"
+            if name != "main":
+                self.diagnostics[f"{prefix}lr"] = lr  # the main lr is the runner's `lr` column
+            if lr > 0:
+                self.diagnostics[f"{prefix}tr_ratio"] = norm / math.sqrt(numel) / lr  # RMS(Δ)/(μ·s(t))
+
+
+BLOCKS = ("main", "aux")
+
+
+def group_block(group: dict[str, Any]) -> str:
+    """`main` or `aux`: the block of the arm a parameter group belongs to (its name's first part)."""
+    return group["name"].partition("/")[0]
 
 
 def default_roles(model: nn.Module) -> dict[str, str]:
@@ -333,6 +370,7 @@ def build_optimizer(
                 trust_ratio=block_arm.trust_ratio,
                 update_clip=block_arm.update_clip,
                 fused=is_exact_adam(block_arm, g["trusted"], grad_clip),
+                filter_on=block_arm.filter_on,
             )
         )
     return TrustRegionOptimizer(groups, stages, grad_clip=grad_clip)

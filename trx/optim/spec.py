@@ -44,6 +44,7 @@ class AuxConfig(Strict):
     lr: float | None = Field(None, gt=0.0, description="absolute learning rate (or use lr_scale)")
     lr_scale: float | None = Field(None, gt=0.0, description="learning rate relative to the main lr")
     filter: FilterConfig | None = Field(None, description="default: the main filter")
+    filter_on: Literal["gradient", "update"] | None = Field(None, description="default: the main setting")
     normalizer: NormalizerConfig = Field(default_factory=Adam, description="default: adam")
     weight_decay: WeightDecayConfig | None = Field(None, description="default: the main weight decay")
     schedule: ScheduleConfig | None = Field(None, description="default: the main schedule")
@@ -65,6 +66,11 @@ class ArmConfig(Strict):
 
     lr: float = Field(gt=0.0, description="μ, the trust-region radius (learning rate)")
     filter: FilterConfig = Field(default_factory=NoFilter, description="gradient filter H")
+    filter_on: Literal["gradient", "update"] = Field(
+        "gradient",
+        description="what H smooths: gradient (u = N(H{g})) | update (u = H{N(g)}: Adafactor's β1 on "
+        "the clipped update, as in its paper)",
+    )
     normalizer: NormalizerConfig = Field(default_factory=Identity, description="normalizer N")
     weight_decay: WeightDecayConfig = Field(default_factory=WeightDecay, description="weight decay")
     schedule: ScheduleConfig = Field(default_factory=Schedule, description="window s(t)")
@@ -85,6 +91,7 @@ class ArmConfig(Strict):
         return ArmConfig(
             lr=lr,
             filter=aux.filter or self.filter,
+            filter_on=aux.filter_on or self.filter_on,
             normalizer=aux.normalizer,
             weight_decay=aux.weight_decay or self.weight_decay,
             schedule=aux.schedule or self.schedule,

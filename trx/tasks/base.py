@@ -49,6 +49,11 @@ class Task(ABC):
     def prepare(self) -> None:
         """Load or check data; raise DataError when it is missing. Called before any output."""
 
+    def prepare_shapes(self) -> None:
+        """Just enough for `build_model` and `param_roles`, without reading the data set (dry
+        runs on a machine that lacks it). By default the full `prepare`."""
+        self.prepare()
+
     @abstractmethod
     def build_model(self) -> nn.Module:
         """A freshly initialized model on `self.device` (the runner seeds torch before this)."""

@@ -9,7 +9,6 @@ by (seed, epoch) and (seed, step): batches are identical on every device and a r
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +18,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from trx.tasks import _images
+from trx.tasks._amp import Amp, amp_enabled, autocast
 from trx.tasks.base import Task, TaskOptions, generator, register_task
 
 CROP_PAD = 4
@@ -41,7 +41,7 @@ class CifarResnetOptions(TaskOptions):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="label smoothing of the training loss")
     model: Literal["fast", "resnet18"] = Field("fast", description="fast: ResNet-9 of the speed runs | resnet18")
     width: int = Field(32, ge=4, description="fast: base width w (channels w, 2w, 4w, 8w; about 1600·w² weights)")
-    amp: Literal["auto", "bf16", "none"] = Field("auto", description="bf16 autocast; auto = on for cuda")
+    amp: Amp = "auto"
     compile: bool = Field(False, description="torch.compile the model")
 
 
@@ -121,8 +121,13 @@ class CifarResnet(Task):
         self.classes, self.channels = data.classes, data.channels
         self.flip = o.dataset != "fashion_mnist"
         self.channels_last = dev.type == "cuda"
-        self.amp = o.amp == "bf16" or (o.amp == "auto" and dev.type == "cuda")
+        self.amp = amp_enabled(o.amp, dev)
         self._perm: tuple[int, Tensor] | None = None
+
+    def prepare_shapes(self) -> None:
+        self.channels = 1 if self.options.dataset == "fashion_mnist" else 3  # grey or RGB, 32×32
+        self.classes = 10  # every data set the task reads has ten classes
+        self.channels_last = self.device.type == "cuda"
 
     def build_model(self) -> nn.Module:
         o = self.options
@@ -182,14 +187,9 @@ class CifarResnet(Task):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     # ---- loss and evaluation ---------------------------------------------------------------
-    def autocast(self):
-        if not self.amp:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
-
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
         x, y = batch
-        with self.autocast():
+        with autocast(self.amp, self.device):
             logits = model(x)
         return F.cross_entropy(logits.float(), y, label_smoothing=self.options.label_smoothing)
 
@@ -200,7 +200,7 @@ class CifarResnet(Task):
         for start in range(0, len(self.val_y), self.options.eval_batch_size):
             x = self.normalize(self.val_x[start : start + self.options.eval_batch_size])
             y = self.val_y[start : start + self.options.eval_batch_size]
-            with self.autocast():
+            with autocast(self.amp, self.device):
                 logits = model(x).float()
             total_loss += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()

@@ -7,7 +7,6 @@ in full. Batches are random windows of the training text drawn from a generator 
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Literal
 
@@ -18,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from trx.tasks import _text
+from trx.tasks._amp import Amp, amp_enabled, autocast
 from trx.tasks.base import DataError, Task, TaskOptions, generator, register_task
 
 
@@ -36,7 +36,7 @@ class SmallGptOptions(TaskOptions):
     batch_size: int = Field(32, ge=1, description="windows per update (all micro-batches together)")
     grad_accum: int = Field(1, ge=1, description="micro-batches per update, each recomputed in backward (memory of one)")
     eval_batches: int = Field(8, ge=1, description="validation batches of batch_size fixed windows")
-    amp: Literal["auto", "bf16", "none"] = Field("auto", description="bf16 autocast; auto = on for cuda")
+    amp: Amp = "auto"
     compile: bool = Field(False, description="torch.compile the model")
 
     @field_validator("split")
@@ -154,7 +154,7 @@ class SmallGpt(Task):
                 raise DataError("task.block_size", f"the {part} text has {len(text)} characters; it needs more than block_size + 1")
         self.vocab, self.val_docs = corpus.vocab, corpus.val_docs
         self.train_ids, self.val_ids = corpus.train.to(self.device), corpus.val.to(self.device)
-        self.amp = o.amp == "bf16" or (o.amp == "auto" and self.device.type == "cuda")
+        self.amp = amp_enabled(o.amp, self.device)
         # fixed validation windows, evenly spaced over the held-out text: the same in every run
         n = o.eval_batches * o.batch_size
         self.val_starts = torch.linspace(0, len(self.val_ids) - o.block_size - 1, n).long()
@@ -186,13 +186,8 @@ class SmallGpt(Task):
         return self.windows(self.train_ids, starts)
 
     # ---- loss and evaluation ---------------------------------------------------------------
-    def autocast(self):
-        if not self.amp:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
-
     def micro_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        with self.autocast():
+        with autocast(self.amp, self.device):
             logits = model(x)
         return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
 

@@ -1,0 +1,190 @@
+"""Run folders read back from cell.json (older folders from their names), seeds of `trx run`
+grouped per arm, paired tables with verdicts, and `write_report` on hand-made folders (claims)
+and on a small real sweep (its linked figures exist)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from trx.cli import app
+from trx.config import UserError
+from trx.report import compare_table, find_runs, group_runs, paired_table
+from trx.report_md import write_report
+from trx.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED
+
+from conftest import tiny_config
+from test_compare import write_run
+
+
+def write_cell(folder: Path, name: str, arm: str, seed: int, short: dict[str, Any] | None = None,
+               value: float = 0.5, status: str = "complete") -> Path:
+    """A run folder of the new layout: summary.json, metrics.csv, config.yaml and cell.json."""
+    short = short or {}
+    lr = short.get("lr", 0.1)
+    write_run(folder, arm, value, seed=seed, lr=lr, status=status, name=name, val={"val_loss": value})
+    cell = ",".join([*(f"{k}={v:.4g}" for k, v in short.items()), f"seed={seed}"]) if short else None
+    meta = {"name": name, "arm": arm, "seed": seed, "overrides": {f"optimizers.{arm}.{k}": v for k, v in short.items()},
+            "cell": cell, "short": short}
+    (folder / "cell.json").write_text(json.dumps(meta))
+    return folder
+
+
+def run_seeds(root: Path, values: dict[str, list[float | None]], name: str = "main") -> Path:
+    """`trx run` with several seeds: <root>/<name>/<arm>/seed=<s>/ (cell None, no overrides)."""
+    for arm, per_seed in values.items():
+        for seed, v in enumerate(per_seed):
+            write_cell(root / name / arm / f"seed={seed}", name, arm, seed, value=v if v is not None else 1e6,
+                       status="complete" if v is not None else "diverged")
+    return root / name
+
+
+# ---- what a folder is ---------------------------------------------------------------------------
+def test_cell_json_is_read_in_preference_to_the_folder_name(tmp_path):
+    folder = tmp_path / "x" / "sweep" / "adam" / "lr=9,seed=7"  # a name that says something else
+    write_cell(folder, "x", "adam", 2, {"lr": 0.01, "schedule.warmup": 5})
+    run = find_runs([folder])[0]
+    assert (run.name, run.arm, run.seed, run.cell) == ("x", "adam", 2, "lr=0.01,schedule.warmup=5,seed=2")
+    assert run.overrides == [("lr", "0.01"), ("schedule.warmup", "5")] and run.lr == 0.01
+
+
+def test_folders_without_cell_json_still_read_from_their_names(tmp_path):
+    folder = write_run(tmp_path / "x" / "sweep" / "adam" / "lr=0.01,seed=3", "adam", 0.4, seed=3, lr=0.01, name="x")
+    plain = write_run(tmp_path / "y" / "sgd", "sgd", 0.3, name="y")
+    runs = {r.arm: r for r in find_runs([folder, plain])}
+    assert runs["adam"].cell == "lr=0.01,seed=3" and runs["adam"].overrides == [("lr", "0.01")]
+    assert runs["adam"].seed == 3 and runs["sgd"].cell is None and runs["sgd"].overrides == []
+
+
+def test_seeds_of_trx_run_group_per_arm(tmp_path):
+    runs = find_runs([run_seeds(tmp_path, {"adamw": [0.5, 0.6, 0.55], "muon": [0.3, 0.4, 0.35]})])
+    assert {k: len(v) for k, v in group_runs(runs).items()} == {("main", "adamw", ""): 3, ("main", "muon", ""): 3}
+    table = compare_table(runs, "val_loss").set_index("run")
+    assert table.loc["muon", "seeds"] == 3 and table.loc["muon", "final_val_loss"] == pytest.approx(0.35)
+    assert table.loc["muon", "final_val_loss_ci_lo"] < 0.35 < table.loc["muon", "final_val_loss_ci_hi"]
+
+
+# ---- paired differences ------------------------------------------------------------------------
+def test_paired_table_gives_each_arm_against_the_baseline(tmp_path):
+    runs = find_runs([run_seeds(tmp_path, {"adamw": [0.5, 0.7, 0.6, 0.8],
+                                           "muon": [0.31, 0.49, 0.42, 0.58],      # ≈ −0.2 each seed
+                                           "sgd": [0.52, 0.68, 0.61, 0.79],       # ≈ 0
+                                           "lion": [0.6, 0.85, 0.7, None]})])     # worse; one diverged
+    table = paired_table(runs, "val_loss", "adamw").set_index("run")
+    assert list(table.index)[0] == "adamw" and table.loc["adamw", "verdict"] == "baseline"
+    assert table.loc["muon", "diff"] == pytest.approx(-0.2) and table.loc["muon", "verdict"] == SUPPORTED
+    assert table.loc["muon", "diff_ci_hi"] < 0 and table.loc["muon", "vs"] == "adamw"
+    assert table.loc["sgd", "verdict"] == INCONCLUSIVE
+    assert table.loc["lion", "verdict"] == CONTRADICTED and table.loc["lion", "pairs"] == "3 (1 excluded)"
+    assert table.loc["lion", "diverged"] == "1/4"
+    flipped = paired_table(runs, "val_loss", "muon").set_index("run")
+    assert flipped.loc["adamw", "verdict"] == CONTRADICTED
+    with pytest.raises(UserError, match="baseline arm 'nope'"):
+        paired_table(runs, "val_loss", "nope")
+
+
+# ---- the Markdown report ------------------------------------------------------------------------
+def links(text: str) -> list[str]:
+    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+
+
+CLAIMS = [
+    {"text": "Muon reaches a lower val loss than AdamW", "kind": "difference", "metric": "val_loss",
+     "a": {"arm": "muon"}, "b": {"arm": "adamw"}, "expect": "a_better"},
+    {"text": "SGD is worse than AdamW", "kind": "difference", "a": {"arm": "adamw"}, "b": {"arm": "sgd"},
+     "expect": "a_better"},
+    {"text": "Lion beats AdamW", "kind": "difference", "a": {"arm": "adamw"}, "b": {"arm": "lion"},
+     "expect": "b_better"},
+]
+
+
+def test_report_of_trx_run_seeds_has_paired_differences_and_claim_verdicts(tmp_path):
+    root = run_seeds(tmp_path, {"adamw": [0.5, 0.7, 0.6, 0.8], "muon": [0.31, 0.49, 0.42, 0.58],
+                                "sgd": [0.52, 0.68, 0.61, 0.79], "lion": [0.6, 0.85, 0.7, None]})
+    experiment = {**tiny_config(name="main"), "claims": CLAIMS,
+                  "optimizers": {"adamw": {"lr": 0.003}, "muon": {"lr": 0.02}, "sgd": {"lr": 0.1},
+                                 "lion": {"lr": 1e-4}}}
+    (root / "experiment.yaml").write_text(yaml.safe_dump(experiment, sort_keys=False))
+    text = write_report([root]).read_text()
+    assert "## Paired differences against adamw" in text  # config order, not alphabetical
+    assert "sample standard deviation over the n seeds" in text and "95% Student t interval" in text
+    lines = [l for l in text.splitlines() if l.startswith("- **")]
+    assert lines[0].startswith(f"- **{SUPPORTED}**: Muon reaches a lower val loss than AdamW.")
+    assert "muon − adamw = -0.2, 95% CI [" in lines[0] and "n = 4 seeds" in lines[0]
+    assert lines[1].startswith(f"- **{INCONCLUSIVE}**: SGD is worse")
+    assert lines[2].startswith(f"- **{CONTRADICTED}**: Lion beats AdamW") and "1 excluded" in lines[2]
+    assert "| lion | 0.0001 |" in text and "logreg(dataset=wine, batch_size=16)" in text
+    assert links(text) == ["report_curves.png"] and (root / "report_curves.png").exists()
+
+
+def test_report_claims_that_cannot_be_evaluated_say_why_and_bad_claims_are_user_errors(tmp_path):
+    root = tmp_path / "s" / "sweep"
+    for arm in ("adamw", "muon"):
+        for lr in (1e-3, 1e-2):
+            for seed in (0, 1):
+                write_cell(root / arm / f"lr={lr:.4g},seed={seed}", "s", arm, seed, {"lr": lr}, value=0.5 - lr)
+    claims = [{"text": "t", "kind": "difference", "a": {"arm": "muon"}, "b": {"arm": "adamw"}, "expect": "a_better"},
+              {"text": "u", "kind": "difference", "a": {"arm": "muon", "where": {"lr": 0.01}},
+               "b": {"arm": "adamw", "where": {"lr": 0.01}}, "expect": "a_better"},
+              {"text": "v", "kind": "lr_tolerance", "a": {"arm": "nadam"}, "b": {"arm": "adamw"}, "expect": "a_wider"},
+              {"text": "w", "kind": "lr_tolerance", "a": {"arm": "muon"}, "b": {"arm": "adamw"}, "expect": "b_wider"}]
+    (root / "experiment.yaml").write_text(yaml.safe_dump({"name": "s", "claims": claims}))
+    text = write_report([root], out=tmp_path / "out").read_text()
+    assert "- **not evaluated**: t. muon: several runs per seed; add `where:`" in text
+    assert "- **inconclusive**: u. final val_loss muon (lr=0.01) − adamw (lr=0.01) = 0" in text
+    assert "- **not evaluated**: v. no runs match nadam" in text
+    assert "- **inconclusive**: w. lr band width" in text and "adamw − muon = 0" in text
+    assert "## Learning-rate tolerance" in text and "## Paired differences" not in text
+    assert all((tmp_path / "out" / name).exists() for name in links(text))
+    (root / "experiment.yaml").write_text(yaml.safe_dump({"claims": [{**claims[0], "kind": "speed"}]}))
+    with pytest.raises(UserError, match=r"claims.0.kind: must be one of difference, lr_tolerance"):
+        write_report([root])
+
+
+def test_report_bad_input_is_a_user_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no summary.json"):
+        write_report([tmp_path / "empty"])
+    write_run(tmp_path / "a", "a", 0.1)
+    with pytest.raises(UserError, match="--metric bleu: no run has it"):
+        write_report([tmp_path / "a"], metric="bleu")
+    path = write_report([tmp_path / "a"])
+    assert path == tmp_path / "a" / "report.md" and "## Results: final loss" in path.read_text()
+
+
+def test_report_of_a_small_real_sweep_links_figures_that_exist(tmp_path):
+    cfg = tiny_config(name="rs", steps=20, eval_every=10,
+                      sweep={"grid": {"optimizers.sgd.lr": [0.03, 0.1, 0.3], "optimizers.adam.lr": [0.003, 0.01, 0.03]},
+                             "seeds": [0, 1]})
+    path = tmp_path / "rs.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    res = CliRunner().invoke(app, ["sweep", str(path), "--out", str(tmp_path / "runs")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    sweep = tmp_path / "runs" / "rs" / "sweep"
+    report = write_report([sweep])
+    text = report.read_text()
+    assert report == sweep / "report.md" and "## Results: final val_loss" in text
+    assert "## Learning-rate tolerance (final val_loss)" in text and "torch " in text
+    assert sorted(links(text)) == ["report_curves.png", "report_lr.png"]
+    assert all((sweep / name).stat().st_size > 1000 for name in links(text))
+    assert "- adam: `lr` ∈ {0.003, 0.01, 0.03}" in text
+
+
+def test_report_draws_the_warmup_figure_when_warmup_is_an_axis(tmp_path):
+    root = tmp_path / "w" / "sweep"
+    for arm in ("adamw", "muon"):
+        for warmup in (0, 10):
+            for seed in (0, 1):
+                write_cell(root / arm / f"schedule.warmup={warmup},seed={seed}", "w", arm, seed,
+                           {"schedule.warmup": warmup}, value=0.3 + 0.01 * seed - 0.001 * warmup)
+    text = write_report([root], metric="loss").read_text()
+    assert sorted(links(text)) == ["report_curves.png", "report_warmup.png"]
+    assert all((root / name).exists() for name in links(text))
+    assert "## Paired differences against adamw" in text and "| muon schedule.warmup=10 |" in text
+    assert "- muon: `schedule.warmup` ∈ {0, 10}" in text
