@@ -208,8 +208,9 @@ class Waiter:
                 self.ray.cancel(ref)
             self.stopping_since = time.monotonic()
         elif self.stopping_since is not None and time.monotonic() - self.stopping_since > STOP_WAIT_S:
-            for ref in pending:
+            for ref in pending:  # cells that did not save in time end now; they resume from checkpoints
                 self.ray.cancel(ref, force=True)
+            self.stopping_since = float("inf")
 
     def take(self, i: int, ref: Any) -> bool:
         """Read the next item of job i's task; True when the task has ended."""
@@ -218,8 +219,9 @@ class Waiter:
             item = self.ray.get(next(ref))
         except self.ray.exceptions.TaskCancelledError:
             item = on_record(job)
-        except self.ray.exceptions.RayError as exc:  # its worker died more often than max_retries
-            item = JobResult(job.dir, "failed", {}, f"lost its Ray worker: {type(exc).__name__}: {first_line(exc)}")
+        except self.ray.exceptions.RayError as exc:  # its worker died more often than max_retries, or
+            # the task could not run there at all (trx missing on that node)
+            item = JobResult(job.dir, "failed", {}, f"its Ray task failed: {type(exc).__name__}: {first_line(exc)}")
         except StopIteration:
             item = on_record(job)
         if item == "started":
