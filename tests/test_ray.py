@@ -330,3 +330,16 @@ def test_jobs_reach_workers_with_absolute_folders_and_threads_from_their_cpus(tm
     assert placed.dir == str(tmp_path / job.dir) and placed.threads == 2
     options = RayExecutor("auto", 2, 0.5).options(job)
     assert options["num_cpus"] == 2 and options["num_gpus"] == 0.5 and options["name"] == "trx x sgd/lr=0.1,seed=0"
+
+
+def test_a_head_address_where_nothing_listens_fails_at_once() -> None:
+    import socket
+
+    from trx.ray_executor import check_reachable
+
+    with socket.socket() as s:  # a loopback port that was free a moment ago
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(UserError, match="cannot reach a Ray cluster"):
+        check_reachable(f"127.0.0.1:{port}", timeout_s=5)
+    check_reachable("ray://example.invalid:10001")  # Ray Client addresses are left to Ray
