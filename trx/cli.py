@@ -151,7 +151,8 @@ class JobProgress:
                 loss = result.summary.get("final_loss")
                 tail = f"loss {loss:.4g}" if isinstance(loss, float) else (result.error or "")
                 colour = {"complete": "green", "diverged": "yellow"}.get(result.status, "red")
-                self.bar.console.print(f"[{colour}]{result.status:<11}[/] {job.meta.label}  {tail}", highlight=False)
+                seed = f" seed={job.meta.seed}" if job.meta.cell is None else ""  # runs of trx run --seeds
+                self.bar.console.print(f"[{colour}]{result.status:<11}[/] {job.meta.label}{seed}  {tail}", highlight=False)
             if result.status in ("diverged", "failed"):
                 self.counts[result.status] += 1
             self.bar.advance(self.task)
