@@ -346,8 +346,6 @@ def sweep(
         raise UserError(f"--jobs: must be ≥ 1, got {jobs}")
     if ray is not None and jobs != 1:
         raise UserError("--jobs and --ray exclude each other", hint="with --ray, the cluster's CPUs set the parallelism")
-    if not cpus_per_cell > 0 or gpus_per_cell < 0:
-        raise UserError("--cpus-per-cell must be > 0 and --gpus-per-cell ≥ 0")
     if jobs > cpu_cores():
         err_console.print(f"--jobs {jobs} is more than the {cpu_cores()} CPU cores here: running {cpu_cores()} at a time")
         jobs = cpu_cores()
