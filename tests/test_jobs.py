@@ -115,7 +115,7 @@ def test_dry_run_needs_no_data(tmp_path):
     res = cli("run", str(write(tmp_path, data)), "--out", str(tmp_path / "runs"), "--dry-run")
     assert res.exit_code == 0, res.output
     assert "dataset: cifar10" in res.output and "parameter groups of arm gd" in res.output
-    assert "conv" in res.output and "(matrix)" in res.output
+    assert "(32, 3, 3, 3)" in res.output  # the first conv of an RGB model: shapes known, no data read
     assert not (tmp_path / "runs").exists()
 
 
@@ -235,3 +235,28 @@ def test_a_crafted_pickle_in_checkpoint_pt_is_refused(tmp_path, monkeypatch):
     assert res.exit_code == 2, res.output
     assert "refused to load: not a plain tensor checkpoint" in " ".join(res.output.split())
     assert not marker.exists() and (out / "q" / "gd" / "metrics.csv").read_text() == before
+
+
+class _StopAt:
+    """A stop flag that turns on at its n-th read: an interrupt between two loss checks."""
+
+    signal_name = "SIGINT"
+
+    def __init__(self, n: int):
+        self.n, self.reads = n, 0
+
+    @property
+    def requested(self) -> bool:
+        self.reads += 1
+        return self.reads >= self.n
+
+
+def test_an_interrupt_between_loss_checks_resumes_exactly(tmp_path):
+    data = quad(steps=60, log_every=10, eval_every=0, checkpoint_every=0, task={"name": "quadratic1d",
+                "curvature": 1.0, "init": 1.0, "noise": 0.5}, optimizers={"hb": {"lr": 1.9, "filter": {"name": "heavy_ball", "beta": 0.5}}})
+    clean = run_jobs(arm_jobs(resolve(data), tmp_path / "clean"), InProcess())[0]
+    job = arm_jobs(resolve(data), tmp_path / "cut")[0]
+    assert run_job(job, _StopAt(26)).status == "interrupted"  # update 25: mid-way between checks at 20 and 30
+    assert run_job(job).status == "complete"
+    assert without_wall_time(Path(job.dir) / "metrics.csv") == without_wall_time(Path(clean.dir) / "metrics.csv")
+    assert json.loads((Path(job.dir) / "summary.json").read_text())["loss_spikes"] == clean.summary["loss_spikes"]

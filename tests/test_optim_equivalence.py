@@ -1,4 +1,4 @@
-"""Reference equality with torch.optim (SPEC §2): same trajectory on CPU, ≥ 50 steps.
+"""Reference equality with torch.optim: same trajectory on CPU, ≥ 50 steps.
 
 Every comparison runs the same model from the same weights on the same fixed batches, once with
 trx and once with the torch optimizer, and measures after every step the largest parameter

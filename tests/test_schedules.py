@@ -1,4 +1,4 @@
-"""Schedules against their formulas (SPEC §3 "Schedule semantics"), boundary conditions, errors."""
+"""Schedules against their formulas (README "Schedules"), boundary conditions, errors."""
 
 from __future__ import annotations
 

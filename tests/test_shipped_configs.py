@@ -34,7 +34,7 @@ def test_shipped_config_runs_a_few_steps(path, tmp_path):
     steps = [f"steps={n}", "log_every=1", "eval_every=2", "checkpoint_every=0", "device=cpu"]
     cfg = load_config(path, [*steps, *small])
     summaries = run_experiment(prepare(cfg, tmp_path))
-    assert len(summaries) == len(cfg.optimizers)
+    assert len(summaries) == len(cfg.optimizers) * len(cfg.seed_list())  # one run per arm and seed
     for s in summaries:
         assert s["status"] in ("complete", "diverged"), (s["arm"], s.get("error"))
         assert s["steps_done"] >= 1

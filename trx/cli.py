@@ -151,7 +151,8 @@ class JobProgress:
                 loss = result.summary.get("final_loss")
                 tail = f"loss {loss:.4g}" if isinstance(loss, float) else (result.error or "")
                 colour = {"complete": "green", "diverged": "yellow"}.get(result.status, "red")
-                self.bar.console.print(f"[{colour}]{result.status:<11}[/] {job.meta.label}  {tail}", highlight=False)
+                seed = f" seed={job.meta.seed}" if job.meta.cell is None else ""  # runs of trx run --seeds
+                self.bar.console.print(f"[{colour}]{result.status:<11}[/] {job.meta.label}{seed}  {tail}", highlight=False)
             if result.status in ("diverged", "failed"):
                 self.counts[result.status] += 1
             self.bar.advance(self.task)
@@ -345,8 +346,6 @@ def sweep(
         raise UserError(f"--jobs: must be ≥ 1, got {jobs}")
     if ray is not None and jobs != 1:
         raise UserError("--jobs and --ray exclude each other", hint="with --ray, the cluster's CPUs set the parallelism")
-    if not cpus_per_cell > 0 or gpus_per_cell < 0:
-        raise UserError("--cpus-per-cell must be > 0 and --gpus-per-cell ≥ 0")
     if jobs > cpu_cores():
         err_console.print(f"--jobs {jobs} is more than the {cpu_cores()} CPU cores here: running {cpu_cores()} at a time")
         jobs = cpu_cores()

@@ -357,6 +357,8 @@ class ArmRun:
         while self.t < steps:
             t = self.t
             if self._stop_requested(t):
+                if pending and self._diverged(pending):  # the monitor sees every loss before the checkpoint
+                    return
                 raise Interrupted(self.stop.signal_name)
             loss = task.loss(self.net, D.shard(task.batch(t), self.ctx))
             pending.append((t, loss.detach()))

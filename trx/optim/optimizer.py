@@ -337,7 +337,7 @@ def build_optimizer(
     roles: dict[str, str] | None = None,
     grad_clip: float | None = None,
 ) -> TrustRegionOptimizer:
-    """The optimizer of one arm config (SPEC §2). Config problems raise ConfigError with the key."""
+    """The optimizer of one arm config. Config problems raise ConfigError with the key."""
     arm = cfg if isinstance(cfg, ArmConfig) else validate(ArmConfig, cfg)
     if total_steps < 1:
         raise ValueError(f"total_steps must be ≥ 1, got {total_steps}")

@@ -1,6 +1,6 @@
 """Trust-region stages on whole tensors: the layer-wise trust ratio (LARS, LAMB) and update clipping.
 
-Both are per-tensor rescalings of a list of tensors; the optimizer places them (SPEC §3):
+Both are per-tensor rescalings of a list of tensors; the optimizer places them:
 - trust ratio `pre_filter` (LARS): g ← trust_coef·‖w‖/(‖g‖ + eps) · g, with g the gradient after
   coupled weight decay, before the momentum filter;
 - trust ratio `post_normalizer` (LAMB): u ← trust_coef·‖w‖/(‖u‖ + eps) · u with u the normalizer's

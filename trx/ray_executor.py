@@ -1,0 +1,249 @@
+"""The Ray executor: the jobs of a sweep as Ray core tasks on a cluster, one task per cell.
+
+Same contract as the local executors in `trx.executors`: `run(jobs, notify, stop)` returns one
+JobResult per job, in job order, and calls `notify("start" | "done", job, result)` on the way.
+Each task runs `trx.jobs.run_job` on a worker with the CPUs and GPUs it asked for and writes
+straight into the job's folder, so the output folder must be on a filesystem that every node
+mounts at the same path; the driver checks that before any cell trains (a marker file).
+
+Faults. A worker lost mid-cell (killed, out of memory, node gone): Ray reruns the task up to
+`max_retries` times and the rerun resumes from the cell's checkpoint. A stop (Ctrl-C on the
+driver) drops queued tasks and cancels running ones; Ray delivers that cancel as SIGINT to the
+task, whose stop handler saves the cell as `interrupted` at its next update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from trx.errors import UserError
+from trx.io import read_json
+from trx.jobs import ArmJob, JobResult, Notify, run_job
+from trx.runner import StopFlag, stop_on_signals
+
+INSTALL_HINT = "--ray needs Ray: pip install -e '.[ray]'"
+START_HINT = "start one with `ray start --head` (see docs/scaling.md), or run a throwaway one with --ray local"
+MAX_RETRIES = 3  # reruns of a cell whose worker died; each resumes from the cell's checkpoint
+MARKER_WAIT_S = 10.0  # a worker looks this long for the marker: NFS may cache a missing name
+POLL_S = 0.2  # how often the driver looks at the stop flag
+STOP_WAIT_S = 120.0  # after a stop, how long running cells get to save themselves
+
+
+@dataclass(frozen=True)
+class Blind:
+    """A worker's answer, in place of a JobResult, when it cannot see the sweep folder."""
+
+    host: str
+    root: str
+
+    def message(self) -> str:
+        return f"worker {self.host} cannot see {self.root}: put --out on a filesystem every node mounts"
+
+
+def run_on_worker(job: ArmJob, marker: str) -> Iterator[Any]:
+    """The task body. A generator, so that the driver learns when a cell starts (first item)
+    before it learns how it ended (last item: a JobResult, or Blind)."""
+    yield "started"
+    if not sees(marker):
+        yield Blind(socket.gethostname(), str(Path(marker).parent))
+        return
+    with stop_on_signals(StopFlag()) as stop:  # Ray's cancel arrives as SIGINT: stop and save
+        result = run_job(job, stop)
+    yield result
+
+
+def sees(marker: str, wait_s: float = MARKER_WAIT_S) -> bool:
+    """Whether this machine sees the driver's marker file, looking again for up to `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with contextlib.suppress(OSError):
+            os.listdir(os.path.dirname(marker))  # a fresh directory read, past NFS name caches
+        if os.path.exists(marker):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise UserError(INSTALL_HINT) from None
+    return ray
+
+
+class RayExecutor:
+    """Runs jobs as Ray tasks. `address`: "auto" (the running cluster, found as Ray finds it:
+    RAY_ADDRESS or the head started on this machine), "local" (a throwaway cluster on this
+    machine), or a head's address ("10.0.0.1:6379", "ray://10.0.0.1:10001")."""
+
+    def __init__(self, address: str = "auto", cpus_per_cell: float = 1, gpus_per_cell: float = 0,
+                 max_retries: int = MAX_RETRIES):
+        if not cpus_per_cell > 0:
+            raise UserError(f"--cpus-per-cell: must be > 0, got {cpus_per_cell:g}")
+        if not gpus_per_cell >= 0:
+            raise UserError(f"--gpus-per-cell: must be ≥ 0, got {gpus_per_cell:g}")
+        self.address, self.cpus, self.gpus, self.max_retries = address, cpus_per_cell, gpus_per_cell, max_retries
+
+    def run(self, jobs: list[ArmJob], notify: Notify | None = None, stop: Any = None) -> list[JobResult]:
+        """Run every job; raises UserError when the cluster cannot be reached or a worker cannot
+        see the output folder (cells already running elsewhere are saved as `interrupted` first)."""
+        if not jobs:
+            return []
+        ray = import_ray()
+        placed = [self.placed(job) for job in jobs]
+        with connected(ray, self.address), marker(shared_root(placed)) as mark:
+            task = ray.remote(run_on_worker)
+            refs = [task.options(**self.options(job)).remote(job, mark) for job in placed]
+            results, blind = Waiter(ray, placed, notify or (lambda *a: None), stop).wait(refs)
+        if blind is not None:
+            raise UserError(blind.message())
+        return [dataclasses.replace(r, dir=job.dir) for r, job in zip(results, jobs)]
+
+    def placed(self, job: ArmJob) -> ArmJob:
+        """The job as a worker needs it: an absolute folder (the same path on every node) and
+        torch threads matching the CPUs Ray reserves for it."""
+        return dataclasses.replace(job, dir=os.path.abspath(job.dir), threads=max(1, int(self.cpus)))
+
+    def options(self, job: ArmJob) -> dict[str, Any]:
+        """Ray task options; the name (`trx <experiment> <arm>/<cell>`) is also the worker's process
+        title while it runs the cell, so `ps` and the Ray dashboard show which cell is where."""
+        return {"num_cpus": self.cpus, "num_gpus": self.gpus, "max_retries": self.max_retries,
+                "retry_exceptions": False, "num_returns": "streaming", "name": f"trx {job.meta.name} {job.meta.label}"}
+
+
+@contextlib.contextmanager
+def connected(ray: Any, address: str) -> Iterator[None]:
+    """Connect to (or, for "local", start) a cluster for the duration; keep one that the calling
+    program connected itself."""
+    if ray.is_initialized():
+        yield
+        return
+    check_reachable(os.environ.get("RAY_ADDRESS", "") if address == "auto" else address)
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    try:
+        if address == "local":
+            ray.init(address="local", include_dashboard=False, **quiet)
+        else:
+            ray.init(address=address, **quiet)
+    except ConnectionError as exc:
+        raise UserError(f"--ray {address}: cannot reach a Ray cluster ({exc})",
+                        hint=START_HINT) from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """A head address (HOST:PORT) that does not answer fails in seconds, not after Ray's minute
+    of retries. Other forms ("local", "ray://...", none) are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(f"--ray {address}: cannot reach a Ray cluster (no head answers there: {exc.strerror or exc})",
+                        hint=START_HINT) from None
+
+
+def shared_root(jobs: list[ArmJob]) -> Path:
+    """The folder every job writes below (the sweep folder)."""
+    return Path(os.path.commonpath([str(Path(job.dir).parent) for job in jobs]))
+
+
+@contextlib.contextmanager
+def marker(root: Path) -> Iterator[str]:
+    """A file only this driver writes (unique name: two drivers may share a root); a worker that
+    cannot see it does not share the driver's filesystem."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f".trx-ray-{uuid.uuid4().hex[:12]}"
+    path.write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    try:
+        yield str(path)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+class Waiter:
+    """The driver's loop over running tasks: notifies starts and ends, and stops them all on a
+    stop request or on the first worker that cannot see the output folder."""
+
+    def __init__(self, ray: Any, jobs: list[ArmJob], notify: Notify, stop: Any):
+        self.ray, self.jobs, self.notify, self.stop = ray, jobs, notify, stop
+        self.results: dict[int, JobResult] = {}
+        self.started: set[int] = set()
+        self.blind: Blind | None = None
+        self.stopping_since: float | None = None
+
+    def wait(self, refs: list[Any]) -> tuple[list[JobResult], Blind | None]:
+        index = {ref: i for i, ref in enumerate(refs)}
+        pending = list(refs)
+        try:
+            while pending:
+                self.maybe_stop(pending)
+                ready, pending = self.ray.wait(pending, num_returns=1, timeout=POLL_S)
+                pending += [ref for ref in ready if not self.take(index[ref], ref)]
+        except KeyboardInterrupt:  # a second Ctrl-C: end the tasks now; cells resume from checkpoints
+            for ref in pending:
+                self.ray.cancel(ref, force=True)
+            raise
+        results = [self.results.get(i) or JobResult(job.dir, "not run", {}) for i, job in enumerate(self.jobs)]
+        return results, self.blind
+
+    def maybe_stop(self, pending: list[Any]) -> None:
+        if self.stopping_since is None and (self.blind is not None or (self.stop is not None and self.stop.requested)):
+            for ref in pending:  # queued: dropped; running: SIGINT in the task, which saves the cell
+                self.ray.cancel(ref)
+            self.stopping_since = time.monotonic()
+        elif self.stopping_since is not None and time.monotonic() - self.stopping_since > STOP_WAIT_S:
+            for ref in pending:  # cells that did not save in time end now; they resume from checkpoints
+                self.ray.cancel(ref, force=True)
+            self.stopping_since = float("inf")
+
+    def take(self, i: int, ref: Any) -> bool:
+        """Read the next item of job i's task; True when the task has ended."""
+        job = self.jobs[i]
+        try:
+            item = self.ray.get(next(ref))
+        except self.ray.exceptions.TaskCancelledError:
+            item = on_record(job)
+        except self.ray.exceptions.RayError as exc:  # its worker died more often than max_retries, or
+            # the task could not run there at all (trx missing on that node)
+            item = JobResult(job.dir, "failed", {}, f"its Ray task failed: {type(exc).__name__}: {first_line(exc)}")
+        except StopIteration:
+            item = on_record(job)
+        if item == "started":
+            self.started.add(i)
+            self.notify("start", job, None)
+            return False
+        if isinstance(item, Blind):
+            self.blind = self.blind or item
+            item = JobResult(job.dir, "not run", {}, item.message())
+        self.results[i] = item
+        if i in self.started:
+            self.notify("done", job, item)
+        return True
+
+
+def on_record(job: ArmJob) -> JobResult:
+    """What the folder says of a task that ended without a result (cancelled): its summary.json,
+    `interrupted` when it ran, else nothing: the cell did not run."""
+    summary = read_json(Path(job.dir) / "summary.json") or {}
+    return JobResult(job.dir, summary.get("status", "not run"), summary, summary.get("error"))
+
+
+def first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
