@@ -214,7 +214,8 @@ def _g(value: float, _pos: Any = None) -> str:
 
 def plain_log_ticks(ax) -> None:
     """Log axes labelled 0.5, 1, 2 rather than 5×10⁻¹, 10⁰, 2×10⁰: majors always; minors at
-    2 and 5 only while the axis spans less than two decades, otherwise unlabelled."""
+    2, 3, 4, 5, 6 and 8 on an axis shorter than a decade (so it never shows one lone label), at 2
+    and 5 while it spans less than two decades, otherwise unlabelled."""
     for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
         if scale != "log":
             continue
@@ -225,7 +226,7 @@ def plain_log_ticks(ax) -> None:
             if lo <= 0 or hi / lo > 100 or value <= 0:
                 return ""
             mantissa = round(value / 10 ** math.floor(math.log10(value) + 1e-9))
-            return _g(value) if mantissa in (2, 5) else ""
+            return _g(value) if mantissa in ((2, 3, 4, 5, 6, 8) if hi / lo < 10 else (2, 5)) else ""
 
         axis.set_minor_formatter(FuncFormatter(minor))
 

@@ -358,7 +358,7 @@ def lr_table(runs: list[RunRecord], metric: str = "loss", tolerance: float = 0.1
     several = len({k[0] for k in curves}) > 1
     rows = []
     for key, by_lr in curves.items():
-        if len(by_lr) < 2:  # lr is not an axis of this sweep
+        if len(by_lr) < 3:  # lr is not an axis of this sweep, or too short for a band around a best point
             continue
         band = curve_band(by_lr, metric, tolerance)
         best_sd = mean_sd([result(r, metric) for r in by_lr[band.best_lr]])[1] if band.best_lr in by_lr else None
