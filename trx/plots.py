@@ -361,9 +361,10 @@ def plot_lr(runs: list[RunRecord], metric: str = "loss"):
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     drawn: list[float] = []
     for i, (text, by_lr) in enumerate(curves.items()):
-        drawn += _lr_line(ax, text, by_lr, table[table["arm"] == text], metric, plt.get_cmap("tab10")(i % 10))
+        drawn += _lr_line(ax, text, by_lr, table[table["arm"] == text], metric, plt.get_cmap("tab10")(i % 10), i)
     ax.set_xscale("log")
     fit_value_axis(ax, metric, drawn, None)
+    _room_below(ax, BAR_STEP * (len(curves) + 1))
     plain_log_ticks(ax)
     ax.set(xlabel=GRID_LABELS["lr"], ylabel=f"final {label(metric, runs)}")
     what = LABELS.get(metric, metric)
@@ -386,9 +387,22 @@ def lr_points(runs: list[RunRecord]) -> dict[str, dict[float, list[RunRecord]]]:
     return curves
 
 
-def _lr_line(ax, text: str, by_lr: dict[float, list[RunRecord]], row, metric: str, color: Any) -> list[float]:
+BAR_STEP = 0.03  # axes fraction between the band bars of successive lines, under the data
+
+
+def _room_below(ax, frac: float) -> None:
+    """Lower the y axis so that its bottom `frac` holds no data (the band bars live there)."""
+    lo, hi = ax.get_ylim()
+    if ax.get_yscale() == "log" and lo > 0:
+        ax.set_ylim(lo * (lo / hi) ** (frac / (1 - frac)), hi)
+    else:
+        ax.set_ylim(lo - (hi - lo) * frac / (1 - frac), hi)
+
+
+def _lr_line(ax, text: str, by_lr: dict[float, list[RunRecord]], row, metric: str, color: Any, i: int = 0) -> list[float]:
     """One optimizer: mean ± sd per lr, ✗ at the top for diverged lrs, ★ at the best lr and a bar
-    under the lrs within tolerance (from lr_table's `row`); returns the values that the y axis must show."""
+    (the i-th row under the data) over the lrs within tolerance (from lr_table's `row`); returns
+    the values that the y axis must show."""
     top = blended_transform_factory(ax.transData, ax.transAxes)
     lrs = sorted(by_lr)
     ok = [lr for lr in lrs if not any(r.diverged or r.summary.get("status") != "complete" for r in by_lr[lr])]
@@ -401,8 +415,9 @@ def _lr_line(ax, text: str, by_lr: dict[float, list[RunRecord]], row, metric: st
         best = row.iloc[0]
         ax.plot([best["best_lr"]], [best[f"best_{metric}"]], "*", color=color, ms=13, mec="black", mew=0.6)
         if best["tolerance_decades"] > 0:
-            ax.plot([best["tolerant_lr_lo"], best["tolerant_lr_hi"]], [0.02, 0.02], "-", color=color, lw=4,
-                    alpha=0.6, transform=top, solid_capstyle="butt")
+            y = BAR_STEP * (i + 0.7)
+            ax.plot([best["tolerant_lr_lo"], best["tolerant_lr_hi"]], [y, y], "-", color=color, lw=4,
+                    alpha=0.8, transform=top, solid_capstyle="butt")
     return [m + k * sd for m, sd in zip(means, sds) for k in (-1, 0, 1)]
 
 

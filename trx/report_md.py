@@ -181,6 +181,8 @@ def lr_section(runs: list[RunRecord], metric: str, tolerance: float = 0.1) -> st
     if not has_lr_axis(runs):
         return ""
     table = lr_table(runs, metric, tolerance)
+    if table.empty:  # lr varies, but over fewer than three values per line: no band to measure
+        return ""
     return "\n".join([
         f"## Learning-rate tolerance (final {metric})", "",
         f"The band is the run of learning rates around the best whose seed-mean improvement over the initial "
