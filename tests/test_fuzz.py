@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trx.config import UserError, resolve
-from trx.runner import prepare, run_experiment
+from trx.executors import run_experiment
+from trx.runner import prepare
 
 KEYS = [
     "steps", "seed", "log_every", "eval_every", "divergence_threshold", "grad_clip", "checkpoint_every",

@@ -9,7 +9,8 @@ import pytest
 from conftest import tiny_config
 
 from trx.config import resolve
-from trx.runner import prepare, run_experiment
+from trx.executors import run_experiment
+from trx.runner import prepare
 from trx.tasks.quadratic1d import contraction_rate, stable_limit, stationary_variance
 
 HEAVY = lambda beta: ([1.0], [1.0, -beta])  # noqa: E731

@@ -10,7 +10,8 @@ import torch
 from conftest import tiny_config
 
 from trx.config import UserError, resolve
-from trx.runner import Interrupted, StopFlag, prepare, run_experiment
+from trx.executors import run_experiment
+from trx.runner import Interrupted, StopFlag, prepare
 from trx.tasks.logreg import Logreg
 
 

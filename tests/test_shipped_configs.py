@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from trx.config import load_config
-from trx.runner import prepare, run_experiment
+from trx.executors import run_experiment
+from trx.runner import prepare
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

@@ -1,5 +1,5 @@
 """Where jobs run: in this process, in local worker processes, or (`trx.ray_executor`) on a
-Ray cluster. Every executor has `run(jobs, notify, stop) -> list[JobResult]` (results in job
+Ray cluster; and `run_experiment`, every arm of a prepared experiment in this process. Every executor has `run(jobs, notify, stop) -> list[JobResult]` (results in job
 order) and the same semantics: a stop request lets running jobs save themselves as
 `interrupted` and leaves queued ones untouched (`not run`)."""
 
@@ -13,7 +13,8 @@ import signal
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from trx.jobs import ArmJob, JobResult, Notify, finished_result, run_job
+from trx.jobs import ArmJob, JobResult, Notify, arm_jobs, check_jobs, clear, finished_result, run_job
+from trx.runner import Experiment, Interrupted, NoProgress, Progress, StopFlag
 
 
 class Executor(Protocol):
@@ -54,8 +55,6 @@ class InProcess:
     progress: Any = None
 
     def run(self, jobs: list[ArmJob], notify: Notify, stop: Any) -> list[JobResult]:
-        from trx.runner import StopFlag
-
         stop = stop or StopFlag()
         results = []
         for job in jobs:
@@ -170,3 +169,28 @@ def _ignoring_ctrl_c():
         yield
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+def run_experiment(exp: Experiment, mode: str = "new", progress: Progress | None = None,
+                   stop: StopFlag | None = None) -> list[dict[str, Any]]:
+    """Every arm (and seed) of a prepared experiment in this process, in config order; returns
+    their summaries. mode: new | resume | overwrite. Raises Interrupted when a run was stopped."""
+    import torch.distributed as dist
+
+    jobs = arm_jobs(exp.cfg, exp.root, str(exp.device))
+    check_jobs(jobs, mode, locked="error" if exp.ctx.is_main else "ignore")
+    if mode == "overwrite" and exp.ctx.is_main:
+        clear(jobs)
+        (exp.root / "comparison.csv").unlink(missing_ok=True)
+    if exp.ctx.enabled:
+        dist.barrier()
+    shown = progress if progress is not None and exp.ctx.is_main else NoProgress()
+
+    def notify(kind: str, job: Any, result: Any) -> None:
+        if kind == "skip":
+            shown.finish(job.meta.label, result.summary)
+
+    results = run_jobs(jobs, InProcess(progress), notify, stop)
+    if any(r.status in ("interrupted", "not run") for r in results):
+        raise Interrupted
+    return [r.summary or {"arm": r.dir, "status": r.status, "error": r.error} for r in results]

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from trx.config import arm_config, dump, resolve
+from trx.config import arm_config, diff_keys, dump, resolve
 from trx.errors import FINISHED, UserError, debug
-from trx.io import read_json, write_json
+from trx.io import read_json, read_yaml, write_json
 
 META_FILE = "cell.json"
 LOCK_FILE = ".lock"
@@ -161,12 +161,55 @@ def lock_holder(folder: Path) -> str | None:
 
 
 # ---- checks before anything is written --------------------------------------------------------
+RESULT_FILES = ("metrics.csv", "summary.json", "checkpoint.pt")
+
+
+def writable_ancestor(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def check_writable(path: Path) -> None:
+    base = writable_ancestor(Path(path))
+    if not base.is_dir() or not _can_write(base):
+        raise UserError(f"--out: cannot write to {base}", hint="choose another folder with --out")
+
+
+def check_resumable(folder: Path, config: dict[str, Any]) -> None:
+    """An earlier result in `folder` must come from the same config, and its checkpoint must be
+    one trx can load safely; raises UserError (nothing is written)."""
+    old = read_yaml(folder / "config.yaml")
+    if old is not None:
+        differ = diff_keys(old, config)
+        if differ:
+            raise UserError(
+                f"{folder} holds a result of a different config; it differs at {', '.join(differ[:8])}",
+                hint="resume with the same config and --set values, or use --overwrite",
+            )
+    from trx import checkpoint  # imports torch
+
+    checkpoint.verify(folder / "checkpoint.pt")
+
+
+def holds_results(folder: Path) -> bool:
+    return any((folder / f).exists() for f in RESULT_FILES)
+
+
+def _can_write(folder: Path) -> bool:
+    try:
+        with open(folder / f".trx-write-test-{time.time_ns()}", "wb") as f:
+            name = f.name
+        Path(name).unlink()
+        return True
+    except OSError:
+        return False
+
+
 def check_jobs(jobs: list[ArmJob], mode: str, locked: str = "error") -> None:
     """The one resume/config check of runs and sweeps. mode: new (refuse folders with results),
     resume (a finished or unfinished result must come from the same config and carry a safe
     checkpoint) or overwrite. locked: "error" (exit 2 naming the holder) or "skip"."""
-    from trx.runner import check_resumable, check_writable, holds_results
-
     for job in jobs[:1]:
         check_writable(Path(job.dir))
     if locked == "error":

@@ -10,7 +10,6 @@ Who runs which run, where, and how often is `trx.jobs`' business.
 from __future__ import annotations
 
 import contextlib
-import io
 import signal
 import sys
 import threading
@@ -24,15 +23,14 @@ import yaml
 
 from trx import checkpoint
 from trx import distributed as D
-from trx.config import arm_config, diff_keys
+from trx.config import arm_config
 from trx.errors import FINISHED, UserError, debug
-from trx.io import MetricsWriter, read_yaml, write_json, write_yaml
+from trx.io import MetricsWriter, write_json, write_yaml
 from trx.monitor import LossMonitor
 from trx.optim import ArmConfig, ConfigError, build_optimizer, lr_ratio, plan_groups
 from trx.provenance import provenance
 from trx.tasks import TASKS, DataError, Task
 
-RESULT_FILES = ("metrics.csv", "summary.json", checkpoint.FILE)
 
 
 class Interrupted(Exception):
@@ -173,72 +171,6 @@ def plan_arms(cfg: Any, model: torch.nn.Module, task: Task) -> dict[str, list[di
         except ConfigError as exc:
             raise UserError(str(exc.under(f"optimizers.{name}"))) from None
     return plans
-
-
-def writable_ancestor(path: Path) -> Path:
-    while not path.exists():
-        path = path.parent
-    return path
-
-
-def check_writable(path: Path) -> None:
-    base = writable_ancestor(Path(path))
-    if not base.is_dir() or not _can_write(base):
-        raise UserError(f"--out: cannot write to {base}", hint="choose another folder with --out")
-
-
-def check_resumable(folder: Path, config: dict[str, Any]) -> None:
-    """An earlier result in `folder` must come from the same config, and its checkpoint must be
-    one trx can load safely; raises UserError (nothing is written)."""
-    old = read_yaml(folder / "config.yaml")
-    if old is not None:
-        differ = diff_keys(old, config)
-        if differ:
-            raise UserError(
-                f"{folder} holds a result of a different config; it differs at {', '.join(differ[:8])}",
-                hint="resume with the same config and --set values, or use --overwrite",
-            )
-    checkpoint.verify(folder / checkpoint.FILE)
-
-
-def holds_results(folder: Path) -> bool:
-    return any((folder / f).exists() for f in RESULT_FILES)
-
-
-def _can_write(folder: Path) -> bool:
-    try:
-        with io.open(folder / f".trx-write-test-{time.time_ns()}", "wb") as f:
-            name = f.name
-        Path(name).unlink()
-        return True
-    except OSError:
-        return False
-
-
-def run_experiment(exp: Experiment, mode: str = "new", progress: Progress | None = None,
-                   stop: StopFlag | None = None) -> list[dict[str, Any]]:
-    """Every arm (and seed) of a prepared experiment in this process, in config order; returns
-    their summaries. mode: new | resume | overwrite. Raises Interrupted when a run was stopped."""
-    from trx.executors import InProcess, run_jobs
-    from trx.jobs import arm_jobs, check_jobs, clear
-
-    jobs = arm_jobs(exp.cfg, exp.root, str(exp.device))
-    check_jobs(jobs, mode, locked="error" if exp.ctx.is_main else "ignore")
-    if mode == "overwrite" and exp.ctx.is_main:
-        clear(jobs)
-        (exp.root / "comparison.csv").unlink(missing_ok=True)
-    if exp.ctx.enabled:
-        torch.distributed.barrier()
-    shown = progress if progress is not None and exp.ctx.is_main else NoProgress()
-
-    def notify(kind: str, job: Any, result: Any) -> None:
-        if kind == "skip":
-            shown.finish(job.meta.label, result.summary)
-
-    results = run_jobs(jobs, InProcess(progress), notify, stop)
-    if any(r.status in ("interrupted", "not run") for r in results):
-        raise Interrupted
-    return [r.summary or {"arm": r.dir, "status": r.status, "error": r.error} for r in results]
 
 
 class ArmRun:
