@@ -221,3 +221,9 @@ def test_kill_9_loses_nothing_and_resume_matches_an_uninterrupted_run(tmp_path, 
     for arm in ("adam", "sgd"):
         ref_rows = _metric_rows(tmp_path / "ref" / "tiny" / arm / "metrics.csv")
         assert _metric_rows(out / "tiny" / arm / "metrics.csv") == ref_rows, arm
+
+
+def test_a_reader_that_closes_the_pipe_early_is_not_an_error():
+    proc = subprocess.run(f"'{sys.executable}' -m trx list | head -1 > /dev/null; echo ${{PIPESTATUS[0]}}", shell=True, executable="/bin/bash",
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "0", proc.stderr

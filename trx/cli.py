@@ -22,6 +22,16 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Experiment r
 console = Console()
 if not console.is_terminal:  # logs and CI: wide enough that tables are not truncated
     console = Console(width=160)
+
+
+def _reader_is_done() -> None:
+    """`trx list | head`: the reader closed the pipe having read all it wanted; not an error
+    (rich's default exits 1)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(0)
+
+
+console.on_broken_pipe = _reader_is_done  # type: ignore[method-assign]
 err_console = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 160)
 
 ConfigArg = Annotated[Path, typer.Argument(help="experiment YAML file", show_default=False)]
@@ -148,8 +158,9 @@ class JobProgress:
             if result.status == "locked":
                 self.locked.append((job, result))
             else:
-                loss = result.summary.get("final_loss")
-                tail = f"loss {loss:.4g}" if isinstance(loss, float) else (result.error or "")
+                val, loss = result.summary.get("final_val_loss"), result.summary.get("final_loss")
+                tail = (f"val_loss {val:.4g}" if isinstance(val, float) else
+                        f"train loss {loss:.4g}" if isinstance(loss, float) else (result.error or ""))
                 colour = {"complete": "green", "diverged": "yellow"}.get(result.status, "red")
                 seed = f" seed={job.meta.seed}" if job.meta.cell is None else ""  # runs of trx run --seeds
                 self.bar.console.print(f"[{colour}]{result.status:<11}[/] {job.meta.label}{seed}  {tail}", highlight=False)
@@ -388,21 +399,28 @@ def sweep(
 def _report_sweep(plan: Any, results: list[Any]) -> None:
     from trx.report import compare_table, find_runs, lr_table
 
+    from trx.report_md import default_metric
+
     done = [Path(r.dir) for r in results if (Path(r.dir) / "summary.json").exists()]
     runs = find_runs(done) if done else []
     if runs:
-        console.print(render_table(_display(compare_table(runs)), title=f"{plan.name}: cells (mean ± sd over seeds)"))
-        lrs = lr_table(runs)
+        metric = default_metric(runs)  # the one the next commands and the report judge by
+        console.print(render_table(_display(compare_table(runs, metric)), title=f"{plan.name}: cells (mean ± sd over seeds)"))
+        lrs = lr_table(runs, metric)
         if not lrs.empty:
-            console.print(render_table(_display(lrs), title="learning-rate tolerance (final loss; band: ≥ 90% of the best "
-                                                            "lr's improvement over the initial loss; 95% interval over seeds)"))
+            console.print(render_table(_display(lrs), title=f"learning-rate tolerance (final {metric}; band: ≥ 90% of the "
+                                                            "best lr's improvement over the initial value; 95% interval over seeds)"))
 
 
 def _next_steps(plan: Any, results: list[Any]) -> None:
     """Commands that work on this sweep, one per line."""
     lr_axis = any(k == "lr" for k in plan.keys)
     warmup_axis = any(k.endswith("schedule.warmup") for k in plan.keys)
-    metric = "val_loss" if any("final_val_loss" in r.summary for r in results) else "loss"
+    from trx.report import find_runs
+    from trx.report_md import default_metric
+
+    done = [Path(r.dir) for r in results if (Path(r.dir) / "summary.json").exists()]
+    metric = default_metric(find_runs(done)) if done else "loss"
     lines = [f"trx compare {plan.root} --metric {metric} --format md", f"trx report {plan.root}"]
     if lr_axis:
         lines.append(f"trx plot {plan.root} --kind lr --metric {metric}")
