@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -238,6 +239,7 @@ def _dry_run(cfg: Any, out: Path, device: str | None) -> None:
 
 
 def _run(cfg: Any, out: Path, device: str | None, mode: str, jobs: int | None) -> None:
+    from trx.config import dump
     from trx.executors import InProcess, LocalProcesses, cpu_cores, run_jobs
     from trx.io import write_yaml
     from trx.jobs import arm_jobs, check_jobs, clear
@@ -250,7 +252,7 @@ def _run(cfg: Any, out: Path, device: str | None, mode: str, jobs: int | None) -
         if mode == "overwrite":
             clear(todo)
             (exp.root / "comparison.csv").unlink(missing_ok=True)
-        write_yaml(exp.root / "experiment.yaml", _dump(cfg))
+        write_yaml(exp.root / "experiment.yaml", dump(cfg))
     if exp.ctx.enabled:
         import torch.distributed as dist
 
@@ -258,7 +260,7 @@ def _run(cfg: Any, out: Path, device: str | None, mode: str, jobs: int | None) -
     n = 1 if exp.ctx.enabled else min(jobs or (cpu_cores() if len(cfg.seed_list()) > 1 else 1), len(todo), cpu_cores())
     with stop_on_signals(StopFlag()) as stop:
         if n == 1:
-            with RichProgress() if exp.ctx.is_main else _Quiet() as progress:
+            with RichProgress() if exp.ctx.is_main else contextlib.nullcontext() as progress:
                 results = run_jobs(todo, InProcess(progress), None, stop)
         else:
             console.print(f"{cfg.name}: {len(todo)} runs, {n} at a time", highlight=False)
@@ -280,20 +282,6 @@ def _run(cfg: Any, out: Path, device: str | None, mode: str, jobs: int | None) -
         raise typer.Exit(2)
     if failed:
         raise typer.Exit(1)
-
-
-class _Quiet:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _dump(cfg: Any) -> dict[str, Any]:
-    from trx.config import dump
-
-    return dump(cfg)
 
 
 def _report_run(cfg: Any, root: Path, results: list[Any]) -> None:
