@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from trx.stats import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, lr_band, mean_sd, paired_difference, t_interval,
+from trx.stats import (ALPHA, CONTRADICTED, INCONCLUSIVE, SUPPORTED, equivalence, failure_difference, holm, lr_band,
+                       mean_sd, median_interval, paired_difference, sign_flip_pvalue, t_interval, too_few,
                        tolerance_difference)
 
 LRS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]  # log10: -4 … 0
@@ -54,13 +55,96 @@ def test_paired_difference_without_a_difference_is_inconclusive():
     assert p.lo < 0 < p.hi and p.verdict == INCONCLUSIVE
 
 
-def test_paired_difference_excludes_and_counts_diverged_and_unpaired_seeds():
-    a = {0: 0.5, 1: 0.6, 2: None, 3: math.inf, 4: 0.55}
+def test_a_diverged_seed_counts_against_its_arm_and_a_missing_one_is_excluded():
+    a = {0: 0.5, 1: 0.6, 2: None, 3: math.inf, 4: 0.55}  # 2: not run; 3: diverged
     b = {0: 1.0, 1: 1.1, 2: 1.0, 3: 1.0, 5: 1.0}
     p = paired_difference(a, b, higher_better=False)
-    assert (p.n, p.excluded) == (2, 4) and p.mean_diff == pytest.approx(-0.5)
+    assert (p.n, p.excluded, p.failed) == (3, 3, 1)
+    assert p.mean_diff == pytest.approx((-0.5 - 0.5 + 0.1) / 3)  # the diverged seed scores 1.1, the worst value
+    scored = paired_difference(a, b, higher_better=False, failure_score=2.0)  # at the initial loss: worse still
+    assert scored.mean_diff == pytest.approx((-0.5 - 0.5 + 1.0) / 3)
+    # an arm that diverged in 3 of 5 seeds and won the other 2 is not "better"
+    won = paired_difference({0: 0.1, 1: 0.1, 2: math.nan, 3: math.inf, 4: math.inf},
+                            {s: 0.5 + 0.01 * s for s in range(5)}, higher_better=False, failure_score=2.3)
+    assert won.verdict != SUPPORTED and won.mean_diff > 0
     one = paired_difference({0: 0.1}, {0: 0.9}, higher_better=False)
     assert one.n == 1 and one.lo is None and one.verdict == INCONCLUSIVE
+
+
+def test_the_p_value_is_the_one_sided_t_test_and_matches_the_interval():
+    b = {s: 1.0 + 0.1 * s for s in range(5)}
+    a = {s: b[s] - 0.05 + NOISE[s] for s in range(5)}
+    p = paired_difference(a, b, higher_better=False)
+    from scipy import stats as st
+    diffs = [a[s] - b[s] for s in range(5)]
+    assert p.p == pytest.approx(st.ttest_1samp(diffs, 0.0, alternative="less").pvalue, rel=1e-3)  # δ: rounding
+    assert (p.p <= ALPHA) == (p.hi < 0)  # supported exactly when the 95% interval excludes 0
+
+
+def test_rounding_level_and_spreadless_differences_never_decide():
+    b = {s: 1.0 + 0.1 * s for s in range(6)}
+    tiny = {s: b[s] - 1e-7 * (1 + 0.01 * s) for s in range(6)}  # a consistent 1e-7: rounding
+    for claim_positive in (False, True):
+        assert paired_difference(tiny, b, higher_better=claim_positive).verdict == INCONCLUSIVE
+    same = paired_difference({s: b[s] - 0.1 for s in range(6)}, b, higher_better=False)  # one difference, every seed
+    assert same.verdict == INCONCLUSIVE and "no spread" in same.note
+    equal = paired_difference(b, dict(b), higher_better=False)  # identical arms: zero-width interval
+    assert (equal.lo, equal.hi, equal.verdict) == (0.0, 0.0, INCONCLUSIVE)
+
+
+def test_a_difference_below_the_declared_delta_never_decides_a_direction():
+    b = {s: 1.0 + 0.1 * s for s in range(5)}
+    a = {s: b[s] - 0.2 + NOISE[s] for s in range(5)}  # −0.2 ± 0.03: supported at δ = 0
+    assert paired_difference(a, b, higher_better=False, delta=0.1).verdict == SUPPORTED
+    assert paired_difference(a, b, higher_better=False, delta=0.25).verdict == INCONCLUSIVE
+    assert paired_difference(b, a, higher_better=False, delta=0.25).verdict == INCONCLUSIVE
+
+
+def test_equivalence_by_two_one_sided_tests():
+    b = {s: 1.0 + 0.1 * s for s in range(6)}
+    close = {s: b[s] + 0.3 * n for s, n in enumerate(NOISE + [0.0])}  # mean diff ≈ 0, sd ≈ 0.008
+    assert equivalence(close, b, delta=0.05).verdict == SUPPORTED
+    assert equivalence(close, b, delta=0.005).verdict == INCONCLUSIVE  # the interval reaches past ±δ
+    far = {s: b[s] + 0.2 + n for s, n in enumerate(NOISE + [0.0])}
+    e = equivalence(far, b, delta=0.05)
+    assert e.verdict == CONTRADICTED and e.lo > 0.05
+    with pytest.raises(ValueError):
+        equivalence(close, b, delta=0.0)
+
+
+def test_divergence_counts_by_the_exact_mcnemar_test():
+    never = {s: False for s in range(8)}
+    often = {s: s < 7 for s in range(8)}  # 7 of 8 discordant, all against b: p = 1/128
+    p = failure_difference(never, often)
+    assert (p.n, p.mean_diff, p.verdict) == (8, -7.0, SUPPORTED) and p.p == pytest.approx(1 / 128)
+    assert failure_difference(often, never).verdict == CONTRADICTED
+    three = failure_difference({s: False for s in range(3)}, {s: True for s in range(3)})
+    assert three.verdict == INCONCLUSIVE and three.p == pytest.approx(1 / 8)
+    assert "3 seeds cannot reach 95%: the smallest one-sided p is 1/8" in three.note
+    concordant = failure_difference({s: s < 6 for s in range(8)}, {s: s < 6 for s in range(8)})
+    assert concordant.p == 1.0 and concordant.verdict == INCONCLUSIVE
+
+
+def test_holm_on_a_hand_worked_family():
+    # sorted 0.01, 0.02, 0.03, 0.2 (m = 4): 4·0.01, 3·0.02, 2·0.03, 1·0.2 → 0.04, 0.06, 0.06, 0.2
+    assert holm([0.03, 0.2, 0.01, None, 0.02]) == pytest.approx([0.06, 0.2, 0.04, None, 0.06])
+    assert holm([0.3, 0.9]) == pytest.approx([0.6, 0.9])
+    assert holm([0.6, 0.7, 0.8]) == pytest.approx([1.0, 1.0, 1.0])  # capped at 1, never below an earlier step
+
+
+def test_sign_flip_p_is_exact():
+    assert sign_flip_pvalue([1.0, 2.0, 3.0], 0.0) == pytest.approx(1 / 8)  # only the observed signs reach it
+    assert sign_flip_pvalue([1.0, -2.0, 3.0], 0.0) == pytest.approx(3 / 8)  # +−+, ++− (tie), +++
+    assert sign_flip_pvalue([0.5] * 6, 0.0) == pytest.approx(1 / 64)
+    assert too_few(5) == "5 seeds cannot reach 95%: the smallest one-sided p is 1/32" and too_few(6) == ""
+
+
+def test_median_interval_states_its_exact_confidence():
+    lo, hi, conf = median_interval([3.0, 1.0, 2.0])
+    assert (lo, hi) == (1.0, 3.0) and conf == pytest.approx(0.75)
+    lo, hi, conf = median_interval(list(range(10)))  # k = 2: 1 − 2·(1 + 10)/1024
+    assert (lo, hi) == (1, 8) and conf == pytest.approx(1 - 22 / 1024)
+    assert median_interval([1.0]) is None
 
 
 # ---- the lr band ------------------------------------------------------------------------------
@@ -133,40 +217,55 @@ def test_accuracy_band_uses_the_value_or_a_given_chance_level():
     assert chance.decades < plain.decades
 
 
-def test_bootstrap_interval_contains_the_estimate_and_is_deterministic():
+def test_band_interval_is_over_per_seed_widths_with_its_confidence():
     by_seed = v_sweep(0.4, 0.2, offsets=(0.05, -0.03, 0.0, -0.02))  # per-seed offsets with mean 0
     band = lr_band(LRS, by_seed, 0.1, initial=INITIAL)
-    assert band.decades == pytest.approx(0.75) and band.n_seeds == 4
-    lo, hi = band.ci
-    assert lo < band.decades < hi and hi - lo > 0.02
-    assert lr_band(LRS, by_seed, 0.1, initial=INITIAL).ci == band.ci
-    assert lr_band(LRS, by_seed, 0.1, initial=INITIAL, rng_seed=1).ci != band.ci
+    assert band.decades == pytest.approx(0.75) and band.n_seeds == 4 and len(band.seed_widths) == 4
+    own = [lr_band(LRS, {0: v}, 0.1, initial=INITIAL).decades for v in by_seed.values()]
+    assert sorted(band.seed_widths) == pytest.approx(sorted(own))  # each seed's band from its own curve
+    assert band.ci == (min(own), max(own)) and band.ci_level == pytest.approx(1 - 2 / 16)
+    assert "4 seeds: the width interval is only 88%" in band.note
     assert lr_band(LRS, {0: by_seed[0]}, 0.1, initial=INITIAL).ci is None  # one seed: no interval
 
 
+def test_band_with_an_absolute_tolerance_in_metric_units():
+    band = lr_band(LRS, v_sweep(0.4, 0.2), tolerance=0.1, initial=INITIAL, absolute=True)  # ≥ 1 − 0.1
+    assert band.decades == pytest.approx(0.75)
+    half = lr_band(LRS, v_sweep(0.4, 0.2), tolerance=0.05, initial=INITIAL, absolute=True)
+    assert half.decades == pytest.approx(0.375)
+
+
 # ---- width differences ------------------------------------------------------------------------
-def test_tolerance_difference_pairs_seeds_and_gives_a_verdict():
-    offsets = (0.05, -0.03, 0.0, -0.02)
-    wide, narrow = v_sweep(0.1, 0.1, offsets=offsets), v_sweep(0.4, 0.4, offsets=offsets)  # 2 vs 0.5 decades
+OFFSETS = (0.05, -0.03, 0.0, -0.02, 0.01, 0.02)
+
+
+def test_tolerance_difference_pairs_per_seed_widths_by_the_exact_sign_flip_test():
+    wide, narrow = v_sweep(0.1, 0.1, offsets=OFFSETS), v_sweep(0.4, 0.4, offsets=OFFSETS)  # 2 vs 0.5 decades
+    wide[5] = [v + 0.02 * i for i, v in enumerate(wide[5])]  # a tilt: the seeds' widths differ
     p = tolerance_difference(LRS, wide, LRS, narrow, initial_a=INITIAL, initial_b=INITIAL)
-    assert p.n == 4 and p.mean_diff == pytest.approx(1.5) and p.lo > 0 and p.verdict == SUPPORTED
+    assert p.n == 6 and p.mean_diff > 1.4 and p.p == pytest.approx(1 / 64) and p.verdict == SUPPORTED
+    assert p.method == "sign-flip" and p.lo is None  # no interval from a test that cannot give one honestly
     assert tolerance_difference(LRS, narrow, LRS, wide, initial_a=INITIAL, initial_b=INITIAL).verdict == CONTRADICTED
     same = tolerance_difference(LRS, wide, LRS, wide, initial_a=INITIAL, initial_b=INITIAL)
-    assert same.mean_diff == 0 and same.verdict == INCONCLUSIVE  # identical in every draw: [0, 0]
+    assert same.mean_diff == 0 and same.verdict == INCONCLUSIVE and "no spread" in same.note
     extra = {**wide, 9: wide[0]}
     assert tolerance_difference(LRS, extra, LRS, narrow, initial_a=INITIAL, initial_b=INITIAL).excluded == 1
     assert tolerance_difference(LRS, {0: wide[0]}, LRS, {0: narrow[0]}).verdict == INCONCLUSIVE
+    few = tolerance_difference(LRS, {s: wide[s] for s in range(3)}, LRS, {s: narrow[s] for s in range(3)},
+                               initial_a=INITIAL, initial_b=INITIAL)
+    assert few.verdict == INCONCLUSIVE and "3 seeds cannot reach 95%: the smallest one-sided p is 1/8" in few.note
 
 
 def test_tolerance_difference_notes_an_open_band():
-    open_band = v_sweep(0.01, 0.01, offsets=(0.01, -0.01))
-    p = tolerance_difference(LRS, open_band, LRS, v_sweep(0.4, 0.4, offsets=(0.01, -0.01)),
+    open_band = v_sweep(0.01, 0.01, offsets=OFFSETS)
+    p = tolerance_difference(LRS, open_band, LRS, v_sweep(0.4, 0.4, offsets=OFFSETS),
                              initial_a=INITIAL, initial_b=INITIAL)
-    assert "open band (a)" in p.note and p.mean_diff == pytest.approx(3.5) and p.verdict == SUPPORTED
+    assert "open band (a)" in p.note and p.mean_diff == pytest.approx(3.5, abs=0.01) and p.verdict == SUPPORTED
     # an open band that measures narrower is only bounded below: not evidence that it is narrower
-    edge = v_sweep(0.4, 0.4, best_x=-4.0, offsets=(0.01, -0.01))  # open at 1e-4, 0.25 decades measured
-    wide = v_sweep(0.1, 0.1, offsets=(0.01, -0.01))  # closed, 2 decades
+    edge = v_sweep(0.4, 0.4, best_x=-4.0, offsets=OFFSETS)  # open at 1e-4, 0.25 decades measured
+    wide = v_sweep(0.1, 0.1, offsets=OFFSETS)  # closed, 2 decades
+    wide[5] = [v + 0.02 * i for i, v in enumerate(wide[5])]
     p = tolerance_difference(LRS, edge, LRS, wide, initial_a=INITIAL, initial_b=INITIAL)
-    assert p.hi < 0 and p.verdict == INCONCLUSIVE
+    assert p.p_against <= 1 / 64 and p.verdict == INCONCLUSIVE
     p = tolerance_difference(LRS, wide, LRS, edge, initial_a=INITIAL, initial_b=INITIAL)
-    assert p.lo > 0 and p.verdict == INCONCLUSIVE and "open band (b)" in p.note
+    assert p.p <= 1 / 64 and p.verdict == INCONCLUSIVE and "open band (b)" in p.note
