@@ -85,9 +85,9 @@ def test_lr_table_of_a_hand_made_sweep_interpolates_edges_and_flags_them(tmp_pat
     assert adamw["tolerant_lr_lo"] == pytest.approx(_edge(-3, 1.78, -4, 1.0, 1.62))
     assert adamw["tolerant_lr_hi"] == pytest.approx(_edge(-1, 1.79, 0, 0.0, 1.62))
     assert adamw["tolerance_decades"] == pytest.approx(math.log10(adamw["tolerant_lr_hi"] / adamw["tolerant_lr_lo"]))
-    assert adamw["diverged_lrs"] == "1/5" and adamw["note"] == ""
-    lo, hi = adamw["tolerance_decades_ci_lo"], adamw["tolerance_decades_ci_hi"]
-    assert lo <= adamw["tolerance_decades"] <= hi
+    assert adamw["diverged_lrs"] == "1/5" and adamw["note"] == "2 seeds: the width interval is only 50%"
+    lo, hi = adamw["seed_decades_ci_lo"], adamw["seed_decades_ci_hi"]  # the two seeds' own bands
+    assert lo < adamw["seed_decades"] < hi and adamw["ci_conf"] == pytest.approx(0.5)
     # muon: 1.5, 1.7, 1.9 (best, at the high edge); band ≥ 1.71 starts just below 0.1
     assert muon["best_lr"] == 0.1 and muon["tolerant_lr_hi"] == 0.1
     assert muon["tolerant_lr_lo"] == pytest.approx(_edge(-1, 1.9, -2, 1.7, 1.71))
@@ -124,7 +124,7 @@ def test_compare_csv_of_a_sweep_has_cells_then_lr_tolerance(tmp_path):
     assert float(best["final_loss_ci_lo"]) < 0.20 < float(best["final_loss_ci_hi"])
     assert [r["arm"] for r in lrs] == ["adamw", "muon"]
     assert float(lrs[0]["tolerance_decades"]) == pytest.approx(2.30, abs=0.01)
-    assert float(lrs[0]["tolerance_decades_ci_lo"]) <= float(lrs[0]["tolerance_decades"])
+    assert float(lrs[0]["seed_decades_ci_lo"]) <= float(lrs[0]["seed_decades"])
 
 
 def test_compare_md_pastes_into_a_report(tmp_path):

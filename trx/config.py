@@ -47,23 +47,44 @@ class GroupSelector(Strict):
     where: dict[str, Any] = Field(default_factory=dict, description="grid key below the arm → value")
 
 
+CLAIM_EXPECT = {"difference": ("a_better", "b_better"), "lr_tolerance": ("a_wider", "b_wider"),
+                "equivalence": ("equivalent",), "stability": ("a_stabler", "b_stabler")}
+
+
 class Claim(Strict):
-    """A claim the experiment tests; `trx report` gives its verdict with an interval over seeds."""
+    """A claim the experiment tests; `trx report` judges it over seeds by the test its kind names
+    (docs/statistics.md), as one of the report's family of claims."""
 
     text: str = Field(description="the claim in words")
-    kind: Literal["difference", "lr_tolerance"] = Field(description="paired difference of a final metric, or of lr-tolerance width")
-    metric: str = Field("val_loss", description="metrics.csv column judged")
+    kind: Literal["difference", "lr_tolerance", "equivalence", "stability"] = Field(
+        description="difference: a final metric; lr_tolerance: lr-band width; equivalence: |a − b| < delta; "
+                    "stability: seeds that diverged or stalled")
+    metric: str | None = Field(None, description="metrics.csv column judged (default: the report's metric)")
     a: GroupSelector
     b: GroupSelector
-    expect: Literal["a_better", "b_better", "a_wider", "b_wider"] = Field(description="the direction claimed")
+    expect: Literal["a_better", "b_better", "a_wider", "b_wider", "equivalent", "a_stabler", "b_stabler"] = Field(
+        description="the direction claimed")
     tolerance: float = Field(0.1, gt=0.0, lt=1.0, description="lr_tolerance: relative band around the best")
+    delta: float | None = Field(
+        None, ge=0.0, description="smallest difference that matters, in the metric's units (decades for "
+                                  "lr_tolerance); declared before the run; required for equivalence")
+    primary: bool = Field(False, description="the experiment's one primary claim: judged without a multiplicity adjustment")
+    best_lr: bool = Field(False, description="difference / equivalence: each side at its own best lr (an lr sweep)")
+    selection_seeds: list[int] | None = Field(
+        None, description="best_lr: seeds that pick the lr (default: all; then evaluation_seeds defaults to the rest)")
+    evaluation_seeds: list[int] | None = Field(None, description="seeds the claim is judged on (default: all others)")
 
     @model_validator(mode="after")
     def _direction_fits(self) -> Claim:
-        wider = self.expect.endswith("wider")
-        if wider != (self.kind == "lr_tolerance"):
-            allowed = "a_wider | b_wider" if self.kind == "lr_tolerance" else "a_better | b_better"
-            raise ValueError(f"expect: {self.kind} claims take {allowed}, got {self.expect}")
+        allowed = CLAIM_EXPECT[self.kind]
+        if self.expect not in allowed:
+            raise ValueError(f"expect: {self.kind} claims take {' | '.join(allowed)}, got {self.expect}")
+        if self.kind == "equivalence" and not self.delta:
+            raise ValueError("delta: an equivalence claim needs its margin δ > 0 (metric units)")
+        if self.selection_seeds is not None and not self.best_lr:
+            raise ValueError("selection_seeds: only a best_lr claim selects anything")
+        if self.best_lr and self.kind not in ("difference", "equivalence"):
+            raise ValueError(f"best_lr: only difference and equivalence claims, not {self.kind}")
         return self
 
 
@@ -124,6 +145,8 @@ def _experiment_model() -> type[Strict]:
                     arm = getattr(claim, side).arm
                     if arm not in self.optimizers:
                         raise ValueError(f"claims.{i}.{side}.arm: no arm named {arm!r}; arms: {', '.join(self.optimizers)}")
+            if sum(c.primary for c in self.claims) > 1:
+                raise ValueError("claims: at most one claim is primary: true")
             return self
 
         def seed_list(self) -> list[int]:

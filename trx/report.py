@@ -8,17 +8,20 @@ written before cell.json existed fall back to their summary and folder names."""
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
 from trx.errors import UserError
 from trx.io import atomic_write, read_json, read_metrics
-from trx.stats import Band, lr_band, mean_sd, paired_difference, t_interval
+from trx.stats import (TOLERANCES, Band, Paired, failure_difference, holm, lr_band, mean_sd, paired_difference,
+                       t_interval)
 
 BASE_COLUMNS = ["arm", "status", "steps_done", "final_loss", "best_loss"]
 TAIL_COLUMNS = ["diverged_at", "wall_time_s"]
@@ -88,6 +91,14 @@ class RunRecord:
     @property
     def complete(self) -> bool:
         return self.summary.get("status") == "complete" and not self.diverged
+
+    @property
+    def failed(self) -> bool | None:
+        """Diverged or stalled (`stalled` in summary.json where the monitor wrote it): an outcome
+        that counts against the arm; None for a run that crashed or did not finish."""
+        if self.diverged or self.summary.get("stalled"):
+            return True
+        return False if self.complete else None
 
     @functools.cached_property
     def metrics(self) -> list[dict[str, float | None]]:
@@ -267,12 +278,44 @@ def _drop_empty(table: pd.DataFrame) -> pd.DataFrame:
 
 # ---- paired differences by seed ---------------------------------------------------------------
 def seed_values(members: list[RunRecord], metric: str) -> dict[int, float | None]:
-    """Final `metric` by seed; None for a run that diverged or did not complete (it cannot pair)."""
+    """Final `metric` by seed: NaN for a run that diverged (an outcome: it scores worst where
+    seeds are paired), None for one that crashed or did not finish (its seed cannot pair)."""
     out: dict[int, float | None] = {}
     for i, run in enumerate(members):
         seed = run.seed if run.seed is not None else i
-        out[seed] = result(run, metric) if run.complete else None
+        out[seed] = result(run, metric) if run.complete else math.nan if run.diverged else None
     return out
+
+
+def seed_failures(members: list[RunRecord]) -> dict[int, bool | None]:
+    """Diverged or stalled by seed (None: crashed or unfinished)."""
+    return {run.seed if run.seed is not None else i: run.failed for i, run in enumerate(members)}
+
+
+def compare_pair(members: list[RunRecord], reference: list[RunRecord], metric: str, delta: float = 0.0) -> Paired:
+    """`trx.stats.paired_difference` of two groups of runs by seed; a diverged seed ranks worst
+    (it scores the worst value any compared seed reached)."""
+    return paired_difference(seed_values(members, metric), seed_values(reference, metric), higher_is_better(metric),
+                             delta=delta)
+
+
+def _pair_row(row: dict[str, Any], p: Paired | None, vs: str, verdict: str = "") -> None:
+    if p is None:
+        row.update(vs=vs, diff=None, diff_ci_lo=None, diff_ci_hi=None, pairs="-", p=None, verdict=verdict)
+        return
+    two_sided = None if p.p is None or p.p_against is None else min(1.0, 2 * min(p.p, p.p_against))
+    pairs = f"{p.n}" + (f" ({p.excluded} excluded)" if p.excluded else "")
+    row.update(vs=vs, diff=p.mean_diff, diff_ci_lo=p.lo, diff_ci_hi=p.hi, pairs=pairs, p=two_sided,
+               verdict=p.verdict, note=p.note)
+
+
+def _with_holm(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The rows as a table with `p_holm`: the two-sided p-values Holm-adjusted over the table."""
+    adjusted = holm([row.get("p") for row in rows])
+    for row, ph in zip(rows, adjusted):
+        row["p_holm"] = ph
+    table = _drop_empty(pd.DataFrame(rows))
+    return table.drop(columns=["note"]) if not table.get("note", pd.Series(dtype=str)).fillna("").any() else table
 
 
 def paired_table(runs: list[RunRecord], metric: str = "loss", baseline_arm: str | None = None) -> pd.DataFrame:
@@ -290,22 +333,79 @@ def paired_table(runs: list[RunRecord], metric: str = "loss", baseline_arm: str 
     ordered = sorted(groups, key=lambda k: k[1] != base)
     rows = []
     for key in ordered:
-        values = seed_values(groups[key], metric)
         members = groups[key]
         row: dict[str, Any] = {"run": group_label(key, several), "seeds": len(members),
                                "diverged": f"{sum(r.diverged for r in members)}/{len(members)}"}
-        _mean_sd_ci(row, col, list(values.values()), True)  # over the runs that completed
+        _mean_sd_ci(row, col, list(seed_values(members, metric).values()), True)  # over the runs that completed
         ref_key = (key[0], base, key[2])
         if key[1] == base:
-            row.update(vs="-", diff=None, diff_ci_lo=None, diff_ci_hi=None, pairs="-", verdict="baseline")
+            _pair_row(row, None, "-", "baseline")
         elif ref_key not in groups:
-            row.update(vs="-", diff=None, diff_ci_lo=None, diff_ci_hi=None, pairs="-", verdict="no baseline cell")
+            _pair_row(row, None, "-", "no baseline cell")
         else:
-            p = paired_difference(values, seed_values(groups[ref_key], metric), better)
-            row.update(vs=group_label(ref_key, several), diff=p.mean_diff, diff_ci_lo=p.lo, diff_ci_hi=p.hi,
-                       pairs=f"{p.n}" + (f" ({p.excluded} excluded)" if p.excluded else ""), verdict=p.verdict)
+            _pair_row(row, compare_pair(members, groups[ref_key], metric), group_label(ref_key, several))
         rows.append(row)
-    return _drop_empty(pd.DataFrame(rows))
+    return _with_holm(rows)
+
+
+def axis_pairs(groups: dict[tuple[str, str, str], list[RunRecord]]) -> list[tuple[str, tuple, tuple]]:
+    """(axis, cell, reference cell) for every cell of an arm whose grid values differ from another
+    cell of the same arm on one axis only (not lr: the band covers it), the reference taking that
+    axis's first value: the sweep's own question, e.g. warmup on vs off within each arm."""
+    found = []
+    for key in groups:
+        values = dict(split_cell_id(key[2]))
+        for axis, value in values.items():
+            if axis == "lr":
+                continue
+            options = sorted({dict(split_cell_id(k[2])).get(axis, "") for k in groups if k[:2] == key[:2]},
+                             key=natural_key)
+            ref = ",".join(f"{k}={options[0] if k == axis else v}" for k, v in values.items())
+            if value != options[0] and (key[0], key[1], ref) in groups:
+                found.append((axis, key, (key[0], key[1], ref)))
+    return found
+
+
+def axis_table(runs: list[RunRecord], metric: str = "loss") -> pd.DataFrame:
+    """Each cell against the cell of the same arm that differs only in one grid axis, at that
+    axis's first value (`axis_pairs`): paired difference, interval, p and verdict on "this cell is
+    better than its reference", with Holm-adjusted p over the table."""
+    groups = group_runs(runs)
+    several = len({k[0] for k in groups}) > 1
+    rows = []
+    for axis, key, ref in axis_pairs(groups):
+        members = groups[key]
+        row: dict[str, Any] = {"run": group_label(key, several), "axis": axis, "seeds": len(members),
+                               "diverged": f"{sum(r.diverged for r in members)}/{len(members)}"}
+        _mean_sd_ci(row, f"final_{metric}", list(seed_values(members, metric).values()), True)
+        _pair_row(row, compare_pair(members, groups[ref], metric), group_label(ref, several))
+        rows.append(row)
+    return _with_holm(rows) if rows else pd.DataFrame()
+
+
+def comparison_pairs(runs: list[RunRecord], baseline_arm: str | None) -> list[tuple[str, tuple, tuple]]:
+    """(what differs, cell, reference cell): every arm against the baseline arm at equal grid
+    values (when a baseline is given), then every cell against its reference along each grid axis."""
+    groups = group_runs(runs)
+    pairs = [("arm", key, (key[0], baseline_arm, key[2])) for key in groups
+             if baseline_arm and key[1] != baseline_arm and (key[0], baseline_arm, key[2]) in groups]
+    return pairs + axis_pairs(groups)
+
+
+def failure_table(runs: list[RunRecord], baseline_arm: str | None = None) -> pd.DataFrame:
+    """Seeds that diverged or stalled, per compared pair of cells (`comparison_pairs`), with the
+    exact McNemar test of "this fails less often than its reference" on the seeds both ran."""
+    groups = group_runs(runs)
+    several = len({k[0] for k in groups}) > 1
+    rows = []
+    for what, key, ref in comparison_pairs(runs, baseline_arm):
+        mine, theirs = seed_failures(groups[key]), seed_failures(groups[ref])
+        p = failure_difference(mine, theirs)
+        rows.append({"run": group_label(key, several), "differs in": what, "vs": group_label(ref, several),
+                     "failed": f"{sum(bool(v) for v in mine.values())}/{len(mine)}",
+                     "vs_failed": f"{sum(bool(v) for v in theirs.values())}/{len(theirs)}",
+                     "p": min(1.0, 2 * min(p.p or 1.0, p.p_against or 1.0)), "verdict": p.verdict, "note": p.note})
+    return pd.DataFrame(rows)
 
 
 # ---- learning-rate tolerance ------------------------------------------------------------------
@@ -320,6 +420,33 @@ def initial_value(runs: list[RunRecord], metric: str) -> float | None:
             first = run.summary.get("first_loss")
         values.append(first)
     return mean_sd(values)[0]
+
+
+def chance_level(runs: list[RunRecord], metric: str) -> float | None:
+    """The chance level of a bounded metric as the runs' task declares it (`Task.chance`)."""
+    from pydantic import ValidationError
+
+    from trx.tasks import TASKS  # imports torch: only for a bounded metric
+
+    for run in runs:
+        task = (run.config or {}).get("task")
+        if isinstance(task, dict) and task.get("name") in TASKS:
+            cls = TASKS[task["name"]]
+            try:
+                return cls.chance(cls.Options.model_validate({k: v for k, v in task.items() if k != "name"})).get(metric)
+            except ValidationError:
+                continue
+    return None
+
+
+def reference_value(runs: list[RunRecord], metric: str) -> float | None:
+    """The zero improvements are measured from: the task's chance level for a bounded metric
+    (accuracy), else the metric before training (`initial_value`)."""
+    if higher_is_better(metric):
+        chance = chance_level(runs, metric)
+        if chance is not None:
+            return chance
+    return initial_value(runs, metric)
 
 
 def lr_curves(runs: list[RunRecord]) -> dict[tuple[str, str, str], dict[float, list[RunRecord]]]:
@@ -342,35 +469,62 @@ def curve_values(by_lr: dict[float, list[RunRecord]], metric: str) -> tuple[list
     return lrs, {s: [values.get(s) for values in per_lr] for s in seeds}
 
 
-def curve_band(by_lr: dict[float, list[RunRecord]], metric: str, tolerance: float = 0.1) -> Band:
-    """`lr_band` of one sweep curve, improvement measured from the runs' mean initial value."""
+def curve_band(by_lr: dict[float, list[RunRecord]], metric: str, tolerance: float = 0.1, absolute: bool = False) -> Band:
+    """`lr_band` of one sweep curve, improvement measured from `reference_value`."""
     lrs, by_seed = curve_values(by_lr, metric)
-    initial = initial_value([r for members in by_lr.values() for r in members], metric)
-    return lr_band(lrs, by_seed, tolerance, higher_is_better(metric), initial)
+    reference = reference_value([r for members in by_lr.values() for r in members], metric)
+    return lr_band(lrs, by_seed, tolerance, higher_is_better(metric), reference, absolute=absolute)
+
+
+def band_curves(runs: list[RunRecord]) -> dict[tuple[str, str, str], dict[float, list[RunRecord]]]:
+    """The lr curves long enough for a band around a best point: three learning rates or more."""
+    return {key: by_lr for key, by_lr in lr_curves(runs).items() if len(by_lr) >= 3}
 
 
 def lr_table(runs: list[RunRecord], metric: str = "loss", tolerance: float = 0.1) -> pd.DataFrame:
-    """Per optimizer arm of a sweep (and per setting of its other axes) with at least two learning
+    """Per optimizer arm of a sweep (and per setting of its other axes) with at least three learning
     rates: best lr, its result (mean ± sd over seeds) and the lr band of `trx.stats.lr_band`
-    (edges interpolated in log-lr, width in decades with a bootstrap 95% interval, flags in
-    `note`). A cell diverged, failed or unfinished in any seed is outside the band."""
-    curves = lr_curves(runs)
+    (edges interpolated in log-lr, width in decades of the seed-mean curve, flags in `note`), and
+    the median of the per-seed band widths with its order-statistic interval (`seed_decades_ci`,
+    of confidence `ci_conf`). A cell diverged, failed or unfinished in any seed is outside the band."""
+    curves = band_curves(runs)
     several = len({k[0] for k in curves}) > 1
     rows = []
     for key, by_lr in curves.items():
-        if len(by_lr) < 3:  # lr is not an axis of this sweep, or too short for a band around a best point
-            continue
         band = curve_band(by_lr, metric, tolerance)
         best_sd = mean_sd([result(r, metric) for r in by_lr[band.best_lr]])[1] if band.best_lr in by_lr else None
         lo, hi = band.ci or (None, None)
         diverged = sum(any(r.diverged for r in members) for members in by_lr.values())
+        median = float(np.median(band.seed_widths)) if band.seed_widths else None
         rows.append({"arm": group_label(key, several), "lrs": len(by_lr), "seeds": band.n_seeds,
                      "best_lr": band.best_lr, f"best_{metric}": band.best, f"best_{metric}_std": best_sd,
                      "tolerant_lr_lo": band.lo, "tolerant_lr_hi": band.hi, "tolerance_decades": band.decades,
-                     "tolerance_decades_ci_lo": lo, "tolerance_decades_ci_hi": hi,
-                     "diverged_lrs": f"{diverged}/{len(by_lr)}", "note": band.note})
+                     "seed_decades": median, "seed_decades_ci_lo": lo, "seed_decades_ci_hi": hi,
+                     "ci_conf": band.ci_level, "diverged_lrs": f"{diverged}/{len(by_lr)}", "note": band.note})
     table = pd.DataFrame(rows)
     return table if table.empty else _drop_empty(table)
+
+
+ABSOLUTE_TOLERANCES = (0.01, 0.02, 0.05, 0.1, 0.2)  # metric units (nats for a loss, a share for an accuracy)
+
+
+def tolerance_curve_table(runs: list[RunRecord], metric: str = "loss") -> pd.DataFrame:
+    """Band width against its definition, per lr curve: each relative tolerance in
+    `trx.stats.TOLERANCES` and each absolute one in ABSOLUTE_TOLERANCES (metric units), the
+    seed-mean curve's width and the median per-seed width with its order-statistic interval."""
+    curves = band_curves(runs)
+    several = len({k[0] for k in curves}) > 1
+    rows = []
+    for key, by_lr in curves.items():
+        for absolute, tolerances in ((False, TOLERANCES), (True, ABSOLUTE_TOLERANCES)):
+            for tol in tolerances:
+                band = curve_band(by_lr, metric, tol, absolute)
+                lo, hi = band.ci or (None, None)
+                rows.append({"arm": group_label(key, several), "kind": "absolute" if absolute else "relative",
+                             "tolerance": tol, "decades": band.decades, "open": band.open_low or band.open_high,
+                             "seed_decades": float(np.median(band.seed_widths)) if band.seed_widths else None,
+                             "seed_decades_ci_lo": lo, "seed_decades_ci_hi": hi, "ci_conf": band.ci_level})
+    return pd.DataFrame(rows)
 
 
 # ---- rendering --------------------------------------------------------------------------------

@@ -16,13 +16,16 @@ import pandas as pd
 import trx
 from trx.errors import UserError
 from trx.io import atomic_write, read_yaml
-from trx.report import (RunRecord, check_metric, compare_table, curve_band, curve_values, find_runs,
-                        higher_is_better, initial_value, interval_text, lr_curves, lr_table, natural_key,
-                        paired_table, result, seed_values, to_markdown, value_text)
-from trx.stats import paired_difference, tolerance_difference
+from trx.config import Claim, GroupSelector
+from trx.optim.base import ConfigError, validate
+from trx.report import (RunRecord, axis_table, check_metric, compare_table, curve_band, curve_values,
+                        failure_table, find_runs, higher_is_better, interval_text, lr_curves, lr_table, natural_key,
+                        paired_table, reference_value, result, seed_failures, seed_values, to_markdown,
+                        tolerance_curve_table, value_text)
+from trx.stats import (INCONCLUSIVE, TOLERANCES, Paired, decide, equivalence, failure_difference, holm,
+                       paired_difference, tolerance_difference)
 
 ARM_COLUMNS = ("lr", "filter", "normalizer", "schedule", "weight_decay")
-CLAIM_KINDS = {"difference": ("a_better", "b_better"), "lr_tolerance": ("a_wider", "b_wider")}
 
 
 def write_report(paths: list[Path], out: Path | None = None, metric: str | None = None) -> Path:
@@ -36,9 +39,11 @@ def write_report(paths: list[Path], out: Path | None = None, metric: str | None 
     path = report_path(Path(paths[0]), out)
     experiment = find_experiment([Path(p) for p in paths], runs)
     figures = draw_figures(runs, path, metric)
+    arms = arm_order(runs, experiment)
     sections = [what_ran(runs, experiment, paths), results(runs, metric), lr_section(runs, metric),
-                paired_section(runs, metric, arm_order(runs, experiment)),
-                claims_section(runs, (experiment or {}).get("claims"), metric), figures_section(figures)]
+                tolerance_section(runs, metric), paired_section(runs, metric, arms), axis_section(runs, metric),
+                failure_section(runs, arms), claims_section(runs, (experiment or {}).get("claims"), metric),
+                figures_section(figures)]
     title = ", ".join(sorted({r.name for r in runs if r.name})) or "trx runs"
     head = f"# {title}: report\n\nWritten by trx {trx.__version__} on {_now()} from {len(runs)} run folder(s)."
     try:
@@ -185,12 +190,36 @@ def lr_section(runs: list[RunRecord], metric: str, tolerance: float = 0.1) -> st
         return ""
     return "\n".join([
         f"## Learning-rate tolerance (final {metric})", "",
-        f"The band is the run of learning rates around the best whose seed-mean improvement over the initial "
-        f"value (the metric at step 0, mean over runs; for a loss not evaluated at step 0, the first train loss) "
-        f"is at least {1 - tolerance:.0%} of the best lr's; its edges are interpolated in log-lr between "
-        "grid points, and a learning rate where any seed diverged is outside it. `tolerance_decades` is "
-        "log10(hi / lo) with a 95% bootstrap interval over seeds (seeds drawn jointly across learning rates). "
-        "A band that runs off the grid gives only a lower bound.", "", to_markdown(table)])
+        f"The band is the run of learning rates around the best whose seed-mean improvement over the reference "
+        f"(for a loss the metric at step 0, mean over runs, or the first train loss; for an accuracy the task's "
+        f"chance level) is at least {1 - tolerance:.0%} of the best lr's; its edges are interpolated in log-lr "
+        "between grid points, and a learning rate where any seed diverged is outside it. `tolerance_decades` is "
+        "log10(hi / lo) of the seed-mean curve's band. `seed_decades` is the median of the per-seed band widths "
+        "(each seed's own curve) with its order-statistic interval, of exact confidence `ci_conf` (75% at 3 "
+        "seeds, 94% at 5: fewer seeds cannot give 95% without assumptions). A band that runs off the grid gives "
+        "only a lower bound.", "", to_markdown(table)])
+
+
+def tolerance_section(runs: list[RunRecord], metric: str) -> str:
+    """Band width against the band's definition, per line: the number a width claim rests on
+    depends on the tolerance chosen, and this shows how much."""
+    table = tolerance_curve_table(runs, metric) if has_lr_axis(runs) else None
+    if table is None or table.empty:
+        return ""
+    wide = {}
+    for (arm, kind, tol), row in table.set_index(["arm", "kind", "tolerance"]).iterrows():
+        name = f"{tol:.0%}" if kind == "relative" else f"±{tol:g}"
+        bound = "≥ " if row["open"] else ""
+        wide.setdefault(arm, {"arm": arm})[name] = (
+            f"{bound}{_num(row['decades'])} {interval_text(row['seed_decades_ci_lo'], row['seed_decades_ci_hi'])}")
+    shown = pd.DataFrame(list(wide.values()), dtype=str)
+    return "\n".join([
+        f"## Band width against the tolerance (final {metric})", "",
+        "Width in decades of the seed-mean curve's band for relative tolerances (within x% of the best "
+        f"improvement) and absolute ones (within ±x {metric} of the best), with the order-statistic interval "
+        "of the median per-seed width (confidence as in `ci_conf` above). `≥`: the band runs off the grid. "
+        "A difference between arms that changes sign or size across the columns depends on the band's "
+        "definition.", "", to_markdown(shown)])
 
 
 def paired_section(runs: list[RunRecord], metric: str, arms: list[str]) -> str:
@@ -201,96 +230,242 @@ def paired_section(runs: list[RunRecord], metric: str, arms: list[str]) -> str:
     table = paired_table(runs, metric, arms[0])
     if "diff" not in table.columns or table["diff"].isna().all():
         return ""
+    return "\n".join([f"## Paired differences against {arms[0]}", "", paired_words(metric, f"this − {arms[0]}"),
+                      "", to_markdown(table)])
+
+
+def paired_words(metric: str, what: str) -> str:
     better = "higher" if higher_is_better(metric) else "lower"
-    return "\n".join([
-        f"## Paired differences against {arms[0]}", "",
-        f"`diff` is the mean over seeds of (this − {arms[0]}) in final {metric}, over the seeds both ran "
-        f"(arms at one seed share initial weights and batches); `[lo, hi]` is its 95% Student t interval. "
-        f"The verdict is on \"this is better ({better}) than {arms[0]}\": supported when the interval excludes 0 "
-        "in that direction, contradicted when it excludes 0 the other way, else inconclusive.", "",
-        to_markdown(table)])
+    return (f"`diff` is the mean over seeds of ({what}) in final {metric}, over the seeds both ran (runs at one "
+            f"seed share initial weights and batches; a diverged seed ranks worst: it scores the worst value "
+            f"any compared seed reached); `[lo, hi]` is its 95% Student t interval. The verdict is on \"this is "
+            f"better ({better})\" by the paired t test: supported when the interval excludes 0 in that direction, "
+            "contradicted when it excludes 0 the other way, else inconclusive; differences within rounding or "
+            "without spread over seeds decide nothing. `p` is two-sided; `p_holm` adjusts it by Holm over the "
+            "rows of this table — read a verdict whose `p_holm` is above 0.05 as exploratory.")
+
+
+def axis_section(runs: list[RunRecord], metric: str) -> str:
+    """The sweep's own question without claims: each cell against the same arm's cell at the
+    first value of one grid axis (warmup on vs off within each arm)."""
+    table = axis_table(runs, metric)
+    if table.empty:
+        return ""
+    return "\n".join(["## Paired differences along each grid axis", "",
+                      "Each cell against the cell of the same arm that differs only in one grid axis (`axis`), "
+                      "at that axis's first value (`vs`). " + paired_words(metric, "this − vs"), "",
+                      to_markdown(table)])
+
+
+def failure_section(runs: list[RunRecord], arms: list[str]) -> str:
+    """Divergence (and stall) counts per compared pair with the exact test; only when a run failed."""
+    if not any(r.failed for r in runs):
+        return ""
+    table = failure_table(runs, None if has_lr_axis(runs) else (arms[0] if len(arms) > 1 else None))
+    counts = ", ".join(f"{arm} {sum(bool(r.failed) for r in runs if r.arm == arm)}/{sum(r.arm == arm for r in runs)}"
+                       for arm in arms)
+    lines = ["## Divergence and stalls", "", f"Runs that diverged or stalled, per arm: {counts}."]
+    if not table.empty:
+        lines += ["", "Per compared pair of cells, by seed: `p` is the two-sided exact McNemar p on the seeds where "
+                  "one side failed and the other did not; the verdict is on \"this fails less often\" (one-sided, "
+                  "2.5%). With n seeds no p is below 2⁻ⁿ.", "", to_markdown(table)]
+    return "\n".join(lines)
 
 
 # ---- claims -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ClaimResult:
     text: str
-    verdict: str  # supported | contradicted | inconclusive | not evaluated
+    verdict: str  # supported | contradicted | inconclusive | not evaluated (before the family's adjustment)
     numbers: str
+    p: float | None = None  # one-sided p of the claim
+    p_against: float | None = None  # one-sided p of the opposite claim
+    primary: bool = False
 
 
-def select(runs: list[RunRecord], side: Any, where_path: str) -> list[RunRecord]:
-    """The runs of one side of a claim: `{arm: x, where: {key below the arm: value}}`."""
-    if not isinstance(side, dict) or "arm" not in side:
-        raise UserError(f"{where_path}: expected {{arm: NAME, where: {{key: value}}}}, got {side!r}")
-    where = {str(k): value_text(v) for k, v in (side.get("where") or {}).items()}
-    return [r for r in runs
-            if r.arm == str(side["arm"]) and all(dict(r.overrides).get(k) == v for k, v in where.items())]
+def select(runs: list[RunRecord], side: GroupSelector, seeds: list[int] | None = None) -> list[RunRecord]:
+    """The runs of one side of a claim: its arm, the cells with its `where:` grid values, and the
+    given seeds only (None: all)."""
+    where = {str(k): value_text(v) for k, v in side.where.items()}
+    return [r for r in runs if r.arm == side.arm and all(dict(r.overrides).get(k) == v for k, v in where.items())
+            and (seeds is None or r.seed in seeds)]
 
 
-def _label(side: dict[str, Any]) -> str:
-    where = ",".join(f"{k}={value_text(v)}" for k, v in (side.get("where") or {}).items())
-    return f"{side['arm']}" + (f" ({where})" if where else "")
+def _label(side: GroupSelector) -> str:
+    where = ",".join(f"{k}={value_text(v)}" for k, v in side.where.items())
+    return side.arm + (f" ({where})" if where else "")
 
 
-def evaluate_claim(claim: Any, runs: list[RunRecord], default: str, index: int) -> ClaimResult:
-    path = f"claims.{index}"
-    if not isinstance(claim, dict):
-        raise UserError(f"{path}: expected a mapping with text, kind, a, b, expect")
-    kind, expect = claim.get("kind", "difference"), claim.get("expect")
-    if kind not in CLAIM_KINDS:
-        raise UserError(f"{path}.kind: must be one of {', '.join(CLAIM_KINDS)}, got {kind!r}")
-    if expect not in CLAIM_KINDS[kind]:
-        raise UserError(f"{path}.expect: must be {' or '.join(CLAIM_KINDS[kind])} for {kind}, got {expect!r}")
-    metric = str(claim.get("metric") or default)
-    sides = [claim.get("a"), claim.get("b")]
-    chosen = [select(runs, s, f"{path}.{n}") for s, n in zip(sides, "ab")]
-    if expect.startswith("b"):  # state every claim as "first is better / wider"
-        sides, chosen = sides[::-1], chosen[::-1]
-    text = str(claim.get("text") or f"{_label(sides[0])} vs {_label(sides[1])}").rstrip(". ")
+def _seeds(runs: list[RunRecord]) -> str:
+    return ", ".join(str(s) for s in sorted({r.seed for r in runs if r.seed is not None})) or "none"
+
+
+def parse_claim(claim: Any, index: int) -> Claim:
+    """A claim from experiment.yaml, validated by the config's model; a bad one is a user error."""
+    try:
+        return validate(Claim, claim, f"claims.{index}")
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
+def evaluate_claim(claim: Claim, runs: list[RunRecord], default: str) -> ClaimResult:
+    """The verdict on one claim (before the family's adjustment), with its numbers in words."""
+    metric = claim.metric or default
+    sides = [claim.a, claim.b]
+    if claim.expect.startswith("b"):  # state every claim as "first is better / wider / stabler"
+        sides = sides[::-1]
+    text = claim.text.rstrip(". ")
+    chosen = [select(runs, side, claim.evaluation_seeds if not claim.best_lr else None) for side in sides]
     for side, mine in zip(sides, chosen):
         if not mine:
-            return ClaimResult(text, "not evaluated", f"no runs match {_label(side)}")
-    if kind == "difference":
-        return _difference(text, sides, chosen, metric)
-    return _tolerance(text, sides, chosen, metric, float(claim.get("tolerance", 0.1)))
+            return ClaimResult(text, "not evaluated", f"no runs match {_label(side)}", primary=claim.primary)
+    judge = {"difference": _difference, "equivalence": _difference, "lr_tolerance": _tolerance,
+             "stability": _stability}[claim.kind]
+    return judge(claim, text, sides, chosen, metric)
 
 
-def _difference(text: str, sides: list[dict[str, Any]], chosen: list[list[RunRecord]], metric: str) -> ClaimResult:
+def _one_per_seed(text: str, sides: list[GroupSelector], chosen: list[list[RunRecord]], claim: Claim
+                  ) -> ClaimResult | None:
     for side, mine in zip(sides, chosen):
         if len({r.seed for r in mine}) < len(mine):
             why = f"{_label(side)}: several runs per seed; add `where:` to pick one cell"
-            return ClaimResult(text, "not evaluated", why)
+            return ClaimResult(text, "not evaluated", why, primary=claim.primary)
+    return None
+
+
+def best_lr_runs(mine: list[RunRecord], metric: str, selection: list[int] | None, evaluation: list[int] | None
+                 ) -> tuple[float, list[RunRecord]] | None:
+    """(best lr, its runs on the evaluation seeds): the lr whose seed-mean `metric` over the
+    selection seeds is best, an lr where a selection seed failed never chosen. Evaluation seeds
+    default to the seeds not used for selection (all of them when no selection is given)."""
+    curves = lr_curves(mine)
+    if len(curves) != 1:
+        return None
+    by_lr = next(iter(curves.values()))
+    better = higher_is_better(metric)
+    scores = {}
+    for lr, members in by_lr.items():
+        values = seed_values([r for r in members if selection is None or r.seed in selection], metric)
+        if values and all(v is not None and math.isfinite(v) for v in values.values()):
+            scores[lr] = sum(values.values()) / len(values)  # type: ignore[arg-type]
+    if not scores:
+        return None
+    best = (max if better else min)(scores, key=scores.__getitem__)
+    keep = evaluation or ([r.seed for r in by_lr[best] if r.seed not in selection] if selection else None)
+    return best, [r for r in by_lr[best] if keep is None or r.seed in keep]
+
+
+def _at_best_lr(claim: Claim, sides: list[GroupSelector], chosen: list[list[RunRecord]], metric: str
+                ) -> tuple[list[list[RunRecord]], str] | str:
+    """Each side at its best lr, and the words saying which seeds picked it and which judge it."""
+    picked, lrs = [], []
+    for side, mine in zip(sides, chosen):
+        found = best_lr_runs(mine, metric, claim.selection_seeds, claim.evaluation_seeds)
+        if found is None or not found[1]:
+            return f"{_label(side)}: no single lr curve with a finite result on the selection seeds"
+        lrs.append(f"{_label(side)} {found[0]:.4g}")
+        picked.append(found[1])
+    select_seeds = ", ".join(map(str, claim.selection_seeds)) if claim.selection_seeds else _seeds(
+        [r for mine in chosen for r in mine])
+    judged = _seeds([r for mine in picked for r in mine])
+    same = "" if claim.selection_seeds else " (the same seeds: the best lr's own luck favours it)"
+    return picked, f"; lr picked on seeds {select_seeds} ({', '.join(lrs)}), judged on seeds {judged}{same}"
+
+
+def _pvalues(p: Paired) -> str:
+    shown = [f"p = {_pnum(p.p)}"] if p.p is not None else []
+    return (", " + ", ".join(shown)) if shown else ""
+
+
+def _difference(claim: Claim, text: str, sides: list[GroupSelector], chosen: list[list[RunRecord]],
+                metric: str) -> ClaimResult:
+    seeds_words = ""
+    if claim.best_lr:
+        found = _at_best_lr(claim, sides, chosen, metric)
+        if isinstance(found, str):
+            return ClaimResult(text, "not evaluated", found, primary=claim.primary)
+        chosen, seeds_words = found
+    bad = _one_per_seed(text, sides, chosen, claim)
+    if bad:
+        return bad
     a, b = (seed_values(mine, metric) for mine in chosen)
-    p = paired_difference(a, b, higher_is_better(metric))
-    excluded = f", {p.excluded} excluded (diverged or unpaired)" if p.excluded else ""
+    better = higher_is_better(metric)
+    if claim.kind == "equivalence":
+        p = equivalence(a, b, float(claim.delta or 0.0), better)
+        test = f"two one-sided t tests against δ = ±{claim.delta:g}"
+    else:
+        p = paired_difference(a, b, better, delta=claim.delta or 0.0)
+        test = "paired t" + (f", δ = {claim.delta:g}" if claim.delta else "")
+    failed = f", {p.failed} diverged run(s) ranked worst" if p.failed else ""
+    excluded = f", {p.excluded} seed(s) excluded (unpaired or unfinished)" if p.excluded else ""
+    note = f"; {p.note}" if p.note else ""
     numbers = (f"final {metric} {_label(sides[0])} − {_label(sides[1])} = {_num(p.mean_diff)}, 95% CI "
-               f"{interval_text(p.lo, p.hi)} (paired t over n = {p.n} seeds{excluded})")
-    return ClaimResult(text, p.verdict, numbers)
+               f"{interval_text(p.lo, p.hi)} ({test} over n = {p.n} seeds{failed}{excluded}{_pvalues(p)})"
+               f"{seeds_words}{note}")
+    return ClaimResult(text, p.verdict, numbers, p.p, p.p_against, claim.primary)
 
 
-def _tolerance(text: str, sides: list[dict[str, Any]], chosen: list[list[RunRecord]], metric: str,
-               tolerance: float) -> ClaimResult:
+def _tolerance(claim: Claim, text: str, sides: list[GroupSelector], chosen: list[list[RunRecord]],
+               metric: str) -> ClaimResult:
     curves = []
     for side, mine in zip(sides, chosen):
         found = lr_curves(mine)
         if len(found) != 1 or len(next(iter(found.values()))) < 2:
             why = "no lr axis" if not found else f"{len(found)} lr curves; add `where:` to pick one"
-            return ClaimResult(text, "not evaluated", f"{_label(side)}: {why}")
+            return ClaimResult(text, "not evaluated", f"{_label(side)}: {why}", primary=claim.primary)
         curves.append(next(iter(found.values())))
     (lrs_a, a), (lrs_b, b) = (curve_values(c, metric) for c in curves)
-    inits = [initial_value([r for rs in c.values() for r in rs], metric) for c in curves]
-    p = tolerance_difference(lrs_a, a, lrs_b, b, tolerance, higher_is_better(metric), *inits)
+    refs = [reference_value([r for rs in c.values() for r in rs], metric) for c in curves]
+
+    def width_diff(tol: float) -> Paired:
+        return tolerance_difference(lrs_a, a, lrs_b, b, tol, higher_is_better(metric), *refs, delta=claim.delta or 0.0)
+
+    p = width_diff(claim.tolerance)
     widths = []
     for side, curve in zip(sides, curves):
-        band = curve_band(curve, metric, tolerance)
+        band = curve_band(curve, metric, claim.tolerance)
         bound = "≥ " if band.open_low or band.open_high else ""
-        widths.append(f"{_label(side)} {bound}{_num(band.decades)} {interval_text(*(band.ci or (None, None)))}")
-    note = "; ≥: the band runs off the grid, its width is a lower bound" if "≥" in "".join(widths) else ""
-    numbers = (f"lr band width (decades, within {tolerance:.0%} of the best improvement) "
-               f"{_label(sides[0])} − {_label(sides[1])} = {_num(p.mean_diff)}, 95% bootstrap CI "
-               f"{interval_text(p.lo, p.hi)} over n = {p.n} seeds; widths {'; '.join(widths)}{note}")
-    return ClaimResult(text, p.verdict, numbers)
+        seeds = ", ".join(f"{w:.2f}" for w in band.seed_widths)
+        widths.append(f"{_label(side)} {bound}{_num(band.decades)} (per seed {seeds})")
+    others = ", ".join(f"{t:.0%}: {_num(width_diff(t).mean_diff)}" for t in TOLERANCES if t != claim.tolerance)
+    note = f"; {p.note}" if p.note else ""
+    numbers = (f"lr band width (decades, within {claim.tolerance:.0%} of the best improvement) "
+               f"{_label(sides[0])} − {_label(sides[1])} = {_num(p.mean_diff)} (mean of per-seed differences; "
+               f"exact sign-flip test over n = {p.n} seeds{_pvalues(p)}); widths {'; '.join(widths)}; "
+               f"the same difference at other tolerances: {others}{note}")
+    return ClaimResult(text, p.verdict, numbers, p.p, p.p_against, claim.primary)
+
+
+def _stability(claim: Claim, text: str, sides: list[GroupSelector], chosen: list[list[RunRecord]],
+               metric: str) -> ClaimResult:
+    bad = _one_per_seed(text, sides, chosen, claim)
+    if bad:
+        return bad
+    a, b = (seed_failures(mine) for mine in chosen)
+    p = failure_difference(a, b)
+    counts = [f"{_label(side)} {sum(bool(v) for v in f.values())}/{len(f)}" for side, f in zip(sides, (a, b))]
+    note = f"; {p.note}" if p.note else ""
+    numbers = (f"seeds that diverged or stalled: {', '.join(counts)} (exact McNemar test on the discordant seeds "
+               f"of n = {p.n}{_pvalues(p)}){note}")
+    return ClaimResult(text, p.verdict, numbers, p.p, p.p_against, claim.primary)
+
+
+def family_verdicts(results: list[ClaimResult]) -> list[tuple[str, float | None]]:
+    """(verdict, adjusted p) per claim: the primary claim judged alone at ALPHA, the others as a
+    family, each direction's one-sided p-values Holm-adjusted over it."""
+    secondary = [i for i, r in enumerate(results) if not r.primary]
+    adjusted_for = dict(zip(secondary, holm([results[i].p for i in secondary])))
+    adjusted_against = dict(zip(secondary, holm([results[i].p_against for i in secondary])))
+    out = []
+    for i, r in enumerate(results):
+        if r.verdict == "not evaluated":
+            out.append((r.verdict, None))
+            continue
+        p_for = r.p if r.primary else adjusted_for[i]
+        p_against = r.p_against if r.primary else adjusted_against[i]
+        said = decide(p_for, p_against)
+        out.append((said if r.verdict != INCONCLUSIVE else INCONCLUSIVE, p_for))
+    return out
 
 
 def claims_section(runs: list[RunRecord], claims: Any, metric: str) -> str:
@@ -298,13 +473,32 @@ def claims_section(runs: list[RunRecord], claims: Any, metric: str) -> str:
         return ""
     if not isinstance(claims, list):
         raise UserError("claims: expected a list of claims")
-    lines = ["## Claims", "",
-             "Supported: the 95% interval excludes 0 in the claimed direction; contradicted: it excludes 0 the "
-             "other way; otherwise inconclusive.", ""]
-    for i, claim in enumerate(claims):
-        res = evaluate_claim(claim, runs, metric, i)
-        lines.append(f"- **{res.verdict}**: {res.text}. {res.numbers}")
+    parsed = [parse_claim(claim, i) for i, claim in enumerate(claims)]
+    if sum(c.primary for c in parsed) > 1:
+        raise UserError("claims: at most one claim is primary: true")
+    results = [evaluate_claim(claim, runs, metric) for claim in parsed]
+    tested = sum(r.verdict != "not evaluated" for r in results)
+    primary = sum(r.primary for r in results)
+    family = tested - sum(r.primary and r.verdict != "not evaluated" for r in results)
+    lines = ["## Claims", "", CLAIMS_INTRO, "",
+             f"{tested} claim(s) tested" + (f": 1 primary, judged alone, and {family} judged as a family "
+                                            f"(Holm)." if primary else f", judged as a family (Holm over {tested})."), ""]
+    for res, (said, adjusted) in zip(results, family_verdicts(results)):
+        tag = " (primary)" if res.primary else ""
+        change = f" (alone: {res.verdict})" if said != res.verdict else ""
+        holm_p = "" if res.primary or adjusted is None else f"; Holm-adjusted p = {_pnum(adjusted)}"
+        lines.append(f"- **{said}**{tag}{change}: {res.text}. {res.numbers}{holm_p}")
     return "\n".join(lines)
+
+
+CLAIMS_INTRO = (
+    "Each claim is a one-sided test at 2.5% (the tail of a 95% interval), chosen for few seeds "
+    "(docs/statistics.md): a final metric by the paired t test; an lr-band width by the exact sign-flip "
+    "test on per-seed widths (n seeds cannot reach a p below 2⁻ⁿ, so fewer than 6 seeds cannot support it); "
+    "stability by the exact McNemar test; equivalence by two one-sided t tests against δ. Supported: the test "
+    "rejects \"no difference beyond δ\" in the claimed direction (δ: the claim's smallest difference that "
+    "matters, else rounding); contradicted: the same the other way; otherwise inconclusive. A diverged seed "
+    "ranks worst, never drops out. `p` is the claim's one-sided p-value.")
 
 
 # ---- figures ----------------------------------------------------------------------------------
@@ -354,6 +548,10 @@ def figures_section(figures: list[tuple[str, str]]) -> str:
     for kind, name in figures:
         lines += [f"![{CAPTIONS.get(kind, kind)}]({name})", ""]
     return "\n".join(lines).rstrip()
+
+
+def _pnum(p: float | None) -> str:
+    return "-" if p is None else f"{p:.2g}"
 
 
 def _num(value: float | None) -> str:

@@ -74,6 +74,12 @@ class Task(ABC):
         """Validation metrics, e.g. {"val_loss": ..., "val_acc": ...}; {} if the task has none."""
         return {}
 
+    @classmethod
+    def chance(cls, options: TaskOptions) -> dict[str, float]:
+        """Each bounded metric's chance level (what uniform guessing scores), e.g. {"val_acc": 0.1}:
+        `trx report` measures improvement in it from there, not from 0."""
+        return {}
+
     def summarize(self, history: list[dict[str, float]], arm: dict[str, Any], steps: int) -> dict[str, Any]:
         """Extra summary.json entries computed from the logged rows (e.g. theory vs measurement)."""
         return {}

@@ -35,6 +35,10 @@ class Logreg(Task):
     description = "softmax regression on scikit-learn's digits, breast_cancer or wine (standardized)"
     Options = LogregOptions
 
+    @classmethod
+    def chance(cls, options: LogregOptions) -> dict[str, float]:  # type: ignore[override]
+        return {"val_acc": 1.0 / {"digits": 10, "breast_cancer": 2, "wine": 3}[options.dataset]}
+
     def prepare(self) -> None:
         x, y = load_dataset(self.options.dataset)
         order = np.random.default_rng(self.seed).permutation(len(x))
