@@ -25,7 +25,7 @@ relative to the values) or with no spread over seeds never decides anything.
 
 from __future__ import annotations
 
-import itertools
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -81,10 +81,11 @@ def t_pvalue(diffs: Sequence[float], shift: float) -> float | None:
     return float(1.0 - stdtr(n - 1, (mean - shift) / (sd / math.sqrt(n))))
 
 
+@functools.cache
 def _sign_vectors(n: int) -> np.ndarray:
     """Every ±1 vector of length n (2ⁿ rows), or 20,000 seeded random ones above EXACT_MAX."""
     if n <= EXACT_MAX:
-        return np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+        return 1.0 - 2.0 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
     return np.random.default_rng(0).choice((1.0, -1.0), size=(20_000, n))
 
 
@@ -382,17 +383,19 @@ def _curve(lrs: Sequence[float], values_by_seed: Mapping[int, Sequence[float | N
     return _Curve(log_lrs, improvements(values, higher_better, reference), reference), values
 
 
-def _width(curve: _Curve, gains: np.ndarray, tolerance: float, absolute: bool) -> tuple[float, bool]:
-    """(width in decades, open) of the band of the seed-mean of `gains` (seeds, lrs); 0 without one."""
-    edges = band_edges(curve.log_lrs.tolist(), lr_scores(gains).tolist(), tolerance, absolute)
+def _width(log_lrs: list[float], scores: list[float], tolerance: float, absolute: bool) -> tuple[float, bool]:
+    """(width in decades, open) of the band of one score curve; 0 without one."""
+    edges = band_edges(log_lrs, scores, tolerance, absolute)
     if edges is None:
         return 0.0, False
     return edges[2] - edges[1], edges[3] or edges[4]
 
 
 def seed_widths(curve: _Curve, tolerance: float, absolute: bool = False) -> list[tuple[float, bool]]:
-    """Each seed's own band (width in decades, open) from its curve alone."""
-    return [_width(curve, curve.gains[i:i + 1], tolerance, absolute) for i in range(len(curve.gains))]
+    """Each seed's own band (width in decades, open) from its curve alone; a missing or diverged
+    point of that seed is no improvement."""
+    x = curve.log_lrs.tolist()
+    return [_width(x, row, tolerance, absolute) for row in np.nan_to_num(curve.gains).tolist()]
 
 
 def lr_band(lrs: Sequence[float], values_by_seed: Mapping[int, Sequence[float | None]], tolerance: float = 0.1,

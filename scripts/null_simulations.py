@@ -1,0 +1,144 @@
+"""Null simulations and power of trx's verdicts: synthetic sweeps built in memory (numpy, no
+training), judged by the same functions `trx report` calls.
+
+For each verdict kind — a paired mean difference, an lr-band width, a divergence count,
+equivalence — many simulated experiments where the claim is false (the two arms are the same, or
+the true difference sits exactly at the margin) give the false "supported" rate, which must stay
+at or below the nominal one-sided 2.5%; experiments with a known effect give the power.
+
+    python scripts/null_simulations.py              # the Markdown table of docs/statistics.md
+    python scripts/null_simulations.py --reps 500   # quicker, noisier
+
+tests/test_null_simulations.py runs the null rows with 2,000 experiments each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trx.stats import (ALPHA, SUPPORTED, equivalence, failure_difference, paired_difference,  # noqa: E402
+                       tolerance_difference)
+
+SEEDS = (3, 5, 10)
+LRS = [10.0**x for x in np.linspace(-4, -1, 7)]  # 7 lrs, two per decade
+INITIAL = 3.0  # the reference loss bands are measured from
+
+
+@dataclass(frozen=True)
+class Scenario:
+    kind: str  # the verdict kind
+    name: str  # what is simulated, in words
+    effect: bool  # False: a null (the claim is false); True: a known effect (power)
+    judge: Callable[[np.random.Generator, int], bool]  # one experiment with n seeds: "supported"?
+
+
+# ---- one experiment per verdict kind -------------------------------------------------------------
+def _by_seed(values: np.ndarray) -> dict[int, float]:
+    return {s: float(v) for s, v in enumerate(values)}
+
+
+def difference(shift: float, tails: str = "normal", diverge: float = 0.0) -> Callable[[np.random.Generator, int], bool]:
+    """Final losses a = base + noise − shift, b = base + noise (a seed effect shared by both arms,
+    noise sd 1 per run); `diverge`: each run diverges (NaN) with this probability."""
+    def judge(rng: np.random.Generator, n: int) -> bool:
+        base = rng.normal(2.0, 3.0, n)
+        draw = (lambda: rng.standard_t(3, n)) if tails == "t3" else (lambda: rng.normal(0.0, 1.0, n))
+        a, b = base + draw() - shift, base + draw()
+        a[rng.random(n) < diverge], b[rng.random(n) < diverge] = np.nan, np.nan
+        return paired_difference(_by_seed(a), _by_seed(b), higher_better=False).verdict == SUPPORTED
+    return judge
+
+
+def equivalent(true_diff: float, delta: float) -> Callable[[np.random.Generator, int], bool]:
+    """a − b = true_diff + paired noise of sd 1; claim: |a − b| < δ."""
+    def judge(rng: np.random.Generator, n: int) -> bool:
+        base = rng.normal(2.0, 3.0, n)
+        a, b = base + rng.normal(0.0, 1.0, n) + true_diff, base + rng.normal(0.0, 1.0, n)
+        return equivalence(_by_seed(a), _by_seed(b), delta).verdict == SUPPORTED
+    return judge
+
+
+def sweep(rng: np.random.Generator, n: int, width: float) -> dict[int, list[float]]:
+    """One arm's lr sweep: improvement peak · (1 − ((x − x0)/width)²)⁺ over log-lr x, a per-seed
+    optimum x0 and peak, and per-cell noise."""
+    x = np.log10(LRS)
+    x0 = rng.normal(-2.5, 0.25, (n, 1))
+    peak = rng.normal(2.0, 0.1, (n, 1))
+    gain = peak * np.clip(1 - ((x - x0) / width) ** 2, 0, None) + rng.normal(0.0, 0.03, (n, len(x)))
+    return {s: list(INITIAL - gain[s]) for s in range(n)}
+
+
+def band(wider: float) -> Callable[[np.random.Generator, int], bool]:
+    """Arm a's band `wider` times arm b's (1: the same arm); claim: a is wider."""
+    def judge(rng: np.random.Generator, n: int) -> bool:
+        a, b = sweep(rng, n, 1.2 * wider), sweep(rng, n, 1.2)
+        return tolerance_difference(LRS, a, LRS, b, 0.1, False, INITIAL, INITIAL).verdict == SUPPORTED
+    return judge
+
+
+def failures(q_a: float, q_b: float, shared: float = 0.5) -> Callable[[np.random.Generator, int], bool]:
+    """Each seed fails (diverges or stalls) in a with probability q_a, in b with q_b; with
+    probability `shared` a seed is "hard" and both fail together at the larger rate (paired)."""
+    def judge(rng: np.random.Generator, n: int) -> bool:
+        hard = rng.random(n) < shared * min(q_a, q_b)
+        a, b = hard | (rng.random(n) < q_a), hard | (rng.random(n) < q_b)
+        return failure_difference(_by_seed(a), _by_seed(b)).verdict == SUPPORTED
+    return judge
+
+
+SCENARIOS = [
+    Scenario("mean difference", "same arms, normal noise", False, difference(0.0)),
+    Scenario("mean difference", "same arms, heavy tails (t, 3 df)", False, difference(0.0, "t3")),
+    Scenario("mean difference", "same arms, each run diverges with p = 0.2", False, difference(0.0, diverge=0.2)),
+    Scenario("band width", "same arms", False, band(1.0)),
+    Scenario("divergence count", "same arms, p(fail) = 0.3", False, failures(0.3, 0.3)),
+    Scenario("equivalence", "true difference exactly δ = 1 sd", False, equivalent(1.0, 1.0)),
+    Scenario("mean difference", "a better by 1 sd of the paired difference", True, difference(1.0 / math.sqrt(2))),
+    Scenario("mean difference", "a better by 2 sd", True, difference(2.0 / math.sqrt(2))),
+    Scenario("band width", "a's band 1.5× as wide", True, band(1.5)),
+    Scenario("divergence count", "p(fail) 0.1 in a, 0.7 in b", True, failures(0.1, 0.7, 0.0)),
+    Scenario("equivalence", "no difference, δ = 1 sd", True, equivalent(0.0, 1.0 * math.sqrt(2))),
+]
+
+
+def rate(scenario: Scenario, n: int, reps: int, seed: int = 0) -> float:
+    """Share of `reps` simulated experiments with n seeds whose verdict is "supported"."""
+    rng = np.random.default_rng([seed, n, SCENARIOS.index(scenario) if scenario in SCENARIOS else 99])
+    return sum(scenario.judge(rng, n) for _ in range(reps)) / reps
+
+
+def mc_limit(reps: int) -> float:
+    """The largest false-positive rate consistent with ALPHA over `reps` experiments (3 sd)."""
+    return ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / reps)
+
+
+def table(reps: int) -> str:
+    lines = [f"| verdict kind | simulated | {' | '.join(f'n = {n}' for n in SEEDS)} |",
+             "|---|---|" + "---:|" * len(SEEDS)]
+    for effect, title in ((False, "false \"supported\" (null: the claim is false)"), (True, "power (a known effect)")):
+        lines.append(f"| **{title}** | | {' | '.join('' for _ in SEEDS)} |")
+        for s in (s for s in SCENARIOS if s.effect == effect):
+            lines.append(f"| {s.kind} | {s.name} | {' | '.join(f'{rate(s, n, reps):.1%}' for n in SEEDS)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=4000, help="simulated experiments per cell")
+    reps = parser.parse_args().reps
+    print(table(reps))
+    print(f"\n{reps} simulated experiments per cell; nominal false-positive rate {ALPHA:.1%} "
+          f"(Monte-Carlo limit {mc_limit(reps):.1%} at 3 sd).")
+
+
+if __name__ == "__main__":
+    main()
