@@ -101,12 +101,12 @@ SCENARIOS = [
     Scenario("mean difference", "same arms, each run diverges with p = 0.2", False, difference(0.0, diverge=0.2)),
     Scenario("band width", "same arms", False, band(1.0)),
     Scenario("divergence count", "same arms, p(fail) = 0.3", False, failures(0.3, 0.3)),
-    Scenario("equivalence", "true difference exactly δ = 1 sd", False, equivalent(1.0, 1.0)),
+    Scenario("equivalence", "true difference exactly at the margin δ", False, equivalent(1.0, 1.0)),
     Scenario("mean difference", "a better by 1 sd of the paired difference", True, difference(1.0 / math.sqrt(2))),
     Scenario("mean difference", "a better by 2 sd", True, difference(2.0 / math.sqrt(2))),
     Scenario("band width", "a's band 1.5× as wide", True, band(1.5)),
     Scenario("divergence count", "p(fail) 0.1 in a, 0.7 in b", True, failures(0.1, 0.7, 0.0)),
-    Scenario("equivalence", "no difference, δ = 1 sd", True, equivalent(0.0, 1.0 * math.sqrt(2))),
+    Scenario("equivalence", "no difference, δ = 1 sd of the paired difference", True, equivalent(0.0, math.sqrt(2))),
 ]
 
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from trx.cli import app
 from trx.config import UserError
-from trx.report import compare_table, find_runs, group_runs, paired_table
+from trx.report import axis_table, compare_table, failure_table, find_runs, group_runs, paired_table, reference_value
 from trx.report_md import write_report
 from trx.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED
 
@@ -192,3 +192,113 @@ def test_report_draws_the_warmup_figure_when_warmup_is_an_axis(tmp_path):
     assert all((root / name).exists() for name in links(text))
     assert "## Paired differences against adamw" in text and "| muon schedule.warmup=10 |" in text
     assert "- muon: `schedule.warmup` ∈ {0, 10}" in text
+
+
+# ---- issue 17: families, kinds of claims, the sweep's own question ----------------------------
+def lr_seed_sweep(root: Path, values: dict[str, dict[float, list[float | None]]], name: str = "q") -> Path:
+    """<root>/<name>/sweep/<arm>/lr=…,seed=…/ with cell.json; None = diverged."""
+    sweep = root / name / "sweep"
+    for arm, by_lr in values.items():
+        for lr, per_seed in by_lr.items():
+            for seed, v in enumerate(per_seed):
+                write_cell(sweep / arm / f"lr={lr:.4g},seed={seed}", name, arm, seed, {"lr": lr},
+                           value=v if v is not None else 1e6, status="complete" if v is not None else "diverged")
+    return sweep
+
+
+def test_without_claims_the_report_pairs_along_each_grid_axis_within_an_arm(tmp_path):
+    root = tmp_path / "w" / "sweep"
+    for arm, gain in (("adamw", 0.05), ("muon", 0.0)):
+        for warmup in (0, 10):
+            for seed in range(4):
+                write_cell(root / arm / f"schedule.warmup={warmup},seed={seed}", "w", arm, seed,
+                           {"schedule.warmup": warmup}, value=0.5 + 0.1 * seed - (gain + 0.003 * (seed % 2)) * (warmup > 0))
+    runs = find_runs([root])
+    table = axis_table(runs, "val_loss").set_index("run")
+    assert list(table.index) == ["adamw schedule.warmup=10", "muon schedule.warmup=10"]
+    assert table.loc["adamw schedule.warmup=10", "vs"] == "adamw schedule.warmup=0"
+    assert table.loc["adamw schedule.warmup=10", "diff"] == pytest.approx(-0.0515)
+    assert table.loc["adamw schedule.warmup=10", "verdict"] == SUPPORTED
+    assert table.loc["muon schedule.warmup=10", "verdict"] == INCONCLUSIVE  # 0.003 in two seeds, 0 in two
+    text = write_report([root]).read_text()
+    assert "## Paired differences along each grid axis" in text and "| adamw schedule.warmup=10 | schedule.warmup |" in text
+
+
+def test_divergence_counts_per_arm_with_the_exact_test(tmp_path):
+    root = run_seeds(tmp_path, {"adamw": [0.5, 0.6, 0.55, 0.5, 0.6, 0.55, 0.5],
+                                "lion": [None, None, None, None, None, None, 0.4]})
+    text = write_report([root]).read_text()
+    assert "## Divergence and stalls" in text and "per arm: adamw 0/7, lion 6/7" in text
+    table = failure_table(find_runs([root]), "adamw").set_index("run")
+    assert table.loc["lion", "failed"] == "6/7" and table.loc["lion", "p"] == pytest.approx(2 / 64)
+    assert table.loc["lion", "verdict"] == CONTRADICTED  # "lion fails less often": one-sided p = 1/64
+    # a stalled seed (summary `stalled`, written by the monitor) counts as a failure too
+    summary = root / "adamw" / "seed=0" / "summary.json"
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), "stalled": True, "stalled_at": 20}))
+    assert failure_table(find_runs([root]), "adamw").set_index("run").loc["lion", "vs_failed"] == "1/7"
+
+
+SWEEP = {  # final val_loss − 0.05 by lr and seed: muon better at its best lr in every seed
+    "adamw": {1e-3: [0.60, 0.62, 0.61, 0.63, 0.60, 0.64], 1e-2: [0.40, 0.45, 0.41, 0.47, 0.42, 0.44],
+              1e-1: [0.50, None, 0.52, None, 0.51, None]},
+    "muon": {1e-3: [0.50, 0.52, 0.51, 0.53, 0.50, 0.54], 1e-2: [0.30, 0.36, 0.31, 0.35, 0.32, 0.33],
+             1e-1: [0.45, 0.47, 0.46, 0.45, 0.47, 0.46]},
+}
+
+
+def claims_report(tmp_path: Path, claims: list[dict[str, Any]]) -> list[str]:
+    sweep = lr_seed_sweep(tmp_path, SWEEP)
+    (sweep / "experiment.yaml").write_text(yaml.safe_dump({"name": "q", "claims": claims}))
+    return [l for l in write_report([sweep]).read_text().splitlines() if l.startswith("- **")]
+
+
+def claim(text: str, kind: str, a: dict, b: dict, expect: str, **more: Any) -> dict[str, Any]:
+    return {"text": text, "kind": kind, "metric": "val_loss", "a": a, "b": b, "expect": expect, **more}
+
+
+def test_claim_kinds_stability_equivalence_and_best_lr_with_selection_seeds(tmp_path):
+    at = lambda arm, lr: {"arm": arm, "where": {"lr": lr}}  # noqa: E731
+    lines = claims_report(tmp_path, [
+        claim("Muon is stabler at 0.1", "stability", at("muon", 0.1), at("adamw", 0.1), "a_stabler"),
+        claim("Muon at its best lr beats AdamW at its", "difference", {"arm": "muon"}, {"arm": "adamw"}, "a_better",
+              best_lr=True, selection_seeds=[0, 1, 2], primary=True),
+        claim("Same lr, no difference beyond 0.5", "equivalence", at("muon", 0.01), at("adamw", 0.01),
+              "equivalent", delta=0.5),
+        claim("A tiny gain does not count", "difference", at("muon", 0.01), at("adamw", 0.01), "a_better", delta=0.2),
+    ])
+    assert lines[0].startswith("- **inconclusive**: Muon is stabler at 0.1. seeds that diverged or stalled: "
+                               "muon (lr=0.1) 0/6, adamw (lr=0.1) 3/6 (exact McNemar")
+    assert "p = 0.12" in lines[0] and "Holm-adjusted" in lines[0]
+    assert lines[1].startswith("- **supported** (primary): Muon at its best lr")
+    assert "lr picked on seeds 0, 1, 2 (muon 0.01, adamw 0.01), judged on seeds 3, 4, 5" in lines[1]
+    assert "n = 3 seeds" in lines[1] and "Holm" not in lines[1]
+    assert lines[2].startswith("- **supported**: Same lr, no difference beyond 0.5") and "±0.5" in lines[2]
+    assert lines[3].startswith("- **inconclusive**: A tiny gain") and "δ = 0.2" in lines[3]
+
+
+def test_claims_are_a_family_holm_can_overturn_a_lone_verdict(tmp_path):
+    at = lambda arm, lr: {"arm": arm, "where": {"lr": lr}}  # noqa: E731
+    # muon − adamw at 0.01: −0.103 ± 0.010 over 6 seeds; beyond δ = 0.09 at one-sided p ≈ 0.012
+    alone = claim("Muon wins at 1e-2", "difference", at("muon", 0.01), at("adamw", 0.01), "a_better", delta=0.09)
+    lines = claims_report(tmp_path, [alone])
+    assert lines[0].startswith("- **supported**: Muon wins at 1e-2")
+    others = [claim(f"other {i}", "difference", at("muon", 0.1), at("adamw", 0.1), "b_better") for i in range(4)]
+    family = claims_report(tmp_path / "f", [alone, *others])  # four claims that fail: p ≈ 1
+    assert family[0].startswith("- **inconclusive** (alone: supported): Muon wins at 1e-2")
+
+
+def test_claim_config_checks_name_the_key(tmp_path):
+    with pytest.raises(UserError, match=r"claims.0.delta: an equivalence claim needs its margin"):
+        claims_report(tmp_path, [claim("t", "equivalence", {"arm": "muon"}, {"arm": "adamw"}, "equivalent")])
+    with pytest.raises(UserError, match="at most one claim is primary"):
+        one = claim("t", "difference", {"arm": "muon"}, {"arm": "adamw"}, "a_better", primary=True)
+        claims_report(tmp_path / "p", [one, one])
+
+
+def test_an_accuracy_is_measured_from_the_tasks_chance_level(tmp_path):
+    cell = write_cell(tmp_path / "c", "c", "adamw", 0, {"lr": 0.01})
+    config = yaml.safe_load((cell / "config.yaml").read_text())
+    for dataset, chance in (("digits", 0.1), ("wine", 1 / 3)):
+        (cell / "config.yaml").write_text(yaml.safe_dump({**config, "task": {"name": "logreg", "dataset": dataset}}))
+        assert reference_value(find_runs([cell]), "val_acc") == pytest.approx(chance)
+    assert reference_value(find_runs([cell]), "val_loss") == pytest.approx(2.0)  # a loss: its initial value

@@ -25,10 +25,10 @@ from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from trx.errors import UserError  # noqa: E402
 from trx.report import (RunRecord, group_label, group_runs, higher_is_better, lr_table, natural_key,  # noqa: E402
-                        result)
+                        result, tolerance_curve_table)
 from trx.stats import mean_sd  # noqa: E402
 
-KINDS = ("curves", "lr", "schedule", "warmup")
+KINDS = ("curves", "lr", "schedule", "warmup", "band")
 STYLE = {"figure.dpi": 120, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
          "axes.spines.right": False, "legend.frameon": False, "font.size": 9}
 LOSS_CLIP = 3.0  # loss axes end at this many times the first loss
@@ -57,7 +57,8 @@ GRID_LABELS = {"lr": "learning rate μ", "schedule.warmup": "warmup"}  # cell-id
 
 def make_plot(kind: str, runs: list[RunRecord], path: Path, metric: str = "loss") -> Path:
     """Draw figure `kind` from `runs` into the PNG `path`."""
-    draw = {"curves": plot_curves, "lr": plot_lr, "schedule": plot_schedule, "warmup": plot_warmup}[kind]
+    draw = {"curves": plot_curves, "lr": plot_lr, "schedule": plot_schedule, "warmup": plot_warmup,
+            "band": plot_band_tolerance}[kind]
     with plt.rc_context(STYLE):
         fig = draw(runs, metric)
         try:
@@ -419,6 +420,49 @@ def _lr_line(ax, text: str, by_lr: dict[float, list[RunRecord]], row, metric: st
             ax.plot([best["tolerant_lr_lo"], best["tolerant_lr_hi"]], [y, y], "-", color=color, lw=4,
                     alpha=0.8, transform=top, solid_capstyle="butt")
     return [m + k * sd for m, sd in zip(means, sds) for k in (-1, 0, 1)]
+
+
+# ---- band width against the tolerance ----------------------------------------------------------
+def plot_band_tolerance(runs: list[RunRecord], metric: str = "loss"):
+    """Each line's lr-band width (decades) against the band's tolerance, relative (left) and
+    absolute in metric units (right): the seed-mean curve's width (filled marker; hollow where the
+    band runs off the grid, a lower bound) and the order-statistic interval of the median per-seed
+    width (bar). Whether one arm is wider than another can depend on the definition."""
+    table = tolerance_curve_table(runs, metric)
+    if table.empty:
+        raise UserError("--kind band: needs sweep cells with three learning rates or more per line",
+                        hint="pass a sweep folder whose grid sweeps lr")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    arms = list(dict.fromkeys(table["arm"]))
+    for ax, kind in zip(axes, ("relative", "absolute")):
+        for i, arm in enumerate(arms):
+            _band_line(ax, table[(table["arm"] == arm) & (table["kind"] == kind)], arm, i, len(arms), kind)
+        unit = "share of the best improvement" if kind == "relative" else f"{LABELS.get(metric, metric)} units"
+        ax.set_xscale("log")
+        ax.set(xlabel=f"tolerance ({unit})", ylabel="lr band width (decades)",
+               title=f"{kind} tolerance: band = lrs within it of the best")
+        plain_log_ticks(ax)
+    axes[0].xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
+    axes[0].legend(fontsize=8)
+    conf = table["ci_conf"].dropna()
+    confidence = f"{conf.min():.0%}" if not conf.empty else "-"
+    fig.suptitle(_title(runs, f"lr band width vs tolerance (final {LABELS.get(metric, metric)}); bars: "
+                              f"median per-seed width, interval of ≥ {confidence} confidence; hollow: runs off the grid"))
+    return fig
+
+
+def _band_line(ax, rows, arm: str, i: int, n: int, kind: str) -> None:
+    """One arm on the band-vs-tolerance figure, nudged sideways so that the bars do not overlap."""
+    color = plt.get_cmap("tab10")(i % 10)
+    nudge = 1.0 + 0.04 * (i - (n - 1) / 2)
+    x = [t * nudge for t in rows["tolerance"]]
+    ax.plot(x, rows["decades"], "-", color=color, lw=1.2, label=arm)
+    for xi, (_, row) in zip(x, rows.iterrows()):
+        face = "white" if row["open"] else color
+        ax.plot([xi], [row["decades"]], "o", color=color, mfc=face, ms=5)
+        if row["seed_decades_ci_lo"] == row["seed_decades_ci_lo"] and row["seed_decades_ci_lo"] is not None:
+            ax.plot([xi, xi], [row["seed_decades_ci_lo"], row["seed_decades_ci_hi"]], "-", color=color, lw=2.5,
+                    alpha=0.45, solid_capstyle="butt")
 
 
 # ---- schedules --------------------------------------------------------------------------------

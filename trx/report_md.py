@@ -510,7 +510,7 @@ def has_lr_axis(runs: list[RunRecord]) -> bool:
 def figure_kinds(runs: list[RunRecord]) -> list[str]:
     kinds = ["curves"]
     if has_lr_axis(runs):
-        kinds.append("lr")
+        kinds += ["lr", "band"]
     if any(k.split(".")[-1] == "warmup" for r in runs for k, _ in r.overrides):
         kinds.append("warmup")
     return kinds
@@ -538,7 +538,7 @@ def draw_figures(runs: list[RunRecord], report: Path, metric: str) -> list[tuple
 
 
 CAPTIONS = {"curves": "Loss curves, mean ± sd over seeds", "lr": "Final result vs learning rate",
-            "warmup": "Warmup ablation"}
+            "warmup": "Warmup ablation", "band": "lr band width against the tolerance"}
 
 
 def figures_section(figures: list[tuple[str, str]]) -> str:
