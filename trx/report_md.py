@@ -373,8 +373,7 @@ def _at_best_lr(claim: Claim, sides: list[GroupSelector], chosen: list[list[RunR
 
 
 def _pvalues(p: Paired) -> str:
-    shown = [f"p = {_pnum(p.p)}"] if p.p is not None else []
-    return (", " + ", ".join(shown)) if shown else ""
+    return "" if p.p is None else f", p = {_pnum(p.p)}"
 
 
 def _difference(claim: Claim, text: str, sides: list[GroupSelector], chosen: list[list[RunRecord]],
@@ -463,8 +462,10 @@ def family_verdicts(results: list[ClaimResult]) -> list[tuple[str, float | None]
             continue
         p_for = r.p if r.primary else adjusted_for[i]
         p_against = r.p_against if r.primary else adjusted_against[i]
-        said = decide(p_for, p_against)
-        out.append((said if r.verdict != INCONCLUSIVE else INCONCLUSIVE, p_for))
+        # adjusting only raises p: a verdict stands or becomes inconclusive, never the reverse
+        # (an open band keeps a width claim inconclusive whatever its p)
+        said = r.verdict if decide(p_for, p_against) == r.verdict else INCONCLUSIVE
+        out.append((said, p_for))
     return out
 
 
