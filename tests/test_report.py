@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from trx.cli import app
 from trx.config import UserError
-from trx.report import axis_table, compare_table, failure_table, find_runs, group_runs, paired_table, reference_value
+from trx.report import (axis_table, compare_table, failure_table, find_runs, group_runs, paired_table, reference_value,
+                        tolerance_curve_table)
 from trx.report_md import write_report
 from trx.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED
 
@@ -303,3 +304,18 @@ def test_an_accuracy_is_measured_from_the_tasks_chance_level(tmp_path):
         (cell / "config.yaml").write_text(yaml.safe_dump({**config, "task": {"name": "logreg", "dataset": dataset}}))
         assert reference_value(find_runs([cell]), "val_acc") == pytest.approx(chance)
     assert reference_value(find_runs([cell]), "val_loss") == pytest.approx(2.0)  # a loss: its initial value
+
+
+def test_the_band_figure_needs_an_lr_axis_and_is_drawn_for_one(tmp_path):
+    from trx.plots import make_plot
+
+    plain = run_seeds(tmp_path / "plain", {"adamw": [0.5, 0.6]})
+    with pytest.raises(UserError, match="--kind band: needs sweep cells with three learning rates"):
+        make_plot("band", find_runs([plain]), tmp_path / "band.png")
+    sweep = lr_seed_sweep(tmp_path, SWEEP)
+    path = make_plot("band", find_runs([sweep]), tmp_path / "band.png", "val_loss")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = tolerance_curve_table(find_runs([sweep]), "val_loss")
+    assert set(table["kind"]) == {"relative", "absolute"} and len(table) == 2 * 10
+    widths = table[(table["arm"] == "muon") & (table["kind"] == "relative")]["decades"].tolist()
+    assert widths == sorted(widths)  # a looser tolerance never narrows the band

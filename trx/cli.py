@@ -470,11 +470,11 @@ def compare(
 @user_errors
 def plot(
     run_dirs: RunDirsArg,
-    kind: Annotated[str, typer.Option("--kind", help="curves | lr | schedule | warmup")] = "curves",
+    kind: Annotated[str, typer.Option("--kind", help="curves | lr | schedule | warmup | band")] = "curves",
     out: Annotated[Path | None, typer.Option("--out", help="PNG file (default: <first RUN_DIR>/<kind>.png)")] = None,
     metric: MetricOpt = "loss",
 ) -> None:
-    """Draw a figure from run folders: loss curves, result vs lr, schedules, warmup ablation."""
+    """Draw a figure from run folders: loss curves, result vs lr, schedules, warmup ablation, lr-band width vs tolerance."""
     from trx.plots import KINDS, make_plot
     from trx.report import find_runs
 

@@ -21,7 +21,7 @@ import yaml
 from trx.errors import UserError
 from trx.io import atomic_write, read_json, read_metrics
 from trx.stats import (TOLERANCES, Band, Paired, failure_difference, holm, lr_band, mean_sd, paired_difference,
-                       t_interval)
+                       t_interval, two_sided)
 
 BASE_COLUMNS = ["arm", "status", "steps_done", "final_loss", "best_loss"]
 TAIL_COLUMNS = ["diverged_at", "wall_time_s"]
@@ -303,9 +303,8 @@ def _pair_row(row: dict[str, Any], p: Paired | None, vs: str, verdict: str = "")
     if p is None:
         row.update(vs=vs, diff=None, diff_ci_lo=None, diff_ci_hi=None, pairs="-", p=None, verdict=verdict)
         return
-    two_sided = None if p.p is None or p.p_against is None else min(1.0, 2 * min(p.p, p.p_against))
     pairs = f"{p.n}" + (f" ({p.excluded} excluded)" if p.excluded else "")
-    row.update(vs=vs, diff=p.mean_diff, diff_ci_lo=p.lo, diff_ci_hi=p.hi, pairs=pairs, p=two_sided,
+    row.update(vs=vs, diff=p.mean_diff, diff_ci_lo=p.lo, diff_ci_hi=p.hi, pairs=pairs, p=two_sided(p),
                verdict=p.verdict, note=p.note)
 
 
@@ -404,7 +403,7 @@ def failure_table(runs: list[RunRecord], baseline_arm: str | None = None) -> pd.
         rows.append({"run": group_label(key, several), "differs in": what, "vs": group_label(ref, several),
                      "failed": f"{sum(bool(v) for v in mine.values())}/{len(mine)}",
                      "vs_failed": f"{sum(bool(v) for v in theirs.values())}/{len(theirs)}",
-                     "p": min(1.0, 2 * min(p.p or 1.0, p.p_against or 1.0)), "verdict": p.verdict, "note": p.note})
+                     "p": two_sided(p), "verdict": p.verdict, "note": p.note})
     return pd.DataFrame(rows)
 
 

@@ -157,6 +157,13 @@ class Paired:
     failed: int = 0  # diverged (or, for stability, stalled) runs among the compared seeds
 
 
+def two_sided(p: Paired) -> float | None:
+    """The two-sided p of a comparison: twice the smaller one-sided p, at most 1."""
+    if p.p is None or p.p_against is None:
+        return None
+    return min(1.0, 2 * min(p.p, p.p_against))
+
+
 @dataclass(frozen=True)
 class _Pairs:
     gains: list[float]  # per seed, positive when a is better
@@ -227,10 +234,15 @@ def equivalence(a_by_seed: Mapping[int, float | None], b_by_seed: Mapping[int, f
     lo, hi = ci if ci else (None, None)
     why = _why_untested(pairs)
     down, up = pairs.diffs, [-d for d in pairs.diffs]
+
+    def p(diffs: list[float], shift: float) -> float:
+        found = t_pvalue(diffs, shift)
+        return 1.0 if found is None else found
+
     p_for, p_against = None, None
     if not why:
-        p_for = max(t_pvalue(down, -delta) or 1.0, t_pvalue(up, -delta) or 1.0)
-        p_against = min(1.0, 2 * min(t_pvalue(down, delta) or 1.0, t_pvalue(up, delta) or 1.0))
+        p_for = max(p(down, -delta), p(up, -delta))
+        p_against = min(1.0, 2 * min(p(down, delta), p(up, delta)))
     return Paired(len(pairs.diffs), mean_sd(pairs.diffs)[0], lo, hi, decide(p_for, p_against), pairs.excluded,
                   why, p_for, p_against, "two one-sided t tests", pairs.failed)
 
