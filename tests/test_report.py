@@ -267,6 +267,7 @@ def test_claim_kinds_stability_equivalence_and_best_lr_with_selection_seeds(tmp_
         claim("Same lr, no difference beyond 0.5", "equivalence", at("muon", 0.01), at("adamw", 0.01),
               "equivalent", delta=0.5),
         claim("A tiny gain does not count", "difference", at("muon", 0.01), at("adamw", 0.01), "a_better", delta=0.2),
+        claim("On three seeds", "difference", at("muon", 0.01), at("adamw", 0.01), "a_better", evaluation_seeds=[0, 1, 2]),
     ])
     assert lines[0].startswith("- **inconclusive**: Muon is stabler at 0.1. seeds that diverged or stalled: "
                                "muon (lr=0.1) 0/6, adamw (lr=0.1) 3/6 (exact McNemar")
@@ -276,6 +277,7 @@ def test_claim_kinds_stability_equivalence_and_best_lr_with_selection_seeds(tmp_
     assert "n = 3 seeds" in lines[1] and "Holm" not in lines[1]
     assert lines[2].startswith("- **supported**: Same lr, no difference beyond 0.5") and "±0.5" in lines[2]
     assert lines[3].startswith("- **inconclusive**: A tiny gain") and "δ = 0.2" in lines[3]
+    assert "n = 3 seeds" in lines[4]
 
 
 def test_claims_are_a_family_holm_can_overturn_a_lone_verdict(tmp_path):
