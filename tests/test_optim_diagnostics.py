@@ -39,7 +39,7 @@ MATRIX = {"dtype": "float32"}
         ({"lr": 1e-3, "filter": "ema", "normalizer": "adam"}, set()),
         ({"lr": 0.02, "normalizer": {"name": "muon", **MATRIX}, "aux": {}}, {"ns_orth_err"} | AUX),
         ({"lr": 0.02, "normalizer": {"name": "normuon", **MATRIX}, "aux": {}}, {"ns_orth_err"} | AUX),
-        ({"lr": 0.01, "normalizer": {"name": "trasmuon", **MATRIX}, "aux": {}}, {"ns_orth_err", "clip_frac", "clip_mean", "energy_ratio"} | AUX),
+        ({"lr": 0.01, "normalizer": {"name": "trasmuon", **MATRIX}, "aux": {}}, {"ns_orth_err", "clip_frac", "clip_mean", "clip_lowest", "trigger_frac", "energy_ratio"} | AUX),
         ({"lr": 0.01, "normalizer": {"name": "trasmuon", "clip": False, **MATRIX}, "aux": {}}, {"ns_orth_err"} | AUX),
         ({"lr": 0.01, "filter": "ema", "normalizer": "adam", "trust_ratio": "post_normalizer"}, {"trust_ratio"}),
         ({"lr": 0.01, "update_clip": 0.1}, {"update_clip_frac"}),

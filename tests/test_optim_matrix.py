@@ -212,9 +212,31 @@ def test_trasmuon_clip_frac_and_clip_mean_on_a_known_burst():
     diag: dict[str, float] = {}
     n.update([M], [M], [{}], StepContext(step=0, diagnose=True, diagnostics=diag))
     damped = 1.0 / (1.0 + math.log1p(50.0))
-    assert diag["clip_frac"] == pytest.approx(3 / 16)
+    assert diag["clip_frac"] == pytest.approx(3 / 16) and diag["trigger_frac"] == pytest.approx(3 / 16)
     assert diag["clip_mean"] == pytest.approx((13 + 3 * damped) / 16, rel=1e-5)
+    assert diag["clip_lowest"] == pytest.approx(damped, rel=1e-5)
     assert diag["energy_ratio"] == pytest.approx(100.0, rel=1e-4)
+
+
+def test_trasmuon_clip_frac_counts_damped_features_not_features_over_the_trigger():
+    """A burst in feature 2 at update 0, then equal energies: at update 1 no feature is over the
+    trigger, but the smoothed clip (clip_beta 0.9, starting at 1) still damps feature 2 by
+    0.9·(0.9 + 0.1·d) + 0.1·1, d the raw factor of update 0. clip_frac counts it; trigger_frac
+    does not."""
+    n = NORMALIZERS["trasmuon"](dtype="float32", clip_beta=0.9, trigger=2.0, alpha=1.0, clip_min=0.0)
+    calm = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+    calm = calm / calm.square().sum(0, keepdim=True).sqrt()  # every column of energy 1
+    burst = calm.clone()
+    burst[:, 2] *= 10.0  # energy 100 against the median 1
+    states, diag = [{}], {}
+    n.update([burst], [burst], states, StepContext(step=0))
+    n.update([calm], [calm], states, StepContext(step=1, diagnose=True, diagnostics=diag))
+    d = 1.0 / (1.0 + math.log1p(50.0))
+    applied = 0.9 * (0.9 + 0.1 * d) + 0.1
+    assert diag["trigger_frac"] == 0.0
+    assert diag["clip_frac"] == pytest.approx(1 / 16)
+    assert diag["clip_lowest"] == pytest.approx(applied, rel=1e-5)
+    assert diag["clip_mean"] == pytest.approx((15 + applied) / 16, rel=1e-5)
 
 
 def test_trasmuon_clip_mean_averages_over_matrices():

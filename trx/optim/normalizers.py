@@ -317,9 +317,10 @@ class TrasMuon(MatrixNormalizer, SecondMomentOptions):
 
     State per parameter: `normuon_sq` (second moment), `energy_ref` (running median energy),
     `clip_ema` and `clip_last` (the smoothed and the applied clip). Diagnostics, over every
-    feature of every matrix of the update: `clip_frac` (fraction of features whose energy ratio
-    is over the trigger this update), `clip_mean` (mean applied clip factor, 1 = no damping),
-    `energy_ratio` (largest ratio); none of them with `clip: false`.
+    feature of every matrix of the update: `clip_frac` (fraction of features damped: applied
+    factor below 1), `clip_mean` (mean applied factor, 1 = no damping), `clip_lowest` (smallest
+    applied factor), `trigger_frac` (fraction whose energy ratio is over the trigger this update:
+    the raw clip's input, before smoothing), `energy_ratio` (largest ratio); none with `clip: false`.
     """
 
     name: Literal["trasmuon"] = "trasmuon"
@@ -364,21 +365,37 @@ class TrasMuon(MatrixNormalizer, SecondMomentOptions):
         for key, value in (("energy_ref", ref), ("clip_ema", smooth), ("clip_last", applied)):
             scatter(states, key, value)
         if ctx.diagnose:
-            clipped, peak = (ratio > self.trigger).sum().float(), ratio.max()
-            tally["clipped"] = tally["clipped"] + clipped if "clipped" in tally else clipped
-            tally["energy_ratio"] = torch.maximum(tally["energy_ratio"], peak) if "energy_ratio" in tally else peak
-            factors = applied.float().sum()  # applied is (B, 1, c) or (B, r, 1): one factor per feature
-            tally["clip_sum"] = tally["clip_sum"] + factors if "clip_sum" in tally else factors
-            tally["features"] = tally.get("features", 0) + ratio.numel()
+            tally_clip(tally, ratio > self.trigger, ratio, applied)
         return applied
 
     def report(self, tally):
         if not tally.get("features"):
             return super().report(tally)
         n = tally["features"]
-        tally = {**tally, "clip_frac": tally["clipped"] / n, "clip_mean": tally["clip_sum"] / n}
-        names = ["clip_frac", "clip_mean", "energy_ratio"] + (["ns_orth_err"] if "ns_orth_err" in tally else [])
+        tally = {**tally, "clip_frac": tally["damped"] / n, "clip_mean": tally["clip_sum"] / n,
+                 "trigger_frac": tally["over"] / n}
+        names = list(CLIP_DIAGNOSTICS) + (["ns_orth_err"] if "ns_orth_err" in tally else [])
         return dict(zip(names, torch.stack([tally[k].float() for k in names]).tolist()))
+
+
+# TrasMuon's clip diagnostics, over every feature of every matrix of the update (docs/optimizers.md)
+CLIP_DIAGNOSTICS = ("clip_frac", "clip_mean", "clip_lowest", "trigger_frac", "energy_ratio")
+
+
+def tally_clip(tally: dict[str, Any], over: Tensor, ratio: Tensor, applied: Tensor) -> None:
+    """Add one shape group's clip to the running tally: counts of damped (applied factor < 1)
+    and over-trigger features, the factors' sum and smallest, the largest energy ratio. `applied`
+    holds one factor per feature, (B, 1, c) or (B, r, 1), as `ratio` and `over` do."""
+    factors = applied.float()
+    for key, value, combine in (
+        ("damped", (factors < 1.0).sum().float(), torch.add),
+        ("over", over.sum().float(), torch.add),
+        ("clip_sum", factors.sum(), torch.add),
+        ("clip_lowest", factors.min(), torch.minimum),
+        ("energy_ratio", ratio.max(), torch.maximum),
+    ):
+        tally[key] = combine(tally[key], value) if key in tally else value
+    tally["features"] = tally.get("features", 0) + ratio.numel()
 
 
 @NORMALIZERS.register
