@@ -228,8 +228,17 @@ def check_jobs(jobs: list[ArmJob], mode: str, locked: str = "error") -> None:
             check_resumable(Path(job.dir), job_config(job))
 
 
+SWEEP_MARKS = ("sweep.csv", "sweep")  # what a sweep root or an experiment holding one has
+
+
 def clear(jobs: list[ArmJob]) -> None:
-    """--overwrite: delete the jobs' folders."""
+    """--overwrite: delete the jobs' folders. A folder holding a sweep is never one of them
+    (reserved arm names keep them apart; this refuses should they ever meet)."""
+    for job in jobs:
+        marks = [m for m in SWEEP_MARKS if (Path(job.dir) / m).exists()]
+        if marks:
+            raise UserError(f"--overwrite: {job.dir} holds a sweep ({marks[0]}); refusing to delete it",
+                            hint="delete it yourself if that is what you want")
     for job in jobs:
         shutil.rmtree(job.dir, ignore_errors=True)
 

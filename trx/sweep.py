@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from trx.config import UserError, apply_overrides, read_yaml, resolve, set_dotted
+from trx.config import MAX_RUNS, UserError, apply_overrides, load_yaml, read_yaml, resolve, set_dotted, yaml_problem
 from trx.io import atomic_write, write_yaml
 from trx.jobs import ArmJob, CellMeta, JobResult, check_jobs
 from trx.optim import ConfigError, plan_groups
@@ -84,9 +85,9 @@ def parse_grid_option(text: str) -> tuple[str, list[Any]]:
             raise UserError(f"--grid {key}: expected numbers in {head}:LO:HI:N, got {raw!r}") from None
         return key, spaced(key, head, [lo, hi], num)
     try:
-        values = yaml.safe_load(f"[{raw}]")
-    except yaml.YAMLError:
-        raise UserError(f"--grid {key}: the values are not valid YAML: {raw!r}") from None
+        values = load_yaml(f"[{raw}]")
+    except yaml.YAMLError as exc:
+        raise UserError(f"--grid {key}: the values are {yaml_problem(exc)}: {raw!r}") from None
     return key, values
 
 
@@ -113,7 +114,22 @@ class Cell:
 
     @property
     def id(self) -> str:
-        return ",".join(f"{k}={format_value(v)}" for k, v in [*self.short, ("seed", self.seed)])
+        return safe_id(",".join(f"{k}={format_value(v)}" for k, v in [*self.short, ("seed", self.seed)]))
+
+
+UNSAFE = re.compile(r"[/\\%\x00-\x1f\x7f]")
+MAX_ID_BYTES = 255  # the longest file name most file systems take
+
+
+def safe_id(text: str) -> str:
+    """A cell id as one folder name: path separators, '%' and control characters become %XX, so a
+    grid value like `../../x` names a folder inside the sweep, never a path out of it."""
+    name = UNSAFE.sub(lambda m: f"%{ord(m.group()):02X}", text)
+    if name in (".", "..") or len(name.encode()) > MAX_ID_BYTES:
+        shown = name if len(name) <= 60 else name[:60] + "…"
+        raise UserError(f"sweep: the cell id {shown!r} cannot be a folder name "
+                        f"(at most {MAX_ID_BYTES} bytes, not '.' or '..')", hint="use shorter grid values")
+    return name
 
 
 @dataclass
@@ -127,7 +143,12 @@ class Plan:
     config: dict[str, Any] = field(default_factory=dict, repr=False)  # the whole resolved config
 
     def cell_dir(self, cell: Cell) -> Path:
-        return self.root / cell.arm / cell.id
+        """`root/<arm>/<id>`, checked to lie inside the sweep root (links planted below it count)."""
+        folder = self.root / cell.arm / cell.id
+        if not folder.resolve().is_relative_to(self.root.resolve()):
+            raise UserError(f"sweep cell {cell.arm}/{cell.id}: its folder {folder} resolves outside {self.root}",
+                            hint="remove the link that leads it there")
+        return folder
 
 
 def arm_axes(arm: str, grid: dict[str, list[Any]], arms: list[str]) -> list[tuple[str, list[Any]]]:
@@ -174,8 +195,20 @@ def expand(data: dict[str, Any], grid: dict[str, list[Any]], seeds: list[int]) -
     for cell in cells:
         other = seen.setdefault((cell.arm, cell.id), cell)
         if other is not cell:
-            raise UserError(f"sweep: two cells of arm {cell.arm} share the id {cell.id} (values equal at %.4g)")
+            raise UserError(f"sweep: two cells of arm {cell.arm} share the id {cell.id}: a grid value is listed twice, "
+                            "or two values are equal to the 4 significant digits an id keeps",
+                            hint="list each value once, or space them further apart")
     return cells
+
+
+def check_size(data: dict[str, Any], grid: dict[str, list[Any]], seeds: list[int]) -> None:
+    """Refuse a grid of more than MAX_RUNS cells before expanding it (that alone takes minutes)."""
+    arms = list(data["optimizers"])
+    counts = {arm: math.prod(len(v) for _, v in arm_axes(arm, grid, arms)) * len(seeds) for arm in arms}
+    if sum(counts.values()) > MAX_RUNS:
+        each = ", ".join(f"{arm}: {n:,}" for arm, n in counts.items())
+        raise UserError(f"sweep: {sum(counts.values()):,} cells ({each}) is more than the {MAX_RUNS:,} a sweep may have",
+                        hint="use fewer grid values or seeds")
 
 
 def check_axes(data: dict[str, Any], arm: str, axes: list[tuple[str, list[Any]]], grid: dict[str, Any]) -> None:
@@ -221,6 +254,7 @@ def plan_sweep(
         seed_list = [base.seed + i for i in range(seeds)]
     else:
         seed_list = list(sweep.seeds) if sweep and sweep.seeds else base.seed_list()
+    check_size(data, grid, seed_list)
     cells = expand(data, grid, seed_list)
     keys = list(dict.fromkeys(k for c in cells for k, _ in c.short))
     return Plan(base.name, Path(out) / base.name / "sweep", cells, keys, base.model_dump(mode="json"))
