@@ -206,3 +206,131 @@ def test_clear_refuses_a_folder_that_holds_a_sweep(tmp_path):
     with pytest.raises(UserError, match="sweep"):
         clear([ArmJob({}, str(folder), CellMeta("tiny", "x", 0))])
     assert (folder / "sweep.csv").exists()
+
+
+# ---- nothing is written through a planted link (items 2, 11) --------------------------------
+def one_arm(tmp_path: Path, **over) -> Path:
+    data = tiny_config(optimizers={"sgd": {"lr": 0.1}}, checkpoint_every=10, keep_checkpoint=True)
+    data.update(over)
+    return config_text(tmp_path, yaml.safe_dump(data))
+
+
+def test_report_does_not_write_a_figure_through_a_planted_link(tmp_path):
+    out = tmp_path / "runs"
+    assert cli("run", one_arm(tmp_path), "--out", out).returncode == 0
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    (out / "tiny" / "report_curves.png").symlink_to(target)
+    res = cli("report", out / "tiny")
+    assert res.returncode == 0, res.stderr
+    assert target.read_text() == "keep me"
+    link = out / "tiny" / "report_curves.png"
+    assert not link.is_symlink() and link.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("name", ["metrics.csv", ".lock", "checkpoint.pt", ".lock.holder"])
+def test_a_planted_link_in_a_run_folder_is_refused_on_resume(tmp_path, name):
+    out = tmp_path / "runs"
+    assert cli("run", one_arm(tmp_path), "--out", out).returncode == 0
+    folder = out / "tiny" / "sgd"
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    (folder / name).unlink(missing_ok=True)
+    (folder / name).symlink_to(target)
+    interrupt(folder)
+    assert_refused(cli("run", one_arm(tmp_path), "--out", out, "--resume"), name, "is a symbolic link")
+    assert target.read_text() == "keep me"
+
+
+def test_metrics_are_never_appended_through_a_link(tmp_path):
+    from trx.io import MetricsWriter
+
+    target = tmp_path / "precious.csv"
+    target.write_text("step,loss\n0,1.0\n")
+    (tmp_path / "metrics.csv").symlink_to(target)
+    with pytest.raises(OSError):
+        MetricsWriter(tmp_path / "metrics.csv").append({"step": 1, "loss": 0.5})
+    assert target.read_text() == "step,loss\n0,1.0\n"
+
+
+# ---- checkpoints and metrics a resume continues from (items 4, 5, 6) ------------------------
+def interrupt(folder: Path) -> None:
+    """Make a finished run look interrupted after its checkpoint at update 10 (of 20)."""
+    summary = json.loads((folder / "summary.json").read_text())
+    (folder / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
+
+
+def finished_run(tmp_path: Path) -> tuple[Path, Path]:
+    out = tmp_path / "runs"
+    assert cli("run", one_arm(tmp_path), "--out", out).returncode == 0
+    folder = out / "tiny" / "sgd"
+    interrupt(folder)
+    return out, folder
+
+
+def tamper(folder: Path, change) -> None:
+    import torch
+
+    ckpt = torch.load(folder / "checkpoint.pt", weights_only=True)
+    torch.save(change(ckpt), folder / "checkpoint.pt")
+
+
+def first_weight(ckpt: dict) -> str:
+    return next(iter(ckpt["model"]))
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    (lambda c: {**c, "step": 10**6}, ["step 1000000"]),
+    (lambda c: {"step": 10**6, "elapsed": 0.0}, ["not a trx checkpoint"]),
+    (lambda c: {**c, "model": {**c["model"], first_weight(c): c["model"][first_weight(c)].double()}}, ["weight", "float64"]),
+    (lambda c: {**c, "model": {**c["model"], first_weight(c): c["model"][first_weight(c)] * float("nan")}}, ["not finite"]),
+    (lambda c: {**c, "config": {**c["config"], "steps": 30}}, ["another config", "steps"]),
+], ids=["step", "plain-values", "float64", "nan", "config"])
+def test_a_tampered_checkpoint_is_refused(tmp_path, change, words):
+    out, folder = finished_run(tmp_path)
+    tamper(folder, change)
+    before = (folder / "metrics.csv").read_text()
+    assert_refused(cli("run", one_arm(tmp_path), "--out", out, "--resume"), "checkpoint.pt", *words)
+    assert (folder / "metrics.csv").read_text() == before
+
+
+def test_a_deleted_config_yaml_does_not_hide_a_config_change(tmp_path):
+    out, folder = finished_run(tmp_path)
+    (folder / "config.yaml").unlink()
+    res = cli("run", one_arm(tmp_path), "--out", out, "--resume", "--set", "optimizers.sgd.lr=0.5")
+    assert_refused(res, "optimizers.sgd.lr")
+    assert not (folder / "config.yaml").exists()
+
+
+def metric_lines(folder: Path) -> list[str]:
+    return (folder / "metrics.csv").read_text().splitlines()
+
+
+def test_a_cut_last_row_and_a_duplicated_row_are_repaired_on_resume(tmp_path):
+    out, folder = finished_run(tmp_path)
+    whole = metric_lines(folder)
+    text = "\n".join(whole[:3] + [whole[2]] + whole[3:]) + "\n"  # a duplicated row before the checkpoint
+    (folder / "metrics.csv").write_text(text[: len(text) - 9])  # and the last row cut mid-value
+    res = cli("run", one_arm(tmp_path), "--out", out, "--resume")
+    assert res.returncode == 0, res.stderr
+    assert without_wall_time(metric_lines(folder)) == without_wall_time(whole)
+
+
+def without_wall_time(lines: list[str]) -> list[list[str]]:
+    at = lines[0].split(",").index("wall_time")
+    return [line.split(",")[:at] + line.split(",")[at + 1:] for line in lines]
+
+
+def test_rows_cut_before_the_checkpoint_are_refused(tmp_path):
+    out, folder = finished_run(tmp_path)
+    text = (folder / "metrics.csv").read_text()
+    (folder / "metrics.csv").write_text(text[: text.index("\n", text.index("\n") + 1) + 5])  # mid-way through row 2
+    assert_refused(cli("run", one_arm(tmp_path), "--out", out, "--resume"), "metrics.csv", "rows were lost")
+
+
+def test_a_damaged_row_is_refused(tmp_path):
+    out, folder = finished_run(tmp_path)
+    lines = metric_lines(folder)
+    lines[2] = lines[2].rsplit(",", 2)[0]
+    (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
+    assert_refused(cli("run", one_arm(tmp_path), "--out", out, "--resume"), "metrics.csv", "line 3")
