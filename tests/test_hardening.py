@@ -334,3 +334,24 @@ def test_a_damaged_row_is_refused(tmp_path):
     lines[2] = lines[2].rsplit(",", 2)[0]
     (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
     assert_refused(cli("run", one_arm(tmp_path), "--out", out, "--resume"), "metrics.csv", "line 3")
+
+
+# ---- sweep.csv after two concurrent sweeps (item 7) -----------------------------------------
+def test_sweep_csv_lists_cells_another_sweep_finished(tmp_path):
+    """This sweep found both cells locked (another sweep ran them); their summaries say complete."""
+    import pandas as pd
+
+    from trx.jobs import JobResult
+    from trx.sweep import plan_sweep, save_sweep_csv
+
+    data = tiny_config(steps=2, eval_every=0, log_every=1, optimizers={"sgd": {"lr": 0.1}},
+                       sweep={"grid": {"optimizers.sgd.lr": [0.1, 0.2]}})
+    cfg = config_text(tmp_path, yaml.safe_dump(data))
+    out = tmp_path / "runs"
+    assert cli("sweep", cfg, "--out", out).returncode == 0
+    whole = pd.read_csv(out / "tiny" / "sweep" / "sweep.csv")
+    plan = plan_sweep(cfg, [], [], None, out)
+    save_sweep_csv(plan, [JobResult(str(plan.cell_dir(c)), "locked", {}, "locked by host:1") for c in plan.cells])
+    table = pd.read_csv(out / "tiny" / "sweep" / "sweep.csv")
+    assert list(table["status"]) == ["complete", "complete"]
+    assert list(table["final_loss"]) == list(whole["final_loss"])

@@ -21,7 +21,8 @@ import pandas as pd
 import yaml
 
 from trx.config import MAX_RUNS, UserError, apply_overrides, load_yaml, read_yaml, resolve, set_dotted, yaml_problem
-from trx.io import atomic_write, write_yaml
+from trx.errors import FINISHED
+from trx.io import atomic_write, read_json, refuse_links, write_yaml
 from trx.jobs import ArmJob, CellMeta, JobResult, check_jobs
 from trx.optim import ConfigError, plan_groups
 from trx.report import value_text
@@ -300,13 +301,14 @@ def write_experiment(plan: Plan, data: dict[str, Any]) -> None:
 
 
 # ---- the record -------------------------------------------------------------------------------
+SWEEP_LOCK = ".sweep.lock"
 SUMMARY_COLUMNS = ["status", "steps_done", "final_loss", "best_loss"]
 SUMMARY_TAIL = ["diverged", "diverged_at", "wall_time_s", "threads", "error"]
 
 
 def sweep_rows(plan: Plan, results: list[JobResult]) -> list[dict[str, Any]]:
     """One row per cell: arm, id, seed, one column per override key, then summary fields."""
-    summaries = [{**r.summary, "status": r.status, "error": r.error} for r in results]
+    summaries = [cell_record(r) for r in results]
     evals = sorted({k for s in summaries for k in s if k.startswith("final_val")})
     rows = []
     for cell, s in zip(plan.cells, summaries):
@@ -318,7 +320,22 @@ def sweep_rows(plan: Plan, results: list[JobResult]) -> list[dict[str, Any]]:
     return rows
 
 
+def cell_record(result: JobResult) -> dict[str, Any]:
+    """What a cell's row says: its own summary.json when that holds a finished result (another
+    sweep may have finished the cell while this one found it locked), else this sweep's result."""
+    summary = read_json(Path(result.dir) / "summary.json")
+    if isinstance(summary, dict) and summary.get("status") in FINISHED:
+        return summary
+    return {**result.summary, "status": result.status, "error": result.error}
+
+
 def save_sweep_csv(plan: Plan, results: list[JobResult]) -> Path:
+    """sweep.csv, rebuilt from the cells' records under a lock (two sweeps of one grid may finish
+    at once: each rewrites the whole table from what the cell folders hold)."""
+    from filelock import FileLock
+
     path = plan.root / "sweep.csv"
-    atomic_write(path, pd.DataFrame(sweep_rows(plan, results)).to_csv(index=False))
+    refuse_links(plan.root, (SWEEP_LOCK,))
+    with FileLock(str(plan.root / SWEEP_LOCK)):
+        atomic_write(path, pd.DataFrame(sweep_rows(plan, results)).to_csv(index=False))
     return path
