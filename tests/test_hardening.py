@@ -355,3 +355,26 @@ def test_sweep_csv_lists_cells_another_sweep_finished(tmp_path):
     table = pd.read_csv(out / "tiny" / "sweep" / "sweep.csv")
     assert list(table["status"]) == ["complete", "complete"]
     assert list(table["final_loss"]) == list(whole["final_loss"])
+
+
+# ---- sizes the machine cannot hold (item 12) ------------------------------------------------
+def test_a_batch_beyond_the_machines_memory_is_refused_before_starting(tmp_path):
+    data = tiny_config(optimizers={"sgd": {"lr": 0.1}})
+    data["task"] = {"name": "small_gpt", "n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 64, "batch_size": 1_000_000}
+    out = tmp_path / "runs"
+    assert_refused(cli("run", config_text(tmp_path, yaml.safe_dump(data)), "--out", out), "task.batch_size", "GiB")
+    assert not out.exists()
+
+
+def test_the_memory_estimate_lets_ordinary_batches_through():
+    import torch
+
+    from trx.config import resolve
+    from trx.jobs import check_fits, free_memory
+    from trx.runner import prepare
+
+    cfg = resolve(tiny_config(task={"name": "small_gpt", "n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 64,
+                                    "batch_size": 8}))
+    exp = prepare(cfg, Path("unused"), "cpu")
+    check_fits(exp.task, exp.task.build_model(), torch.device("cpu"))  # passes
+    assert free_memory(torch.device("cpu")) > 0

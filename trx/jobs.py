@@ -9,6 +9,7 @@ job holds a lock on it while it runs.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import socket
@@ -218,6 +219,57 @@ def _fresh_model(config: dict[str, Any]) -> Any:
     except DataError:
         return None
     return task.build_model()
+
+
+def check_fits(task: Any, model: Any, device: Any) -> None:
+    """Refuse a batch whose training memory exceeds what the device has free: the bytes autograd
+    saves for backward on a batch of two (weights excluded), per example × the examples of one
+    (micro-)batch, plus weights, gradients and two state tensors per weight. An estimate from
+    one tiny forward pass; a task without `batch_size`, or one the probe cannot run, is let through."""
+    import torch
+
+    opts = task.options
+    fields = type(opts).model_fields
+    if "batch_size" not in fields:
+        return
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t: Any) -> Any:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in weights:
+            saved[ptr] = max(saved.get(ptr, 0), t.untyped_storage().nbytes())
+        return t
+
+    probe = copy.copy(task)  # shares the loaded data; only the batch size differs
+    probe.options = opts.model_copy(update={k: v for k, v in (("batch_size", 2), ("grad_accum", 1)) if k in fields})
+    try:
+        with torch.random.fork_rng(devices=[]), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            probe.loss(model, probe.batch(0))
+    except Exception:  # noqa: BLE001 - an estimate must never stop a run it cannot judge
+        return
+    micro = opts.batch_size // getattr(opts, "grad_accum", 1)
+    need = sum(saved.values()) / 2 * micro + 4 * sum(p.numel() * p.element_size() for p in model.parameters())
+    have = free_memory(device)
+    if have is not None and need > have:
+        raise UserError(f"task.batch_size: {opts.batch_size} needs about {need / 2**30:,.1f} GiB to train "
+                        f"({sum(saved.values()) / 2 / 2**20:,.2f} MiB per example), more than the "
+                        f"{have / 2**30:,.1f} GiB free on {device}", hint="use a smaller batch_size")
+
+
+def free_memory(device: Any) -> int | None:
+    """Bytes free on `device` (CUDA: the driver's count; CPU: MemAvailable), None when unknown."""
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def holds_results(folder: Path) -> bool:

@@ -23,7 +23,7 @@ import yaml
 from trx.config import MAX_RUNS, UserError, apply_overrides, load_yaml, read_yaml, resolve, set_dotted, yaml_problem
 from trx.errors import FINISHED
 from trx.io import atomic_write, read_json, refuse_links, write_yaml
-from trx.jobs import ArmJob, CellMeta, JobResult, check_jobs
+from trx.jobs import ArmJob, CellMeta, JobResult, check_fits, check_jobs
 from trx.optim import ConfigError, plan_groups
 from trx.report import value_text
 from trx.runner import prepare
@@ -281,6 +281,7 @@ def check_plan(plan: Plan, device: str | None) -> list[ArmJob]:
             if key not in models:
                 exp = prepare(cfg, plan.root, device)
                 models[key] = (exp.task, exp.task.build_model(), exp.roles)
+                check_fits(exp.task, models[key][1], exp.device)
             task, model, roles = models[key]
             plan_groups(model, cfg.optimizers[cell.arm], roles)
         except UserError as exc:
