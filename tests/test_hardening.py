@@ -164,6 +164,19 @@ def test_a_grid_value_cannot_lead_a_cell_folder_out_of_the_sweep(tmp_path):
     assert json.loads((cell / "cell.json").read_text())["overrides"] == {"task.data_dir": "../../../../../../../../../../ESCAPED"}
 
 
+def test_a_link_planted_in_a_sweep_cannot_lead_a_cell_out_of_it(tmp_path):
+    from trx.errors import UserError
+    from trx.sweep import plan_jobs, plan_sweep
+
+    data = tiny_config(optimizers={"sgd": {"lr": 0.1}}, sweep={"grid": {"optimizers.sgd.lr": [0.1]}})
+    plan = plan_sweep(config_text(tmp_path, yaml.safe_dump(data)), [], [], None, tmp_path / "runs")
+    (tmp_path / "elsewhere").mkdir()
+    plan.root.mkdir(parents=True)
+    (plan.root / "sgd").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UserError, match="resolves outside"):
+        plan_jobs(plan)
+
+
 def test_cell_ids_encode_separators_and_stay_one_folder():
     from trx.errors import UserError
     from trx.sweep import safe_id
