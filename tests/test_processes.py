@@ -74,9 +74,9 @@ def live_session(sid: int) -> list[int]:
 
 
 @contextmanager
-def sweep_session(cfg: Path, out: Path, *extra: str) -> Iterator[subprocess.Popen]:
-    """`trx sweep` in a session of its own; whatever of it is left at the end is killed."""
-    cmd = [sys.executable, "-m", "trx", "sweep", str(cfg), "--jobs", "2", "--out", str(out), *extra]
+def trx_session(*args: Any) -> Iterator[subprocess.Popen]:
+    """`python -m trx ARGS` in a session of its own; whatever of it is left at the end is killed."""
+    cmd = [sys.executable, "-m", "trx", *map(str, args)]
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("TRX_DEBUG", None)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -89,6 +89,14 @@ def sweep_session(cfg: Path, out: Path, *extra: str) -> Iterator[subprocess.Pope
         proc.wait(timeout=60)
 
 
+@contextmanager
+def two_cells_running_in(cfg: Path, out: Path) -> Iterator[subprocess.Popen]:
+    """A 3-cell sweep with `--jobs 2`, once two of its cells are mid-run."""
+    with trx_session("sweep", cfg, "--jobs", 2, "--out", out) as proc:
+        wait_until("two cells were running", lambda: two_cells_running(out), proc)
+        yield proc
+
+
 needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 
 
@@ -96,8 +104,7 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="re
 @pytest.mark.slow
 def test_sigterm_to_every_process_saves_running_cells_and_the_same_command_finishes(tmp_path, write_config):
     cfg, out = write_config(sweep_config(steps=8000)), tmp_path / "runs"
-    with sweep_session(cfg, out) as proc:
-        wait_until("two cells were running", lambda: two_cells_running(out), proc)
+    with two_cells_running_in(cfg, out) as proc:
         os.killpg(proc.pid, signal.SIGTERM)  # what `timeout` and Slurm do: the parent and its workers
         _, err = proc.communicate(timeout=OUTER_LIMIT_S)
     assert proc.returncode == 130, err
@@ -115,14 +122,10 @@ def test_sigterm_to_every_process_saves_running_cells_and_the_same_command_finis
 def test_sigterm_to_a_plain_run_saves_it_and_exits_130(tmp_path, write_config):
     cfg = write_config({k: v for k, v in sweep_config(steps=400_000).items() if k != "sweep"})
     out = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "trx", "run", str(cfg), "--out", str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+    with trx_session("run", cfg, "--out", out) as proc:
         wait_until("the run wrote a checkpoint", lambda: (out / "qs" / "gd" / "checkpoint.pt").exists(), proc)
         os.killpg(proc.pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=OUTER_LIMIT_S)
-    finally:
-        proc.kill()
     assert proc.returncode == 130, err
     assert status(out / "qs" / "gd") == "interrupted" and "Traceback" not in err
 
@@ -131,8 +134,7 @@ def test_sigterm_to_a_plain_run_saves_it_and_exits_130(tmp_path, write_config):
 @pytest.mark.slow
 def test_workers_end_when_the_sweep_process_is_killed(tmp_path, write_config):
     cfg, out = write_config(sweep_config(steps=400_000)), tmp_path / "runs"
-    with sweep_session(cfg, out) as proc:
-        wait_until("two cells were running", lambda: two_cells_running(out), proc)
+    with two_cells_running_in(cfg, out) as proc:
         proc.kill()  # kill -9: no handler runs in the parent
         proc.wait(timeout=60)
         wait_until("the forkserver and the workers ended", lambda: not live_session(proc.pid))

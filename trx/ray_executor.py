@@ -7,9 +7,9 @@ straight into the job's folder, so the output folder must be on a filesystem tha
 mounts at the same path; the driver checks that before any cell trains (a marker file).
 
 Faults. A worker lost mid-cell (killed, out of memory, node gone): Ray reruns the task up to
-`max_retries` times and the rerun resumes from the cell's checkpoint. A stop (Ctrl-C on the
-driver) drops queued tasks and cancels running ones; Ray delivers that cancel as SIGINT to the
-task, whose stop handler saves the cell as `interrupted` at its next update.
+`max_retries` times and the rerun resumes from the cell's checkpoint. A stop (Ctrl-C or
+SIGTERM on the driver) drops queued tasks and cancels running ones; Ray delivers that cancel as
+SIGINT to the task, whose stop handler saves the cell as `interrupted` at its next update.
 """
 
 from __future__ import annotations
