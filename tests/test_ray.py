@@ -31,7 +31,7 @@ import trx
 from trx.errors import UserError
 
 ROOT = Path(trx.__file__).resolve().parents[1]  # the checkout under test: drivers and workers import it
-SESSION_TIMEOUT_S = 900  # the whole cluster session; each command in it has its own, smaller limit
+SESSION_TIMEOUT_S = 1800  # the whole cluster session; each command in it has its own, smaller limit
 OBJECT_STORE_BYTES = 100_000_000  # Ray's minimum is 75 MiB
 
 SWEEP = {  # 4 cells long enough to kill one between checkpoints
