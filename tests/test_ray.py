@@ -490,3 +490,19 @@ def test_a_head_that_demands_a_token_the_driver_will_not_send_fails_at_once(home
             check_authenticates(f"127.0.0.1:{port}")
     finally:
         server.stop(grace=None)
+
+
+def test_a_token_the_cluster_refuses_is_one_line_with_the_fix() -> None:
+    from types import SimpleNamespace
+
+    from trx.ray_executor import init
+
+    class AuthenticationError(Exception): ...
+
+    def refuse(**options: Any) -> None:
+        raise AuthenticationError("RPC error: InvalidAuthToken: Authentication token is missing or incorrect")
+
+    ray = SimpleNamespace(exceptions=SimpleNamespace(AuthenticationError=AuthenticationError), init=refuse)
+    with pytest.raises(UserError, match="refused this driver's auth token") as err:
+        init(ray, "127.0.0.1:6379")
+    assert "RAY_AUTH_MODE=token" in (err.value.hint or "")

@@ -86,8 +86,8 @@ class LocalProcesses:
         event = ctx.Event()
         parent_alive, alive_w = ctx.Pipe(duplex=False)  # only this process holds alive_w: EOF = it died
         results: dict[int, JobResult] = {}
-        with alive_w, cf.ProcessPoolExecutor(max_workers=self.n, mp_context=ctx, initializer=_worker_init,
-                                             initargs=(event, parent_alive)) as pool:
+        with parent_alive, alive_w, cf.ProcessPoolExecutor(max_workers=self.n, mp_context=ctx, initializer=_worker_init,
+                                                           initargs=(event, parent_alive)) as pool:
             with _ignoring_ctrl_c():  # processes started now (spawned workers) inherit it
                 probe = pool.submit(_trx_file)
             check_workers_import(probe)
