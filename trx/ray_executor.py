@@ -148,6 +148,7 @@ def connected(address: str) -> Iterator[Any]:
 
 
 def init(ray: Any, address: str) -> None:
+    """`ray.init`, its failures as one line with the fix."""
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     refused = getattr(ray.exceptions, "AuthenticationError", ())  # Ray before token authentication has none
     try:
