@@ -16,7 +16,7 @@ import pandas as pd
 import trx
 from trx.errors import UserError
 from trx.io import atomic_write, read_yaml
-from trx.report import (RunRecord, check_metric, compare_table, curve_band, curve_values, find_runs,
+from trx.report import (RunRecord, check_metric, compare_table, curve_band, curve_values, default_metric, find_runs,
                         higher_is_better, initial_value, interval_text, lr_curves, lr_table, natural_key,
                         paired_table, result, seed_values, to_markdown, value_text)
 from trx.stats import paired_difference, tolerance_difference
@@ -46,11 +46,6 @@ def write_report(paths: list[Path], out: Path | None = None, metric: str | None 
     except OSError as exc:
         raise UserError(f"--out: cannot write {path}: {exc.strerror or exc}") from None
     return path
-
-
-def default_metric(runs: list[RunRecord]) -> str:
-    """`val_loss` when any run evaluated it, else the train `loss`."""
-    return "val_loss" if any(result(r, "val_loss") is not None for r in runs) else "loss"
 
 
 def report_path(first: Path, out: Path | None) -> Path:
@@ -138,9 +133,12 @@ def environment(runs: list[RunRecord]) -> list[str]:
                    for r in runs if (r.dir / "summary.json").exists())
     when = (f"{times[0]:%Y-%m-%d %H:%M} – {times[-1]:%Y-%m-%d %H:%M} UTC" if times else "unknown")
     statuses = pd.Series([str(r.summary.get("status")) for r in runs]).value_counts()
+    ns_runs = any(r.summary.get("ns_dtype") for r in runs)
     return [f"- trx {values('trx_version')}, torch {values('torch_version')}, python {values('python_version')}, "
             f"git {values('git_sha')}",
             f"- device {values('device')}, {values('threads')} thread(s), world size {values('world_size')}",
+            f"- CPU {values('cpu')} ({values('cpu_isa')}; torch kernels {values('torch_cpu_capability')}), "
+            f"torch CUDA {values('torch_cuda')}" + (f"; Newton–Schulz dtype {values('ns_dtype')}" if ns_runs else ""),
             f"- runs: {len(runs)} ({', '.join(f'{n} {s}' for s, n in statuses.items())}); "
             f"total wall time {_duration(wall)} (sum over runs); finished {when}"]
 
