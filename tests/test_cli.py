@@ -108,6 +108,8 @@ def test_dry_run_shows_groups_and_writes_nothing(tmp_path, write_config):
     assert res.returncode == 0, res.stderr
     assert "parameter groups of arm muon" in res.stdout and "weight (13, 13)" not in res.stdout
     assert "(3, 13) (matrix)" in res.stdout and "bias (3,) (vector)" in res.stdout
+    assert "time estimate from 5 timed updates and one evaluation per arm, here and now (" in res.stdout
+    assert "  muon: " in res.stdout and " s per update, " in res.stdout and "  all 1 run(s): about " in res.stdout
     assert not (tmp_path / "runs").exists()
 
 

@@ -12,8 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from trx.errors import UserError, debug
@@ -299,7 +298,7 @@ def run(
     cfg = load_config(config, set_ or [])
     cfg = cfg.model_copy(update={k: v for k, v in (("seeds", seeds), ("tensorboard", tensorboard or None)) if v})
     if dry_run:
-        _dry_run(cfg, out, device)
+        _dry_run(cfg, out, device, jobs)
         return
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from trx.distributed import launch
@@ -308,7 +307,7 @@ def run(
     _run(cfg, out, device, "resume" if resume else "overwrite" if overwrite else "new", jobs)
 
 
-def _dry_run(cfg: Any, out: Path, device: str | None) -> None:
+def _dry_run(cfg: Any, out: Path, device: str | None, jobs: int | None) -> None:
     import yaml
 
     from trx.config import dump
@@ -322,11 +321,45 @@ def _dry_run(cfg: Any, out: Path, device: str | None) -> None:
         console.print(f"parameter groups not shown: {exc}", highlight=False)
         return
     _print_groups(exp)
+    try:
+        exp = prepare(cfg, out, device)  # the data, for a few timed updates (nothing is written)
+    except (UserError, DataError) as exc:
+        console.print(f"time not estimated: {exc}", highlight=False)
+        return
+    _print_estimate(exp, _at_a_time(cfg, len(cfg.optimizers) * len(cfg.seed_list()), jobs))
+
+
+def _at_a_time(cfg: Any, runs: int, jobs: int | None) -> int:
+    """Runs in parallel: --jobs, else every core when there are several seeds; never more than
+    runs or cores."""
+    from trx.executors import cpu_cores
+
+    return min(jobs or (cpu_cores() if len(cfg.seed_list()) > 1 else 1), runs, cpu_cores())
+
+
+def _print_estimate(exp: Any, n: int) -> None:
+    import torch
+
+    from trx.estimate import TIMED_UPDATES, estimate, load_text
+    from trx.executors import cpu_cores, threads_per_job
+    from trx.report_md import _duration
+
+    torch.set_num_threads(exp.cfg.threads or threads_per_job(n))
+    arms, total = estimate(exp, n)
+    runs = len(arms) * len(exp.cfg.seed_list())
+    console.print(f"time estimate from {TIMED_UPDATES} timed updates and one evaluation per arm, here and now "
+                  f"({cpu_cores()} cores, {load_text()}; {torch.get_num_threads()} thread(s) per run, "
+                  f"{n} run(s) at a time):", highlight=False)
+    for a in arms:
+        console.print(f"  {a.arm}: {a.update_s:.3g} s per update, {a.eval_s:.2g} s per evaluation: "
+                      f"{_duration(a.run_s)} per run", highlight=False)
+    console.print(f"  all {runs} run(s): about {_duration(total)} (training and evaluation only; start-up, "
+                  "logging and checkpoints add to it)", highlight=False)
 
 
 def _run(cfg: Any, out: Path, device: str | None, mode: str, jobs: int | None) -> None:
     from trx.config import dump
-    from trx.executors import InProcess, LocalProcesses, cpu_cores, run_jobs
+    from trx.executors import InProcess, LocalProcesses, run_jobs
     from trx.io import write_yaml
     from trx.jobs import arm_jobs, check_jobs, clear
     from trx.runner import StopFlag, prepare, stop_on_signals
@@ -343,7 +376,7 @@ def _run(cfg: Any, out: Path, device: str | None, mode: str, jobs: int | None) -
         import torch.distributed as dist
 
         dist.barrier()
-    n = 1 if exp.ctx.enabled else min(jobs or (cpu_cores() if len(cfg.seed_list()) > 1 else 1), len(todo), cpu_cores())
+    n = 1 if exp.ctx.enabled else _at_a_time(cfg, len(todo), jobs)
     with stop_on_signals(StopFlag()) as stop:
         if n == 1:
             with RichProgress() if exp.ctx.is_main else contextlib.nullcontext() as progress:
@@ -523,7 +556,8 @@ def compare(
     format_: Annotated[str, typer.Option("--format", help="table | csv | md")] = "table",
 ) -> None:
     """Compare arms, experiments and sweeps: means over seeds, steps to a target, lr tolerance."""
-    from trx.report import check_metric, compare_table, default_metric, find_runs, lr_table, to_csv, to_markdown
+    from trx.report import (check_metric, compare_table, default_metric, find_runs, lr_table, to_csv,
+                            to_markdown)
 
     if format_ not in ("table", "csv", "md"):
         raise UserError(f"--format: must be table, csv or md, got {format_!r}")
