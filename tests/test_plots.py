@@ -195,8 +195,11 @@ def test_warmup_zooms_on_the_first_tenth_on_shared_y_scales_and_explains_the_fra
     assert full[0].get_shared_y_axes().joined(full[0], full[1])
     assert zoom[0].get_shared_y_axes().joined(zoom[0], zoom[1])
     assert zoom[0].get_xlim() == (0, 3.0)  # 10% of τ = 30 updates
-    texts = [t.get_text() for t in fig.legends[0].texts]
-    assert texts[:2] == ["no warmup", "warmup 5% of the run (2 of 30 updates)"]
+    assert zoom[0].get_ylabel().startswith("train loss") and "train loss, first 10%" in zoom[0].get_title()
+    legends = [[t.get_text() for t in ax.get_legend().texts] for ax in full]  # each panel: its own arm's lines
+    assert legends[0] == ["no warmup", "warmup 5% of the run (2 of 30 updates)"]
+    assert legends[1] == ["no warmup (✗ 1 diverged)", "warmup 5% of the run (2 of 30 updates)"]
+    assert "shaded: the warmup updates" in [t.get_text() for t in fig.legends[0].texts]
     assert "τ = 30 updates" in fig._suptitle.get_text()
 
 
@@ -223,10 +226,17 @@ def test_schedule_names_shared_windows_and_draws_the_aux_lr(tmp_path):
     assert len(aux) == 1 and list(aux[0].get_ydata()) == pytest.approx([0.015] * 3)
 
 
-def test_lr_figure_uses_the_sample_sd_and_plain_ticks(tmp_path):
+def test_lr_figure_shows_seeds_not_sd_bars_and_band_bars_apart_from_the_data(tmp_path):
     fig = drawn(plot_lr(find_runs([make_sweep(tmp_path, RESULTS)])))
-    ax = fig.axes[0]
-    assert "mean ± sd over 2 seeds (sample sd)" in fig._suptitle.get_text()
-    assert ax.get_ylabel() == "final train loss (nats)" and ax.get_xlabel() == "learning rate μ"
+    ax, strip = fig.axes
+    assert "mean and each of 2 seeds" in fig._suptitle.get_text()
+    assert ax.get_ylabel() == "final train loss (nats)" and strip.get_xlabel() == "learning rate μ"
     assert all("10^" not in t and "×" not in t for t in tick_texts(ax))
-
+    dots = [line for line in ax.lines if line.get_marker() == "." and len(line.get_xdata())]
+    assert len(dots) == 2 and all(y >= 0 for line in dots for y in line.get_ydata())  # each seed, no negative bar
+    assert not ax.collections  # no error bars
+    bars = [line for line in strip.lines if line.get_linestyle() == "-"]
+    assert [list(line.get_ydata()) for line in bars] == [[0, 0], [1, 1]]  # one row per line, in their own axis
+    ends = [line for line in strip.lines if line.get_marker() == ">"]  # muon's band ends at the grid's top
+    assert len(ends) == 1 and list(ends[0].get_xdata()) == [0.1] and list(ends[0].get_ydata()) == [1]
+    assert "runs off the grid, width a lower bound" in strip.get_title()

@@ -599,7 +599,7 @@ def plot(
 ) -> None:
     """Draw a figure from run folders: loss curves, result vs lr, schedules, warmup ablation."""
     from trx.plots import KINDS, make_plot
-    from trx.report import default_metric, find_runs
+    from trx.report import find_runs
 
     if kind not in KINDS:
         raise UserError(f"--kind: must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -608,8 +608,18 @@ def plot(
     runs = find_runs(run_dirs)
     first = Path(run_dirs[0])
     path = out or (first if first.is_dir() else first.parent) / f"{kind}.png"
-    make_plot(kind, runs, path, metric or default_metric(runs))
+    make_plot(kind, runs, path, metric or _plot_metric(kind, runs))
     console.print(f"wrote {path}", highlight=False)
+
+
+def _plot_metric(kind: str, runs: list[Any]) -> str:
+    """The default metric of a figure: the one every command judges by where metrics.csv logs it
+    (`curves` of the train loss draw the validation loss beside it anyway)."""
+    from trx.plots import columns
+    from trx.report import default_metric
+
+    metric = default_metric(runs)
+    return metric if kind != "curves" and metric in columns(runs) else "loss"
 
 
 @app.command()

@@ -35,6 +35,7 @@ LOSS_CLIP = 3.0  # loss axes end at this many times the first loss
 LOSS_LIKE = {"loss", "val_loss", "val_bpc"}  # columns clipped at LOSS_CLIP × their first value
 MANY = 8  # more lines than this along one numeric grid axis: a colormap and a colorbar, not a legend
 ZOOM = 0.1  # the warmup figure's lower row shows this fraction of the run, where warmup acts
+ZOOM_COLUMN = "loss"  # ... of the train loss: evaluations are too sparse to show the first updates
 LINESTYLES = ["-", "--", "-.", ":"]
 CROSS_ENTROPY_TASKS = {"logreg", "cifar_resnet", "small_gpt"}  # their losses are in nats
 LABELS = {  # metrics.csv column -> axis label (the unit of a loss depends on the task: see `label`)
@@ -126,12 +127,11 @@ def _first_value(runs: list[RunRecord], column: str) -> float | None:
     return max(firsts) if firsts else None
 
 
-def seeds_text(groups: dict[Any, list[RunRecord]]) -> str:
+def seeds_text(groups: dict[Any, list[RunRecord]], spread: str = "mean ± sd over {n} seeds (sample sd)") -> str:
     counts = sorted({len(m) for m in groups.values()})
     if counts in ([], [1]):
         return "1 seed"
-    n = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
-    return f"mean ± sd over {n} seeds (sample sd)"
+    return spread.format(n=f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}")
 
 
 # ---- colours and line styles ------------------------------------------------------------------
@@ -353,25 +353,35 @@ def plot_curves(runs: list[RunRecord], metric: str = "loss"):
 
 # ---- final result vs learning rate ------------------------------------------------------------
 def plot_lr(runs: list[RunRecord], metric: str = "loss"):
-    """Final `metric` vs learning rate (log axis), one line per optimizer; diverged cells marked ✗."""
+    """Final `metric` vs learning rate (log axis), one line per optimizer: the seed mean, each
+    seed as a dot (a loss cannot go below 0; a ± sd bar can); ✗ diverged, ★ best. Below, on an
+    axis of its own so that they never read as data, each line's lr band as a bar, with ▶ or ◀
+    where the band runs off the grid (its width is then a lower bound)."""
     table = lr_table(runs, metric)
     if table.empty:
         raise UserError("--kind lr: needs sweep cells with a learning rate", hint="pass a sweep folder from trx sweep")
     curves = lr_points(runs)
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, (ax, strip) = plt.subplots(2, 1, figsize=(6.5, 4.6 + 0.18 * len(curves)), sharex=True,
+                                    gridspec_kw={"height_ratios": [5, 0.6 + 0.35 * len(curves)], "hspace": 0.3})
     drawn: list[float] = []
     for i, (text, by_lr) in enumerate(curves.items()):
-        drawn += _lr_line(ax, text, by_lr, table[table["arm"] == text], metric, plt.get_cmap("tab10")(i % 10), i)
+        row = table[table["arm"] == text]
+        color = plt.get_cmap("tab10")(i % 10)
+        drawn += _lr_line(ax, text, by_lr, row, metric, color)
+        _band_bar(strip, row, i, color, min(by_lr), max(by_lr))
     ax.set_xscale("log")
     fit_value_axis(ax, metric, drawn, None)
-    _room_below(ax, BAR_STEP * (len(curves) + 1))
     plain_log_ticks(ax)
-    ax.set(xlabel=GRID_LABELS["lr"], ylabel=f"final {label(metric, runs)}")
     what = LABELS.get(metric, metric)
-    ax.set_title(f"final {what} vs learning rate (★ best, ✗ diverged, bar: band ≥ 90% of the best improvement)", fontsize=9)
+    ax.set(ylabel=f"final {label(metric, runs)}")
+    ax.set_title(f"final {what} vs learning rate (line: seed mean, dots: seeds, ★ best, ✗ diverged)", fontsize=9)
     ax.legend(fontsize=7 if len(curves) > 6 else 8)
+    strip.set(xlabel=GRID_LABELS["lr"], yticks=range(len(curves)), yticklabels=list(curves), ylim=(len(curves) - 0.4, -0.6))
+    strip.tick_params(axis="y", labelsize=7)
+    strip.set_title("lr band: ≥ 90% of the best lr's improvement (▶/◀: runs off the grid, width a lower bound)",
+                    fontsize=8)
     points = {(text, lr): members for text, by_lr in curves.items() for lr, members in by_lr.items()}
-    fig.suptitle(_title(runs, seeds_text(points)))
+    fig.suptitle(_title(runs, seeds_text(points, "mean and each of {n} seeds")))
     return fig
 
 
@@ -387,38 +397,34 @@ def lr_points(runs: list[RunRecord]) -> dict[str, dict[float, list[RunRecord]]]:
     return curves
 
 
-BAR_STEP = 0.03  # axes fraction between the band bars of successive lines, under the data
-
-
-def _room_below(ax, frac: float) -> None:
-    """Lower the y axis so that its bottom `frac` holds no data (the band bars live there)."""
-    lo, hi = ax.get_ylim()
-    if ax.get_yscale() == "log" and lo > 0:
-        ax.set_ylim(lo * (lo / hi) ** (frac / (1 - frac)), hi)
-    else:
-        ax.set_ylim(lo - (hi - lo) * frac / (1 - frac), hi)
-
-
-def _lr_line(ax, text: str, by_lr: dict[float, list[RunRecord]], row, metric: str, color: Any, i: int = 0) -> list[float]:
-    """One optimizer: mean ± sd per lr, ✗ at the top for diverged lrs, ★ at the best lr and a bar
-    (the i-th row under the data) over the lrs within tolerance (from lr_table's `row`); returns
-    the values that the y axis must show."""
+def _lr_line(ax, text: str, by_lr: dict[float, list[RunRecord]], row, metric: str, color: Any) -> list[float]:
+    """One optimizer: the seed mean per lr and each seed's value, ✗ at the top for diverged lrs,
+    ★ at the best lr (from lr_table's `row`); returns the values the y axis must show."""
     top = blended_transform_factory(ax.transData, ax.transAxes)
     lrs = sorted(by_lr)
     ok = [lr for lr in lrs if not any(r.diverged or r.summary.get("status") != "complete" for r in by_lr[lr])]
-    stats = [mean_sd([result(r, metric) for r in by_lr[lr]]) for lr in ok]
-    means, sds = [m for m, _ in stats], [sd or 0.0 for _, sd in stats]
-    ax.errorbar(ok, means, yerr=sds if any(sds) else None, fmt="o-", color=color, label=text, ms=4, capsize=2, lw=1.4)
+    seeds = {lr: [v for v in (result(r, metric) for r in by_lr[lr]) if v is not None] for lr in ok}
+    means = [mean_sd(seeds[lr])[0] for lr in ok]
+    ax.plot(ok, means, "o-", color=color, label=text, ms=4, lw=1.4)
+    dots = [(lr, v) for lr in ok for v in seeds[lr]] if any(len(v) > 1 for v in seeds.values()) else []
+    ax.plot([x for x, _ in dots], [v for _, v in dots], ".", color=color, ms=4, alpha=0.45)
     bad = [lr for lr in lrs if lr not in ok]
     ax.plot(bad, [0.96] * len(bad), "x", color=color, ms=8, mew=2, transform=top, clip_on=False)
     if not row.empty and row.iloc[0]["best_lr"] == row.iloc[0]["best_lr"]:
         best = row.iloc[0]
         ax.plot([best["best_lr"]], [best[f"best_{metric}"]], "*", color=color, ms=13, mec="black", mew=0.6)
-        if best["tolerance_decades"] > 0:
-            y = BAR_STEP * (i + 0.7)
-            ax.plot([best["tolerant_lr_lo"], best["tolerant_lr_hi"]], [y, y], "-", color=color, lw=4,
-                    alpha=0.8, transform=top, solid_capstyle="butt")
-    return [m + k * sd for m, sd in zip(means, sds) for k in (-1, 0, 1)]
+    return [m for m in means if m is not None] + [v for _, v in dots]
+
+
+def _band_bar(strip, row, i: int, color: Any, grid_lo: float, grid_hi: float) -> None:
+    """Line i's lr band as a bar in the strip under the data; ◀/▶ where it runs off the grid."""
+    if row.empty or not row.iloc[0]["tolerance_decades"] > 0:
+        return
+    lo, hi = row.iloc[0]["tolerant_lr_lo"], row.iloc[0]["tolerant_lr_hi"]
+    strip.plot([lo, hi], [i, i], "-", color=color, lw=5, alpha=0.85, solid_capstyle="butt")
+    for edge, end, marker in ((lo, grid_lo, "<"), (hi, grid_hi, ">")):
+        if edge <= end * (1 + 1e-9) and edge >= end * (1 - 1e-9):
+            strip.plot([edge], [i], marker, color=color, ms=9, mec="black", mew=0.6)
 
 
 # ---- schedules --------------------------------------------------------------------------------
@@ -546,50 +552,56 @@ def plot_warmup(runs: list[RunRecord], metric: str = "loss"):
     total = max((int(r.summary["steps"]) for r in runs if isinstance(r.summary.get("steps"), int)), default=None)
     fig, axes = plt.subplots(2, len(arms), figsize=(4.8 * len(arms), 7), squeeze=False, sharey="row",
                              layout="constrained")
-    drawn: list[tuple[float, float]] = []
-    marks: list[tuple[Any, list[RunRecord], Any]] = []
+    drawn: dict[str, list[tuple[float, float]]] = {metric: [], ZOOM_COLUMN: []}
+    marks: list[tuple[Any, list[RunRecord], Any, str]] = []
     for col, arm in enumerate(arms):
         mine = [r for r in runs if r.arm == arm]
-        drawn += _warmup_panels(axes[0][col], axes[1][col], mine, metric, warmups, total, marks)
+        _warmup_panels(axes[0][col], axes[1][col], mine, metric, warmups, total, marks, drawn)
         axes[0][col].set_title(arm)
+        axes[0][col].legend(fontsize=7, loc="best")  # this arm's own lines (lrs differ per arm)
     _fit_warmup_axes(axes, drawn, runs, metric, total)
-    for ax, members, color in marks:
-        _mark_diverged(ax, members, metric, color)
-    handles, texts = axes[0][0].get_legend_handles_labels()
+    for ax, members, color, column in marks:
+        _mark_diverged(ax, members, column, color)
+    handles, texts = [], []
     if any(_warmup_updates(w, total) > 0 for w in warmups):
         handles.append(plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.15))
         texts.append("shaded: the warmup updates")
     if any(r.diverged for r in runs):
         handles, texts = [*handles, DIVERGED], [*texts, DIVERGED.get_label()]
-    fig.legend(handles, texts, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 3), fontsize=8)
+    if handles:
+        fig.legend(handles, texts, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 3), fontsize=8)
     tau = f"; τ = {total} updates" if total else ""
     fig.suptitle(_title(runs, f"warmup ablation, {LABELS.get(metric, metric)}, {seeds_text(group_runs(runs))}{tau}"))
     return fig
 
 
-def _fit_warmup_axes(axes, drawn: list[tuple[float, float]], runs: list[RunRecord], metric: str,
+def _fit_warmup_axes(axes, drawn: dict[str, list[tuple[float, float]]], runs: list[RunRecord], metric: str,
                      total: int | None) -> None:
-    """One y scale per row (the lower row fitted to what it shows), plain ticks, the zoom's x range."""
-    first = _first_value(runs, metric)
+    """One y scale per row (the lower row: the train loss, fitted to the stretch it shows), plain
+    ticks, the zoom's x range."""
     end = ZOOM * total if total else math.inf
-    fit_value_axis(axes[0][0], metric, [m for _, m in drawn], first)
-    fit_value_axis(axes[1][0], metric, [m for s, m in drawn if s <= end], first)
+    fit_value_axis(axes[0][0], metric, [m for _, m in drawn[metric]], _first_value(runs, metric))
+    fit_value_axis(axes[1][0], ZOOM_COLUMN, [m for s, m in drawn[ZOOM_COLUMN] if s <= end],
+                   _first_value(runs, ZOOM_COLUMN))
     for ax in axes.flat:
         ax.set(xlabel=LABELS["step"])
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         plain_log_ticks(ax)
-    for row in axes:
-        row[0].set_ylabel(label(metric, runs))
+    axes[0][0].set_ylabel(label(metric, runs))
+    axes[1][0].set_ylabel(label(ZOOM_COLUMN, runs))
     if total:
         for ax in axes[1]:
             ax.set_xlim(0, end)
-            ax.set_title(f"first {_g(100 * ZOOM)}% of updates (0–{round(end)}), where warmup acts", fontsize=8)
+            ax.set_title(f"train loss, first {_g(100 * ZOOM)}% of updates "
+                         f"(0–{round(end)}), where warmup acts", fontsize=8)
 
 
 def _warmup_panels(full, zoom, mine: list[RunRecord], metric: str, warmups: list[str], total: int | None,
-                   marks: list) -> list[tuple[float, float]]:
-    """One arm's lines in both of its panels; returns the drawn (step, mean) (for the y axes) and
-    adds (axis, runs, colour) to `marks` for the ✗ of diverged seeds, drawn once the axis is fitted."""
+                   marks: list, drawn: dict[str, list[tuple[float, float]]]) -> None:
+    """One arm's lines: `metric` over the whole run above, the train loss (logged far more often
+    than an evaluation) over the first updates below. Adds the drawn (step, mean) per column to
+    `drawn` (for the y axes) and (axis, runs, colour, column) to `marks` for the ✗ of diverged
+    seeds, drawn once the axis is fitted."""
     groups: dict[tuple[str, str], list[RunRecord]] = {}
     for run in mine:
         rest = ",".join(f"{k}={v}" for k, v in run.overrides if k != "schedule.warmup")
@@ -597,22 +609,20 @@ def _warmup_panels(full, zoom, mine: list[RunRecord], metric: str, warmups: list
     order = sorted(groups, key=lambda k: (natural_key(k[0]), natural_key(k[1])))
     rests = list(dict.fromkeys(k[0] for k in order))
     tab = plt.get_cmap("tab10")
-    drawn: list[tuple[float, float]] = []
     for rest, warmup in order:
         members = groups[(rest, warmup)]
         color = tab(rests.index(rest) % 10) if len(rests) > 1 else tab(warmups.index(warmup) % 10)
         style = LINESTYLES[warmups.index(warmup) % len(LINESTYLES)]
-        steps, means, sds = mean_curve(members, metric)
         bad = sum(r.diverged for r in members)
         text = warmup_text(warmup, total) + (f", {rest}" if len(rests) > 1 else "")
         text += f" (✗ {bad} diverged)" if bad else ""
-        _band(full, steps, means, sds, color, text, style)
-        _band(zoom, steps, means, sds, color, None, style, "o")
-        drawn += list(zip(steps, means))
-        marks += [(full, members, color), (zoom, members, color)]
+        for ax, column, name, marker in ((full, metric, text, None), (zoom, ZOOM_COLUMN, None, "o")):
+            steps, means, sds = mean_curve(members, column)
+            _band(ax, steps, means, sds, color, name, style, marker)
+            drawn[column] += list(zip(steps, means))
+            marks.append((ax, members, color, column))
     for warmup in warmups:
         updates = _warmup_updates(warmup, total)
         if updates > 0:
             for ax in (full, zoom):
                 ax.axvspan(0, updates, color="0.5", alpha=0.15 / max(1, len(warmups) - 1), lw=0)
-    return drawn
