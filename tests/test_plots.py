@@ -210,20 +210,27 @@ def test_warmup_without_a_warmup_axis_is_refused_with_a_hint(tmp_path):
 
 
 # ---- schedule and lr --------------------------------------------------------------------------
-def test_schedule_names_shared_windows_and_draws_the_aux_lr(tmp_path):
+def test_schedule_is_drawn_at_every_update_names_coincident_lines_and_explains_bold_and_faint(tmp_path):
     for arm in ("adamw", "muon"):
-        write_run(tmp_path / "exp" / arm, arm, 0.3, name="exp", lr=0.1)
+        write_run(tmp_path / "exp" / arm, arm, 0.3, name="exp", lr=0.1)  # metrics.csv logs steps 0, 10, 20
     config = tmp_path / "exp" / "muon" / "config.yaml"
     data = yaml.safe_load(config.read_text())
     data["optimizers"]["muon"]["aux"] = {"lr": None, "lr_scale": 0.15, "schedule": None}
+    data["optimizers"]["muon"]["schedule"] = {"name": "linear", "warmup": 5}
     config.write_text(yaml.safe_dump(data))
+    (tmp_path / "exp" / "adamw" / "config.yaml").write_text(yaml.safe_dump(
+        {"name": "exp", "optimizers": {"adamw": {"lr": 0.1, "schedule": {"name": "linear", "warmup": 5}}}}))
     fig = drawn(plot_schedule(find_runs([tmp_path / "exp"])))
     ax_s, ax_lr = fig.axes[:2]
     assert [t.get_text() for t in ax_s.get_legend().texts] == ["adamw, muon"]  # one window, both named
-    main = [line for line in ax_lr.lines if line.get_alpha() is None]
-    assert len({line.get_linestyle() for line in main}) == 2  # same lr, still both visible
-    aux = [line for line in ax_lr.lines if line.get_alpha() is not None]
-    assert len(aux) == 1 and list(aux[0].get_ydata()) == pytest.approx([0.015] * 3)
+    adamw, muon, aux = ax_lr.lines
+    assert list(adamw.get_xdata()) == list(range(30))  # every update, not the logged ones
+    assert max(adamw.get_ydata()) == pytest.approx(0.1)  # the warmup's peak s(5) = 1 is drawn
+    assert adamw.get_ydata()[-1] == 0.0  # the decay reaches its end
+    assert muon.get_label() == "muon (identical to adamw)" and muon.get_marker() == "o"
+    assert aux.get_alpha() == 0.55 and list(aux.get_ydata()) == pytest.approx([0.15 * v for v in adamw.get_ydata()])
+    legend = [t.get_text() for t in fig.legends[0].texts]
+    assert "bold: main group" in legend and "faint: aux group" in legend
 
 
 def test_lr_figure_shows_seeds_not_sd_bars_and_band_bars_apart_from_the_data(tmp_path):

@@ -428,27 +428,46 @@ def _band_bar(strip, row, i: int, color: Any, grid_lo: float, grid_hi: float) ->
 
 
 # ---- schedules --------------------------------------------------------------------------------
-def aux_lr(run: RunRecord, steps: list[float], lrs: list[float]) -> list[float] | None:
-    """The aux group's lr at the logged steps. metrics.csv logs the main group's lr only, so it
-    is derived from config.yaml: the aux base lr (`aux.lr`, or `aux.lr_scale` × μ) times the aux
-    window, which is the main one unless `aux.schedule` is set."""
-    arm = ((run.config or {}).get("optimizers") or {}).get(run.arm) or {}
-    aux, mu = arm.get("aux"), arm.get("lr")
-    if not isinstance(aux, dict) or not isinstance(mu, (int, float)) or mu <= 0:
-        return None
-    base = aux.get("lr") if isinstance(aux.get("lr"), (int, float)) else mu * (aux.get("lr_scale") or 1.0)
-    if not aux.get("schedule"):
-        return [base * v / mu for v in lrs]
-    from trx.optim.schedules import Schedule  # imports torch: only for an aux block with its own window
+def arm_block(run: RunRecord) -> dict[str, Any]:
+    arm = ((run.config or {}).get("optimizers") or {}).get(run.arm)
+    return arm if isinstance(arm, dict) else {}
 
-    window = Schedule.model_validate(aux["schedule"]).build(int(run.summary.get("steps") or max(steps) + 1))
-    return [base * window(int(t)) for t in steps]
+
+def schedule_curve(run: RunRecord, block: dict[str, Any]) -> tuple[list[int], list[float]] | None:
+    """s(t) of `block`'s schedule at every update t = 0 … τ−1, from the formula (metrics.csv logs
+    every log_every-th update only, which cuts a warmup's peak and a decay's end)."""
+    total = run.summary.get("steps")
+    if not isinstance(total, int) or total < 2:
+        return None
+    from trx.optim.schedules import Schedule  # imports torch: only for this figure
+
+    try:
+        window = Schedule.model_validate(block.get("schedule") or {}).build(total)
+    except Exception:  # a config from another version: fall back to the logged lr
+        return None
+    return list(range(total)), [window(t) for t in range(total)]
+
+
+def lr_curves_of(run: RunRecord) -> tuple[list[int], list[float], list[float] | None] | None:
+    """Updates, the main group's lr μ·s(t) and the aux group's (None without aux), at every update."""
+    arm = arm_block(run)
+    mu, main = arm.get("lr"), schedule_curve(run, arm)
+    if not isinstance(mu, (int, float)) or main is None:
+        rows = [r for r in run.metrics if r.get("lr") is not None and r.get("step") is not None]
+        return ([int(r["step"]) for r in rows], [r["lr"] for r in rows], None) if rows else None
+    steps, window = main
+    aux = arm.get("aux")
+    if not isinstance(aux, dict):
+        return steps, [mu * v for v in window], None
+    base = aux.get("lr") if isinstance(aux.get("lr"), (int, float)) else mu * (aux.get("lr_scale") or 1.0)
+    aux_window = schedule_curve(run, aux) if aux.get("schedule") else main
+    return steps, [mu * v for v in window], [base * v for v in (aux_window or main)[1]]
 
 
 def plot_schedule(runs: list[RunRecord], metric: str = "loss"):
-    """The window actually used, s(t) = lr/μ from metrics.csv (one line per distinct window, naming
-    the arms that share it), and the lr of the main and aux groups per arm; line styles differ so
-    that arms with the same lr stay visible."""
+    """The window s(t) and the lr μ·s(t) of every run at every update, from its config's schedule
+    (one window line per distinct window, naming the arms that share it); the aux group's lr
+    faint; a line that coincides with an earlier one is dashed with markers and named so."""
     groups = group_runs(runs)
     pal = palette(groups)
     several = len({k[0] for k in groups}) > 1
@@ -461,9 +480,10 @@ def plot_schedule(runs: list[RunRecord], metric: str = "loss"):
              title=f"window s(t): {len(windows)} distinct" + (" (shared by the runs named)" if shared else ""))
     if shared:  # one line per window, named by the runs that share it
         ax_s.legend(fontsize=7, loc="upper right")
-    _legend_below(fig, ax_lr, pal)
-    fig.suptitle(_title(runs, "schedules from metrics.csv (aux lr from config.yaml)" if any_aux
-                        else "schedules from metrics.csv"))
+    extra = [Line2D([], [], color="0.2", lw=2.4, label="bold: main group"),
+             Line2D([], [], color="0.2", lw=1.2, alpha=0.55, label="faint: aux group")] if any_aux else []
+    _legend_below(fig, ax_lr, pal, extra)
+    fig.suptitle(_title(runs, "schedules at every update, from each run's config"))
     return fig
 
 
@@ -474,29 +494,41 @@ def _lr_panel(ax, groups, pal: Palette, several: bool) -> tuple[dict[tuple[float
     """lr = μ·s(t) of each group's main group (bold) and aux group (faint); returns the distinct
     windows s(t) with the groups that share each, and whether any aux lr was drawn."""
     windows: dict[tuple[float, ...], Window] = {}
+    seen: dict[tuple[float, ...], str] = {}  # lr curve -> the label of the line that drew it first
     any_aux, peaks = False, []
     for i, (key, members) in enumerate(groups.items()):
-        run = members[0]  # seeds share their schedule
-        rows = [r for r in run.metrics if r.get("lr") is not None and r.get("step") is not None]
-        if not rows:
+        curves = lr_curves_of(members[0])  # seeds share their schedule
+        if curves is None:
             continue
-        steps, lrs = [r["step"] for r in rows], [r["lr"] for r in rows]
+        steps, lrs, aux = curves
         look = {"ls": pal.style[key] if pal.axis else LINESTYLES[i % len(LINESTYLES)], "color": pal.color[key],
                 "lw": 2.4 - 0.5 * (i % 3) if pal.axis is None else 1.2}
-        window = tuple(round(v / (run.lr or max(lrs)), 9) for v in lrs)
-        windows.setdefault(window, (steps, [], look))[1].append(key)
-        ax.plot(steps, lrs, **look, label=group_label(key, several) if pal.axis is None else None)
-        peaks.append(max(lrs))
-        aux = aux_lr(run, steps, lrs)
+        top = max(lrs) or 1.0
+        windows.setdefault(tuple(round(v / top, 9) for v in lrs), (steps, [], look))[1].append(key)
+        name = group_label(key, several)
+        _coincident_line(ax, steps, lrs, look, name if pal.axis is None else None, seen)
+        peaks.append(top)
         if aux is not None:
             any_aux = True
-            ax.plot(steps, aux, **{**look, "lw": max(0.8, look["lw"] - 0.8)}, alpha=0.55)
-    title = "learning rate: main group" + (" (bold) and aux group (faint)" if any_aux else "")
-    ax.set(xlabel=LABELS["step"], ylabel=LABELS["lr"], title=title)
+            faint = {**look, "lw": max(0.8, look["lw"] - 0.8), "alpha": 0.55}
+            _coincident_line(ax, steps, aux, faint, f"{name} aux" if pal.axis is None else None, seen)
+    ax.set(xlabel=LABELS["step"], ylabel=LABELS["lr"], title="learning rate at every update")
     if peaks and min(peaks) > 0 and max(peaks) > 30 * min(peaks):
         ax.set_yscale("log", nonpositive="mask")
         plain_log_ticks(ax)
     return windows, any_aux
+
+
+def _coincident_line(ax, steps, values, look: dict[str, Any], name: str | None, seen: dict) -> None:
+    """Draw a line; one identical to a line drawn before is dashed with sparse markers and its
+    legend entry says which it hides under."""
+    key = tuple(round(v, 12) for v in values)
+    if key in seen:
+        look = {**look, "ls": (0, (4, 3)), "marker": "o", "markevery": max(1, len(steps) // 8), "ms": 4}
+        name = f"{name} (identical to {seen[key]})" if name else None
+    elif name:
+        seen[key] = name
+    ax.plot(steps, values, **look, label=name if name else "_nolegend_")
 
 
 def _sharing(keys: list[tuple[str, str, str]], several: bool) -> str:
