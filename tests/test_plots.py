@@ -247,3 +247,17 @@ def test_lr_figure_shows_seeds_not_sd_bars_and_band_bars_apart_from_the_data(tmp
     ends = [line for line in strip.lines if line.get_marker() == ">"]  # muon's band ends at the grid's top
     assert len(ends) == 1 and list(ends[0].get_xdata()) == [0.1] and list(ends[0].get_ydata()) == [1]
     assert "runs off the grid, width a lower bound" in strip.get_title()
+
+
+def test_curves_zoom_on_the_final_stretch_and_name_a_line_hidden_under_another(tmp_path):
+    write_run(tmp_path / "exp" / "heavy_ball", "heavy_ball", 0.5, name="exp", losses=[2.0, 1.0, 0.5])
+    write_run(tmp_path / "exp" / "ema", "ema", 0.5, name="exp", losses=[2.0, 1.0, 0.5])  # the same curve
+    write_run(tmp_path / "exp" / "sgd", "sgd", 0.6, name="exp", losses=[2.0, 1.2, 0.6])
+    fig = drawn(plot_curves(find_runs([tmp_path / "exp"])))
+    full, zoom = fig.axes[:2]
+    assert zoom.get_xlim() == (22.5, 30) and "last 25% of updates" in zoom.get_title()
+    assert zoom.get_ylim()[1] < 1.0 < full.get_ylim()[1]  # fitted to the stretch it shows
+    labels = [t.get_text() for t in fig.legends[0].texts]
+    assert "heavy_ball (identical to ema)" in labels or "ema (identical to heavy_ball)" in labels
+    hidden = [line for line in full.lines if "identical" in line.get_label()]
+    assert len(hidden) == 1 and hidden[0].get_marker() == "o" and hidden[0].get_linestyle() == "--"

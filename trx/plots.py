@@ -317,33 +317,57 @@ def _group_text(key, members: list[RunRecord], several: bool) -> str:
     return text
 
 
-def draw_column(ax, groups, pal: Palette, column: str, runs: list[RunRecord], several: bool) -> None:
-    """One line per group (mean ± sd over seeds), the axis fitted, ✗ where a seed diverged."""
-    drawn = []
+def draw_column(ax, groups, pal: Palette, column: str, runs: list[RunRecord], several: bool,
+                start: float = 0.0) -> None:
+    """One line per group (mean ± sd over seeds), the axis fitted to the steps from `start` on,
+    ✗ where a seed diverged; a line identical to one drawn before is dashed with markers and
+    its legend entry says so (it would hide under it)."""
+    drawn, seen = [], {}
     for key, members in groups.items():
         steps, means, sds = mean_curve(members, column)
         if not steps:
             continue
         text = _group_text(key, members, several) if pal.axis is None else "_nolegend_"
-        _band(ax, steps, means, sds, pal.color[key], text, pal.style[key], "o" if len(steps) <= 25 else None)
-        drawn += means
+        style, marker = pal.style[key], "o" if len(steps) <= 25 else None
+        same = seen.get(tuple(means))
+        if same is not None:
+            style, marker = (0, (4, 3)), "o"
+            text = f"{text} (identical to {same})" if pal.axis is None else text
+        seen.setdefault(tuple(means), group_label(key, several))
+        _band(ax, steps, means, sds, pal.color[key], text, style, marker)
+        first = max(0, next((i for i, t in enumerate(steps) if t >= start), len(steps)) - 1)  # the line enters
+        drawn += means[first:]
     fit_value_axis(ax, column, drawn, _first_value(runs, column))
     for key, members in groups.items():
         _mark_diverged(ax, members, column, pal.color[key])
     ax.set(xlabel=LABELS["step"], ylabel=label(column, runs))
 
 
+FINAL = 0.25  # the curves' lower row zooms on this last fraction of the run
+
+
 def plot_curves(runs: list[RunRecord], metric: str = "loss"):
-    """Train loss and the metric (default: validation loss) vs update, one line per arm or cell."""
+    """Train loss and the metric (default: validation loss) vs update, one line per arm or cell;
+    below, the same over the last quarter of the run, fitted to it (the whole run's y range
+    squashes the late differences the figure exists to show)."""
     panels = curve_columns(runs, metric)
     groups = group_runs(runs)
     pal = palette(groups)
     several = len({k[0] for k in groups}) > 1
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 0.5, 4), squeeze=False)
-    for ax, column in zip(axes[0], panels):
-        draw_column(ax, groups, pal, column, runs, several)
+    total = max((int(r.summary["steps"]) for r in runs if isinstance(r.summary.get("steps"), int)), default=None)
+    rows = 2 if total else 1
+    fig, axes = plt.subplots(rows, len(panels), figsize=(5.5 * len(panels) + 0.5, 4 * rows), squeeze=False,
+                             layout="constrained")
+    for col, column in enumerate(panels):
+        draw_column(axes[0][col], groups, pal, column, runs, several)
         note = " (one batch per update)" if column == "loss" else ""
-        ax.set_title(LABELS.get(column, column) + note)
+        axes[0][col].set_title(LABELS.get(column, column) + note)
+        if total:
+            start = (1 - FINAL) * total
+            draw_column(axes[1][col], groups, pal, column, runs, several, start)
+            axes[1][col].set_xlim(start, total)
+            axes[1][col].set_title(f"{LABELS.get(column, column)}, last {_g(100 * FINAL)}% of updates "
+                                   f"({round(start)}–{total}), fitted to it", fontsize=8)
     diverged = any(r.diverged for r in runs)
     _legend_below(fig, axes[0][0], pal, [DIVERGED] if diverged else None)
     clip = f"; loss axes stop at {LOSS_CLIP:g}× the first loss" if diverged else ""
