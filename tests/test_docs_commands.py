@@ -20,8 +20,9 @@ from trx.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-# Synopses (placeholders in capitals, [optional] parts) and commands that need a Ray cluster.
-NOT_A_COMMAND = re.compile(r"\b(CONFIG|RUN_DIR|NAME)\b|\[--|--ray (auto|\")|\\$")
+# Synopses (placeholders in capitals, [optional] parts), commands that need a Ray cluster or as
+# many processes as a multi-GPU node has (`--nproc 8`; tests/test_distributed.py runs 2).
+NOT_A_COMMAND = re.compile(r"\b(CONFIG|RUN_DIR|NAME)\b|\[--|--ray (auto|\")|--nproc|\\$")
 
 
 def code_lines(page: Path) -> list[str]:

@@ -463,11 +463,14 @@ def schedule_curve(run: RunRecord, block: dict[str, Any]) -> tuple[list[int], li
     total = run.summary.get("steps")
     if not isinstance(total, int) or total < 2:
         return None
+    from pydantic import ValidationError
+
+    from trx.optim.base import ConfigError
     from trx.optim.schedules import Schedule  # imports torch: only for this figure
 
     try:
         window = Schedule.model_validate(block.get("schedule") or {}).build(total)
-    except Exception:  # a config from another version: fall back to the logged lr
+    except (ValidationError, ConfigError):  # a config from another version: fall back to the logged lr
         return None
     return list(range(total)), [window(t) for t in range(total)]
 
