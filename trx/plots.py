@@ -442,7 +442,8 @@ def _lr_line(ax, text: str, by_lr: dict[float, list[RunRecord]], row, metric: st
 
 def _band_bar(strip, row, i: int, color: Any, grid_lo: float, grid_hi: float) -> None:
     """Line i's lr band as a bar in the strip under the data; ◀/▶ where it runs off the grid."""
-    if row.empty or not row.iloc[0]["tolerance_decades"] > 0:
+    width = None if row.empty else row.iloc[0]["tolerance_decades"]
+    if not isinstance(width, (int, float)) or not width > 0:  # no band (None, NaN) or a single lr
         return
     lo, hi = row.iloc[0]["tolerant_lr_lo"], row.iloc[0]["tolerant_lr_hi"]
     strip.plot([lo, hi], [i, i], "-", color=color, lw=5, alpha=0.85, solid_capstyle="butt")
