@@ -4,7 +4,6 @@ exit 2 (nothing written), or handled without writing outside the folders trx own
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 

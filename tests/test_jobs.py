@@ -10,18 +10,18 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import SAFETY_S
 from typer.testing import CliRunner
 
 from trx.cli import app
 from trx.config import resolve
 from trx.executors import InProcess, run_jobs
-from trx.jobs import ArmJob, CellMeta, arm_jobs, folder_lock, lock_holder, run_job
+from trx.jobs import CellMeta, arm_jobs, lock_holder, run_job
 from trx.runner import ArmRun
 
 
@@ -116,22 +116,23 @@ def test_dry_run_needs_no_data(tmp_path):
     assert res.exit_code == 0, res.output
     assert "dataset: cifar10" in res.output and "parameter groups of arm gd" in res.output
     assert "(32, 3, 3, 3)" in res.output  # the first conv of an RGB model: shapes known, no data read
+    assert "time not estimated: task.data_dir" in " ".join(res.output.split())  # timing needs the data
     assert not (tmp_path / "runs").exists()
 
 
 # ---- one writer per folder --------------------------------------------------------------------
 HOLD = """
-import sys, time
+import sys
 from pathlib import Path
 from trx.jobs import folder_lock
 with folder_lock(Path(sys.argv[1])):
     print("held", flush=True)
-    time.sleep(60)
+    sys.stdin.read()  # held until the test kills this process (or closes stdin)
 """
 
 
 def hold(folder: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -142,12 +143,12 @@ def test_a_locked_folder_stops_trx_run_and_is_skipped_by_a_sweep_and_a_killed_ho
     try:
         res = cli("run", str(path), "--out", str(out))
         assert res.exit_code == 2, res.output
-        assert f"is being written by" in res.output and f":{proc.pid}" in res.output
+        assert "is being written by" in res.output and f":{proc.pid}" in res.output
         assert not (out / "q" / "gd").exists()  # refused before anything was written
         assert lock_holder(out / "q" / "hb").endswith(")") and str(proc.pid) in lock_holder(out / "q" / "hb")
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.wait(timeout=SAFETY_S)
     assert lock_holder(out / "q" / "hb") is None  # the kernel released it with the process
     assert cli("run", str(path), "--out", str(out)).exit_code == 0
 
@@ -161,7 +162,7 @@ def test_a_locked_folder_stops_trx_run_and_is_skipped_by_a_sweep_and_a_killed_ho
         assert not (cell / "summary.json").exists() and (out / "q" / "sweep" / "hb" / "lr=0.4,seed=0" / "summary.json").exists()
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.wait(timeout=SAFETY_S)
     res = cli("sweep", str(sweep), "--out", str(out))
     assert res.exit_code == 0 and (cell / "summary.json").exists()
 
@@ -174,7 +175,7 @@ def test_two_sweeps_on_one_folder_write_every_step_once(tmp_path):
     cmd = [sys.executable, "-m", "trx", "sweep", str(path), "--out", str(out)]
     env = {**os.environ, "COLUMNS": "200"}
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    outputs = [p.communicate(timeout=SAFETY_S)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     files = sorted((out / "q" / "sweep").rglob("metrics.csv"))
     assert len(files) == 12

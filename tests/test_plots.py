@@ -195,8 +195,11 @@ def test_warmup_zooms_on_the_first_tenth_on_shared_y_scales_and_explains_the_fra
     assert full[0].get_shared_y_axes().joined(full[0], full[1])
     assert zoom[0].get_shared_y_axes().joined(zoom[0], zoom[1])
     assert zoom[0].get_xlim() == (0, 3.0)  # 10% of τ = 30 updates
-    texts = [t.get_text() for t in fig.legends[0].texts]
-    assert texts[:2] == ["no warmup", "warmup 5% of the run (2 of 30 updates)"]
+    assert zoom[0].get_ylabel().startswith("train loss") and "train loss, first 10%" in zoom[0].get_title()
+    legends = [[t.get_text() for t in ax.get_legend().texts] for ax in full]  # each panel: its own arm's lines
+    assert legends[0] == ["no warmup", "warmup 5% of the run (2 of 30 updates)"]
+    assert legends[1] == ["no warmup (✗ 1 diverged)", "warmup 5% of the run (2 of 30 updates)"]
+    assert "shaded: the warmup updates" in [t.get_text() for t in fig.legends[0].texts]
     assert "τ = 30 updates" in fig._suptitle.get_text()
 
 
@@ -207,26 +210,54 @@ def test_warmup_without_a_warmup_axis_is_refused_with_a_hint(tmp_path):
 
 
 # ---- schedule and lr --------------------------------------------------------------------------
-def test_schedule_names_shared_windows_and_draws_the_aux_lr(tmp_path):
+def test_schedule_is_drawn_at_every_update_names_coincident_lines_and_explains_bold_and_faint(tmp_path):
     for arm in ("adamw", "muon"):
-        write_run(tmp_path / "exp" / arm, arm, 0.3, name="exp", lr=0.1)
+        write_run(tmp_path / "exp" / arm, arm, 0.3, name="exp", lr=0.1)  # metrics.csv logs steps 0, 10, 20
     config = tmp_path / "exp" / "muon" / "config.yaml"
     data = yaml.safe_load(config.read_text())
     data["optimizers"]["muon"]["aux"] = {"lr": None, "lr_scale": 0.15, "schedule": None}
+    data["optimizers"]["muon"]["schedule"] = {"name": "linear", "warmup": 5}
     config.write_text(yaml.safe_dump(data))
+    (tmp_path / "exp" / "adamw" / "config.yaml").write_text(yaml.safe_dump(
+        {"name": "exp", "optimizers": {"adamw": {"lr": 0.1, "schedule": {"name": "linear", "warmup": 5}}}}))
     fig = drawn(plot_schedule(find_runs([tmp_path / "exp"])))
     ax_s, ax_lr = fig.axes[:2]
     assert [t.get_text() for t in ax_s.get_legend().texts] == ["adamw, muon"]  # one window, both named
-    main = [line for line in ax_lr.lines if line.get_alpha() is None]
-    assert len({line.get_linestyle() for line in main}) == 2  # same lr, still both visible
-    aux = [line for line in ax_lr.lines if line.get_alpha() is not None]
-    assert len(aux) == 1 and list(aux[0].get_ydata()) == pytest.approx([0.015] * 3)
+    adamw, muon, aux = ax_lr.lines
+    assert list(adamw.get_xdata()) == list(range(30))  # every update, not the logged ones
+    assert max(adamw.get_ydata()) == pytest.approx(0.1)  # the warmup's peak s(5) = 1 is drawn
+    assert adamw.get_ydata()[-1] == 0.0  # the decay reaches its end
+    assert muon.get_label() == "muon (identical to adamw)" and muon.get_marker() == "o"
+    assert aux.get_alpha() == 0.55 and list(aux.get_ydata()) == pytest.approx([0.15 * v for v in adamw.get_ydata()])
+    legend = [t.get_text() for t in fig.legends[0].texts]
+    assert "bold: main group" in legend and "faint: aux group" in legend
 
 
-def test_lr_figure_uses_the_sample_sd_and_plain_ticks(tmp_path):
+def test_lr_figure_shows_seeds_not_sd_bars_and_band_bars_apart_from_the_data(tmp_path):
     fig = drawn(plot_lr(find_runs([make_sweep(tmp_path, RESULTS)])))
-    ax = fig.axes[0]
-    assert "mean ± sd over 2 seeds (sample sd)" in fig._suptitle.get_text()
-    assert ax.get_ylabel() == "final train loss (nats)" and ax.get_xlabel() == "learning rate μ"
+    ax, strip = fig.axes
+    assert "mean and each of 2 seeds" in fig._suptitle.get_text()
+    assert ax.get_ylabel() == "final train loss (nats)" and strip.get_xlabel() == "learning rate μ"
     assert all("10^" not in t and "×" not in t for t in tick_texts(ax))
+    dots = [line for line in ax.lines if line.get_marker() == "." and len(line.get_xdata())]
+    assert len(dots) == 2 and all(y >= 0 for line in dots for y in line.get_ydata())  # each seed, no negative bar
+    assert not ax.collections  # no error bars
+    bars = [line for line in strip.lines if line.get_linestyle() == "-"]
+    assert [list(line.get_ydata()) for line in bars] == [[0, 0], [1, 1]]  # one row per line, in their own axis
+    ends = [line for line in strip.lines if line.get_marker() == ">"]  # muon's band ends at the grid's top
+    assert len(ends) == 1 and list(ends[0].get_xdata()) == [0.1] and list(ends[0].get_ydata()) == [1]
+    assert "runs off the grid, width a lower bound" in strip.get_title()
 
+
+def test_curves_zoom_on_the_final_stretch_and_name_a_line_hidden_under_another(tmp_path):
+    write_run(tmp_path / "exp" / "heavy_ball", "heavy_ball", 0.5, name="exp", losses=[2.0, 1.0, 0.5])
+    write_run(tmp_path / "exp" / "ema", "ema", 0.5, name="exp", losses=[2.0, 1.0, 0.5])  # the same curve
+    write_run(tmp_path / "exp" / "sgd", "sgd", 0.6, name="exp", losses=[2.0, 1.2, 0.6])
+    fig = drawn(plot_curves(find_runs([tmp_path / "exp"])))
+    full, zoom = fig.axes[:2]
+    assert zoom.get_xlim() == (22.5, 30) and "last 25% of updates" in zoom.get_title()
+    assert zoom.get_ylim()[1] < 1.0 < full.get_ylim()[1]  # fitted to the stretch it shows
+    labels = [t.get_text() for t in fig.legends[0].texts]
+    assert "heavy_ball (identical to ema)" in labels or "ema (identical to heavy_ball)" in labels
+    hidden = [line for line in full.lines if "identical" in line.get_label()]
+    assert len(hidden) == 1 and hidden[0].get_marker() == "o" and hidden[0].get_linestyle() == "--"

@@ -36,6 +36,7 @@ LOSS_CLIP = 3.0  # loss axes end at this many times the first loss
 LOSS_LIKE = {"loss", "val_loss", "val_bpc"}  # columns clipped at LOSS_CLIP × their first value
 MANY = 8  # more lines than this along one numeric grid axis: a colormap and a colorbar, not a legend
 ZOOM = 0.1  # the warmup figure's lower row shows this fraction of the run, where warmup acts
+ZOOM_COLUMN = "loss"  # ... of the train loss: evaluations are too sparse to show the first updates
 LINESTYLES = ["-", "--", "-.", ":"]
 CROSS_ENTROPY_TASKS = {"logreg", "cifar_resnet", "small_gpt"}  # their losses are in nats
 LABELS = {  # metrics.csv column -> axis label (the unit of a loss depends on the task: see `label`)
@@ -128,12 +129,11 @@ def _first_value(runs: list[RunRecord], column: str) -> float | None:
     return max(firsts) if firsts else None
 
 
-def seeds_text(groups: dict[Any, list[RunRecord]]) -> str:
+def seeds_text(groups: dict[Any, list[RunRecord]], spread: str = "mean ± sd over {n} seeds (sample sd)") -> str:
     counts = sorted({len(m) for m in groups.values()})
     if counts in ([], [1]):
         return "1 seed"
-    n = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
-    return f"mean ± sd over {n} seeds (sample sd)"
+    return spread.format(n=f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}")
 
 
 # ---- colours and line styles ------------------------------------------------------------------
@@ -319,33 +319,57 @@ def _group_text(key, members: list[RunRecord], several: bool) -> str:
     return text
 
 
-def draw_column(ax, groups, pal: Palette, column: str, runs: list[RunRecord], several: bool) -> None:
-    """One line per group (mean ± sd over seeds), the axis fitted, ✗ where a seed diverged."""
-    drawn = []
+def draw_column(ax, groups, pal: Palette, column: str, runs: list[RunRecord], several: bool,
+                start: float = 0.0) -> None:
+    """One line per group (mean ± sd over seeds), the axis fitted to the steps from `start` on,
+    ✗ where a seed diverged; a line identical to one drawn before is dashed with markers and
+    its legend entry says so (it would hide under it)."""
+    drawn, seen = [], {}
     for key, members in groups.items():
         steps, means, sds = mean_curve(members, column)
         if not steps:
             continue
         text = _group_text(key, members, several) if pal.axis is None else "_nolegend_"
-        _band(ax, steps, means, sds, pal.color[key], text, pal.style[key], "o" if len(steps) <= 25 else None)
-        drawn += means
+        style, marker = pal.style[key], "o" if len(steps) <= 25 else None
+        same = seen.get(tuple(means))
+        if same is not None:
+            style, marker = (0, (4, 3)), "o"
+            text = f"{text} (identical to {same})" if pal.axis is None else text
+        seen.setdefault(tuple(means), group_label(key, several))
+        _band(ax, steps, means, sds, pal.color[key], text, style, marker)
+        first = max(0, next((i for i, t in enumerate(steps) if t >= start), len(steps)) - 1)  # the line enters
+        drawn += means[first:]
     fit_value_axis(ax, column, drawn, _first_value(runs, column))
     for key, members in groups.items():
         _mark_diverged(ax, members, column, pal.color[key])
     ax.set(xlabel=LABELS["step"], ylabel=label(column, runs))
 
 
+FINAL = 0.25  # the curves' lower row zooms on this last fraction of the run
+
+
 def plot_curves(runs: list[RunRecord], metric: str = "loss"):
-    """Train loss and the metric (default: validation loss) vs update, one line per arm or cell."""
+    """Train loss and the metric (default: validation loss) vs update, one line per arm or cell;
+    below, the same over the last quarter of the run, fitted to it (the whole run's y range
+    squashes the late differences the figure exists to show)."""
     panels = curve_columns(runs, metric)
     groups = group_runs(runs)
     pal = palette(groups)
     several = len({k[0] for k in groups}) > 1
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 0.5, 4), squeeze=False)
-    for ax, column in zip(axes[0], panels):
-        draw_column(ax, groups, pal, column, runs, several)
+    total = max((int(r.summary["steps"]) for r in runs if isinstance(r.summary.get("steps"), int)), default=None)
+    rows = 2 if total else 1
+    fig, axes = plt.subplots(rows, len(panels), figsize=(5.5 * len(panels) + 0.5, 4 * rows), squeeze=False,
+                             layout="constrained")
+    for col, column in enumerate(panels):
+        draw_column(axes[0][col], groups, pal, column, runs, several)
         note = " (one batch per update)" if column == "loss" else ""
-        ax.set_title(LABELS.get(column, column) + note)
+        axes[0][col].set_title(LABELS.get(column, column) + note)
+        if total:
+            start = (1 - FINAL) * total
+            draw_column(axes[1][col], groups, pal, column, runs, several, start)
+            axes[1][col].set_xlim(start, total)
+            axes[1][col].set_title(f"{LABELS.get(column, column)}, last {_g(100 * FINAL)}% of updates "
+                                   f"({round(start)}–{total}), fitted to it", fontsize=8)
     diverged = any(r.diverged for r in runs)
     _legend_below(fig, axes[0][0], pal, [DIVERGED] if diverged else None)
     clip = f"; loss axes stop at {LOSS_CLIP:g}× the first loss" if diverged else ""
@@ -355,25 +379,35 @@ def plot_curves(runs: list[RunRecord], metric: str = "loss"):
 
 # ---- final result vs learning rate ------------------------------------------------------------
 def plot_lr(runs: list[RunRecord], metric: str = "loss"):
-    """Final `metric` vs learning rate (log axis), one line per optimizer; diverged cells marked ✗."""
+    """Final `metric` vs learning rate (log axis), one line per optimizer: the seed mean, each
+    seed as a dot (a loss cannot go below 0; a ± sd bar can); ✗ diverged, ★ best. Below, on an
+    axis of its own so that they never read as data, each line's lr band as a bar, with ▶ or ◀
+    where the band runs off the grid (its width is then a lower bound)."""
     table = lr_table(runs, metric)
     if table.empty:
         raise UserError("--kind lr: needs sweep cells with a learning rate", hint="pass a sweep folder from trx sweep")
     curves = lr_points(runs)
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, (ax, strip) = plt.subplots(2, 1, figsize=(6.5, 4.6 + 0.18 * len(curves)), sharex=True,
+                                    gridspec_kw={"height_ratios": [5, 0.6 + 0.35 * len(curves)], "hspace": 0.3})
     drawn: list[float] = []
     for i, (text, by_lr) in enumerate(curves.items()):
-        drawn += _lr_line(ax, text, by_lr, table[table["arm"] == text], metric, plt.get_cmap("tab10")(i % 10), i)
+        row = table[table["arm"] == text]
+        color = plt.get_cmap("tab10")(i % 10)
+        drawn += _lr_line(ax, text, by_lr, row, metric, color)
+        _band_bar(strip, row, i, color, min(by_lr), max(by_lr))
     ax.set_xscale("log")
     fit_value_axis(ax, metric, drawn, None)
-    _room_below(ax, BAR_STEP * (len(curves) + 1))
     plain_log_ticks(ax)
-    ax.set(xlabel=GRID_LABELS["lr"], ylabel=f"final {label(metric, runs)}")
     what = LABELS.get(metric, metric)
-    ax.set_title(f"final {what} vs learning rate (★ best, ✗ diverged, bar: band ≥ 90% of the best improvement)", fontsize=9)
+    ax.set(ylabel=f"final {label(metric, runs)}")
+    ax.set_title(f"final {what} vs learning rate (line: seed mean, dots: seeds, ★ best, ✗ diverged)", fontsize=9)
     ax.legend(fontsize=7 if len(curves) > 6 else 8)
+    strip.set(xlabel=GRID_LABELS["lr"], yticks=range(len(curves)), yticklabels=list(curves), ylim=(len(curves) - 0.4, -0.6))
+    strip.tick_params(axis="y", labelsize=7)
+    strip.set_title("lr band: ≥ 90% of the best lr's improvement (▶/◀: runs off the grid, width a lower bound)",
+                    fontsize=8)
     points = {(text, lr): members for text, by_lr in curves.items() for lr, members in by_lr.items()}
-    fig.suptitle(_title(runs, seeds_text(points)))
+    fig.suptitle(_title(runs, seeds_text(points, "mean and each of {n} seeds")))
     return fig
 
 
@@ -389,38 +423,35 @@ def lr_points(runs: list[RunRecord]) -> dict[str, dict[float, list[RunRecord]]]:
     return curves
 
 
-BAR_STEP = 0.03  # axes fraction between the band bars of successive lines, under the data
-
-
-def _room_below(ax, frac: float) -> None:
-    """Lower the y axis so that its bottom `frac` holds no data (the band bars live there)."""
-    lo, hi = ax.get_ylim()
-    if ax.get_yscale() == "log" and lo > 0:
-        ax.set_ylim(lo * (lo / hi) ** (frac / (1 - frac)), hi)
-    else:
-        ax.set_ylim(lo - (hi - lo) * frac / (1 - frac), hi)
-
-
-def _lr_line(ax, text: str, by_lr: dict[float, list[RunRecord]], row, metric: str, color: Any, i: int = 0) -> list[float]:
-    """One optimizer: mean ± sd per lr, ✗ at the top for diverged lrs, ★ at the best lr and a bar
-    (the i-th row under the data) over the lrs within tolerance (from lr_table's `row`); returns
-    the values that the y axis must show."""
+def _lr_line(ax, text: str, by_lr: dict[float, list[RunRecord]], row, metric: str, color: Any) -> list[float]:
+    """One optimizer: the seed mean per lr and each seed's value, ✗ at the top for diverged lrs,
+    ★ at the best lr (from lr_table's `row`); returns the values the y axis must show."""
     top = blended_transform_factory(ax.transData, ax.transAxes)
     lrs = sorted(by_lr)
     ok = [lr for lr in lrs if not any(r.diverged or r.summary.get("status") != "complete" for r in by_lr[lr])]
-    stats = [mean_sd([result(r, metric) for r in by_lr[lr]]) for lr in ok]
-    means, sds = [m for m, _ in stats], [sd or 0.0 for _, sd in stats]
-    ax.errorbar(ok, means, yerr=sds if any(sds) else None, fmt="o-", color=color, label=text, ms=4, capsize=2, lw=1.4)
+    seeds = {lr: [v for v in (result(r, metric) for r in by_lr[lr]) if v is not None] for lr in ok}
+    means = [mean_sd(seeds[lr])[0] for lr in ok]
+    ax.plot(ok, means, "o-", color=color, label=text, ms=4, lw=1.4)
+    dots = [(lr, v) for lr in ok for v in seeds[lr]] if any(len(v) > 1 for v in seeds.values()) else []
+    ax.plot([x for x, _ in dots], [v for _, v in dots], ".", color=color, ms=4, alpha=0.45)
     bad = [lr for lr in lrs if lr not in ok]
     ax.plot(bad, [0.96] * len(bad), "x", color=color, ms=8, mew=2, transform=top, clip_on=False)
     if not row.empty and row.iloc[0]["best_lr"] == row.iloc[0]["best_lr"]:
         best = row.iloc[0]
         ax.plot([best["best_lr"]], [best[f"best_{metric}"]], "*", color=color, ms=13, mec="black", mew=0.6)
-        if best["tolerance_decades"] > 0:
-            y = BAR_STEP * (i + 0.7)
-            ax.plot([best["tolerant_lr_lo"], best["tolerant_lr_hi"]], [y, y], "-", color=color, lw=4,
-                    alpha=0.8, transform=top, solid_capstyle="butt")
-    return [m + k * sd for m, sd in zip(means, sds) for k in (-1, 0, 1)]
+    return [m for m in means if m is not None] + [v for _, v in dots]
+
+
+def _band_bar(strip, row, i: int, color: Any, grid_lo: float, grid_hi: float) -> None:
+    """Line i's lr band as a bar in the strip under the data; ◀/▶ where it runs off the grid."""
+    width = None if row.empty else row.iloc[0]["tolerance_decades"]
+    if not isinstance(width, (int, float)) or not width > 0:  # no band (None, NaN) or a single lr
+        return
+    lo, hi = row.iloc[0]["tolerant_lr_lo"], row.iloc[0]["tolerant_lr_hi"]
+    strip.plot([lo, hi], [i, i], "-", color=color, lw=5, alpha=0.85, solid_capstyle="butt")
+    for edge, end, marker in ((lo, grid_lo, "<"), (hi, grid_hi, ">")):
+        if edge <= end * (1 + 1e-9) and edge >= end * (1 - 1e-9):
+            strip.plot([edge], [i], marker, color=color, ms=9, mec="black", mew=0.6)
 
 
 # ---- band width against the tolerance ----------------------------------------------------------
@@ -469,27 +500,49 @@ def _band_line(ax, rows, arm: str, i: int, n: int, kind: str) -> None:
 
 
 # ---- schedules --------------------------------------------------------------------------------
-def aux_lr(run: RunRecord, steps: list[float], lrs: list[float]) -> list[float] | None:
-    """The aux group's lr at the logged steps. metrics.csv logs the main group's lr only, so it
-    is derived from config.yaml: the aux base lr (`aux.lr`, or `aux.lr_scale` × μ) times the aux
-    window, which is the main one unless `aux.schedule` is set."""
-    arm = ((run.config or {}).get("optimizers") or {}).get(run.arm) or {}
-    aux, mu = arm.get("aux"), arm.get("lr")
-    if not isinstance(aux, dict) or not isinstance(mu, (int, float)) or mu <= 0:
-        return None
-    base = aux.get("lr") if isinstance(aux.get("lr"), (int, float)) else mu * (aux.get("lr_scale") or 1.0)
-    if not aux.get("schedule"):
-        return [base * v / mu for v in lrs]
-    from trx.optim.schedules import Schedule  # imports torch: only for an aux block with its own window
+def arm_block(run: RunRecord) -> dict[str, Any]:
+    arm = ((run.config or {}).get("optimizers") or {}).get(run.arm)
+    return arm if isinstance(arm, dict) else {}
 
-    window = Schedule.model_validate(aux["schedule"]).build(int(run.summary.get("steps") or max(steps) + 1))
-    return [base * window(int(t)) for t in steps]
+
+def schedule_curve(run: RunRecord, block: dict[str, Any]) -> tuple[list[int], list[float]] | None:
+    """s(t) of `block`'s schedule at every update t = 0 … τ−1, from the formula (metrics.csv logs
+    every log_every-th update only, which cuts a warmup's peak and a decay's end)."""
+    total = run.summary.get("steps")
+    if not isinstance(total, int) or total < 2:
+        return None
+    from pydantic import ValidationError
+
+    from trx.optim.base import ConfigError
+    from trx.optim.schedules import Schedule  # imports torch: only for this figure
+
+    try:
+        window = Schedule.model_validate(block.get("schedule") or {}).build(total)
+    except (ValidationError, ConfigError):  # a config from another version: fall back to the logged lr
+        return None
+    return list(range(total)), [window(t) for t in range(total)]
+
+
+def lr_curves_of(run: RunRecord) -> tuple[list[int], list[float], list[float] | None] | None:
+    """Updates, the main group's lr μ·s(t) and the aux group's (None without aux), at every update."""
+    arm = arm_block(run)
+    mu, main = arm.get("lr"), schedule_curve(run, arm)
+    if not isinstance(mu, (int, float)) or main is None:
+        rows = [r for r in run.metrics if r.get("lr") is not None and r.get("step") is not None]
+        return ([int(r["step"]) for r in rows], [r["lr"] for r in rows], None) if rows else None
+    steps, window = main
+    aux = arm.get("aux")
+    if not isinstance(aux, dict):
+        return steps, [mu * v for v in window], None
+    base = aux.get("lr") if isinstance(aux.get("lr"), (int, float)) else mu * (aux.get("lr_scale") or 1.0)
+    aux_window = schedule_curve(run, aux) if aux.get("schedule") else main
+    return steps, [mu * v for v in window], [base * v for v in (aux_window or main)[1]]
 
 
 def plot_schedule(runs: list[RunRecord], metric: str = "loss"):
-    """The window actually used, s(t) = lr/μ from metrics.csv (one line per distinct window, naming
-    the arms that share it), and the lr of the main and aux groups per arm; line styles differ so
-    that arms with the same lr stay visible."""
+    """The window s(t) and the lr μ·s(t) of every run at every update, from its config's schedule
+    (one window line per distinct window, naming the arms that share it); the aux group's lr
+    faint; a line that coincides with an earlier one is dashed with markers and named so."""
     groups = group_runs(runs)
     pal = palette(groups)
     several = len({k[0] for k in groups}) > 1
@@ -502,9 +555,10 @@ def plot_schedule(runs: list[RunRecord], metric: str = "loss"):
              title=f"window s(t): {len(windows)} distinct" + (" (shared by the runs named)" if shared else ""))
     if shared:  # one line per window, named by the runs that share it
         ax_s.legend(fontsize=7, loc="upper right")
-    _legend_below(fig, ax_lr, pal)
-    fig.suptitle(_title(runs, "schedules from metrics.csv (aux lr from config.yaml)" if any_aux
-                        else "schedules from metrics.csv"))
+    extra = [Line2D([], [], color="0.2", lw=2.4, label="bold: main group"),
+             Line2D([], [], color="0.2", lw=1.2, alpha=0.55, label="faint: aux group")] if any_aux else []
+    _legend_below(fig, ax_lr, pal, extra)
+    fig.suptitle(_title(runs, "schedules at every update, from each run's config"))
     return fig
 
 
@@ -515,29 +569,41 @@ def _lr_panel(ax, groups, pal: Palette, several: bool) -> tuple[dict[tuple[float
     """lr = μ·s(t) of each group's main group (bold) and aux group (faint); returns the distinct
     windows s(t) with the groups that share each, and whether any aux lr was drawn."""
     windows: dict[tuple[float, ...], Window] = {}
+    seen: dict[tuple[float, ...], str] = {}  # lr curve -> the label of the line that drew it first
     any_aux, peaks = False, []
     for i, (key, members) in enumerate(groups.items()):
-        run = members[0]  # seeds share their schedule
-        rows = [r for r in run.metrics if r.get("lr") is not None and r.get("step") is not None]
-        if not rows:
+        curves = lr_curves_of(members[0])  # seeds share their schedule
+        if curves is None:
             continue
-        steps, lrs = [r["step"] for r in rows], [r["lr"] for r in rows]
+        steps, lrs, aux = curves
         look = {"ls": pal.style[key] if pal.axis else LINESTYLES[i % len(LINESTYLES)], "color": pal.color[key],
                 "lw": 2.4 - 0.5 * (i % 3) if pal.axis is None else 1.2}
-        window = tuple(round(v / (run.lr or max(lrs)), 9) for v in lrs)
-        windows.setdefault(window, (steps, [], look))[1].append(key)
-        ax.plot(steps, lrs, **look, label=group_label(key, several) if pal.axis is None else None)
-        peaks.append(max(lrs))
-        aux = aux_lr(run, steps, lrs)
+        top = max(lrs) or 1.0
+        windows.setdefault(tuple(round(v / top, 9) for v in lrs), (steps, [], look))[1].append(key)
+        name = group_label(key, several)
+        _coincident_line(ax, steps, lrs, look, name if pal.axis is None else None, seen)
+        peaks.append(top)
         if aux is not None:
             any_aux = True
-            ax.plot(steps, aux, **{**look, "lw": max(0.8, look["lw"] - 0.8)}, alpha=0.55)
-    title = "learning rate: main group" + (" (bold) and aux group (faint)" if any_aux else "")
-    ax.set(xlabel=LABELS["step"], ylabel=LABELS["lr"], title=title)
+            faint = {**look, "lw": max(0.8, look["lw"] - 0.8), "alpha": 0.55}
+            _coincident_line(ax, steps, aux, faint, f"{name} aux" if pal.axis is None else None, seen)
+    ax.set(xlabel=LABELS["step"], ylabel=LABELS["lr"], title="learning rate at every update")
     if peaks and min(peaks) > 0 and max(peaks) > 30 * min(peaks):
         ax.set_yscale("log", nonpositive="mask")
         plain_log_ticks(ax)
     return windows, any_aux
+
+
+def _coincident_line(ax, steps, values, look: dict[str, Any], name: str | None, seen: dict) -> None:
+    """Draw a line; one identical to a line drawn before is dashed with sparse markers and its
+    legend entry says which it hides under."""
+    key = tuple(round(v, 12) for v in values)
+    if key in seen:
+        look = {**look, "ls": (0, (4, 3)), "marker": "o", "markevery": max(1, len(steps) // 8), "ms": 4}
+        name = f"{name} (identical to {seen[key]})" if name else None
+    elif name:
+        seen[key] = name
+    ax.plot(steps, values, **look, label=name if name else "_nolegend_")
 
 
 def _sharing(keys: list[tuple[str, str, str]], several: bool) -> str:
@@ -593,50 +659,56 @@ def plot_warmup(runs: list[RunRecord], metric: str = "loss"):
     total = max((int(r.summary["steps"]) for r in runs if isinstance(r.summary.get("steps"), int)), default=None)
     fig, axes = plt.subplots(2, len(arms), figsize=(4.8 * len(arms), 7), squeeze=False, sharey="row",
                              layout="constrained")
-    drawn: list[tuple[float, float]] = []
-    marks: list[tuple[Any, list[RunRecord], Any]] = []
+    drawn: dict[str, list[tuple[float, float]]] = {metric: [], ZOOM_COLUMN: []}
+    marks: list[tuple[Any, list[RunRecord], Any, str]] = []
     for col, arm in enumerate(arms):
         mine = [r for r in runs if r.arm == arm]
-        drawn += _warmup_panels(axes[0][col], axes[1][col], mine, metric, warmups, total, marks)
+        _warmup_panels(axes[0][col], axes[1][col], mine, metric, warmups, total, marks, drawn)
         axes[0][col].set_title(arm)
+        axes[0][col].legend(fontsize=7, loc="best")  # this arm's own lines (lrs differ per arm)
     _fit_warmup_axes(axes, drawn, runs, metric, total)
-    for ax, members, color in marks:
-        _mark_diverged(ax, members, metric, color)
-    handles, texts = axes[0][0].get_legend_handles_labels()
+    for ax, members, color, column in marks:
+        _mark_diverged(ax, members, column, color)
+    handles, texts = [], []
     if any(_warmup_updates(w, total) > 0 for w in warmups):
         handles.append(plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.15))
         texts.append("shaded: the warmup updates")
     if any(r.diverged for r in runs):
         handles, texts = [*handles, DIVERGED], [*texts, DIVERGED.get_label()]
-    fig.legend(handles, texts, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 3), fontsize=8)
+    if handles:
+        fig.legend(handles, texts, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 3), fontsize=8)
     tau = f"; τ = {total} updates" if total else ""
     fig.suptitle(_title(runs, f"warmup ablation, {LABELS.get(metric, metric)}, {seeds_text(group_runs(runs))}{tau}"))
     return fig
 
 
-def _fit_warmup_axes(axes, drawn: list[tuple[float, float]], runs: list[RunRecord], metric: str,
+def _fit_warmup_axes(axes, drawn: dict[str, list[tuple[float, float]]], runs: list[RunRecord], metric: str,
                      total: int | None) -> None:
-    """One y scale per row (the lower row fitted to what it shows), plain ticks, the zoom's x range."""
-    first = _first_value(runs, metric)
+    """One y scale per row (the lower row: the train loss, fitted to the stretch it shows), plain
+    ticks, the zoom's x range."""
     end = ZOOM * total if total else math.inf
-    fit_value_axis(axes[0][0], metric, [m for _, m in drawn], first)
-    fit_value_axis(axes[1][0], metric, [m for s, m in drawn if s <= end], first)
+    fit_value_axis(axes[0][0], metric, [m for _, m in drawn[metric]], _first_value(runs, metric))
+    fit_value_axis(axes[1][0], ZOOM_COLUMN, [m for s, m in drawn[ZOOM_COLUMN] if s <= end],
+                   _first_value(runs, ZOOM_COLUMN))
     for ax in axes.flat:
         ax.set(xlabel=LABELS["step"])
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         plain_log_ticks(ax)
-    for row in axes:
-        row[0].set_ylabel(label(metric, runs))
+    axes[0][0].set_ylabel(label(metric, runs))
+    axes[1][0].set_ylabel(label(ZOOM_COLUMN, runs))
     if total:
         for ax in axes[1]:
             ax.set_xlim(0, end)
-            ax.set_title(f"first {_g(100 * ZOOM)}% of updates (0–{round(end)}), where warmup acts", fontsize=8)
+            ax.set_title(f"train loss, first {_g(100 * ZOOM)}% of updates "
+                         f"(0–{round(end)}), where warmup acts", fontsize=8)
 
 
 def _warmup_panels(full, zoom, mine: list[RunRecord], metric: str, warmups: list[str], total: int | None,
-                   marks: list) -> list[tuple[float, float]]:
-    """One arm's lines in both of its panels; returns the drawn (step, mean) (for the y axes) and
-    adds (axis, runs, colour) to `marks` for the ✗ of diverged seeds, drawn once the axis is fitted."""
+                   marks: list, drawn: dict[str, list[tuple[float, float]]]) -> None:
+    """One arm's lines: `metric` over the whole run above, the train loss (logged far more often
+    than an evaluation) over the first updates below. Adds the drawn (step, mean) per column to
+    `drawn` (for the y axes) and (axis, runs, colour, column) to `marks` for the ✗ of diverged
+    seeds, drawn once the axis is fitted."""
     groups: dict[tuple[str, str], list[RunRecord]] = {}
     for run in mine:
         rest = ",".join(f"{k}={v}" for k, v in run.overrides if k != "schedule.warmup")
@@ -644,22 +716,20 @@ def _warmup_panels(full, zoom, mine: list[RunRecord], metric: str, warmups: list
     order = sorted(groups, key=lambda k: (natural_key(k[0]), natural_key(k[1])))
     rests = list(dict.fromkeys(k[0] for k in order))
     tab = plt.get_cmap("tab10")
-    drawn: list[tuple[float, float]] = []
     for rest, warmup in order:
         members = groups[(rest, warmup)]
         color = tab(rests.index(rest) % 10) if len(rests) > 1 else tab(warmups.index(warmup) % 10)
         style = LINESTYLES[warmups.index(warmup) % len(LINESTYLES)]
-        steps, means, sds = mean_curve(members, metric)
         bad = sum(r.diverged for r in members)
         text = warmup_text(warmup, total) + (f", {rest}" if len(rests) > 1 else "")
         text += f" (✗ {bad} diverged)" if bad else ""
-        _band(full, steps, means, sds, color, text, style)
-        _band(zoom, steps, means, sds, color, None, style, "o")
-        drawn += list(zip(steps, means))
-        marks += [(full, members, color), (zoom, members, color)]
+        for ax, column, name, marker in ((full, metric, text, None), (zoom, ZOOM_COLUMN, None, "o")):
+            steps, means, sds = mean_curve(members, column)
+            _band(ax, steps, means, sds, color, name, style, marker)
+            drawn[column] += list(zip(steps, means))
+            marks.append((ax, members, color, column))
     for warmup in warmups:
         updates = _warmup_updates(warmup, total)
         if updates > 0:
             for ax in (full, zoom):
                 ax.axvspan(0, updates, color="0.5", alpha=0.15 / max(1, len(warmups) - 1), lw=0)
-    return drawn
