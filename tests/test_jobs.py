@@ -261,3 +261,40 @@ def test_an_interrupt_between_loss_checks_resumes_exactly(tmp_path):
     assert run_job(job).status == "complete"
     assert without_wall_time(Path(job.dir) / "metrics.csv") == without_wall_time(Path(clean.dir) / "metrics.csv")
     assert json.loads((Path(job.dir) / "summary.json").read_text())["loss_spikes"] == clean.summary["loss_spikes"]
+
+
+# ---- a recorded config read through today's schema -------------------------------------------
+def _recorded(cfg: dict[str, Any], arm: str) -> dict[str, Any]:
+    """What config.yaml (and a checkpoint) record for one arm of `cfg`."""
+    from trx.config import arm_config
+
+    return arm_config(resolve(cfg), arm)
+
+
+def test_an_option_added_since_a_run_was_written_is_no_change(tmp_path):
+    """A folder written before an option existed lacks it; at its default it changes nothing."""
+    from trx.config import config_changes
+    from trx.io import write_yaml
+    from trx.jobs import check_resumable
+
+    new = _recorded(quad(), "hb")
+    old = json.loads(json.dumps(new))
+    del old["divergence_threshold"], old["optimizers"]["hb"]["filter"]["gamma"]
+    assert config_changes(old, new) == []
+    write_yaml(tmp_path / "config.yaml", old)
+    check_resumable(tmp_path, new)  # no error: nothing to refuse
+
+
+def test_a_real_change_is_still_named_after_normalizing(tmp_path):
+    from trx.config import config_changes
+    from trx.errors import UserError
+    from trx.io import write_yaml
+    from trx.jobs import check_resumable
+
+    new = _recorded(quad(), "hb")
+    old = _recorded(quad(divergence_threshold=50.0), "hb")
+    del old["optimizers"]["hb"]["filter"]["gamma"]
+    assert config_changes(old, new) == ["divergence_threshold"]
+    write_yaml(tmp_path / "config.yaml", old)
+    with pytest.raises(UserError, match="differs at divergence_threshold"):
+        check_resumable(tmp_path, new)

@@ -82,10 +82,11 @@ def check(ckpt: Any, model: torch.nn.Module | None, config: dict[str, Any], step
 
     if not isinstance(ckpt, dict) or not {"step", "model", "optimizer", "config", "metrics_rows", "elapsed"} <= set(ckpt):
         raise refuse("not a trx checkpoint of this version (it lacks the step, weights, optimizer or config)")
-    if ckpt["config"] != config:
-        from trx.config import diff_keys
+    from trx.config import config_changes
 
-        raise refuse(f"written under another config; it differs at {', '.join(diff_keys(ckpt['config'], config)[:8])}")
+    changed = config_changes(ckpt["config"], config)
+    if changed:
+        raise refuse(f"written under another config; it differs at {', '.join(changed[:8])}")
     step, rows = ckpt["step"], ckpt["metrics_rows"]
     if not _is_int(step) or not 0 <= step <= steps or not _is_int(rows) or rows < 0:
         raise refuse(f"its step {step!r} is not within the run's {steps} updates")

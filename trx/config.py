@@ -321,6 +321,19 @@ def arm_config(cfg: Any, arm: str) -> dict[str, Any]:
     return data
 
 
+def config_changes(old: Any, new: dict[str, Any]) -> list[str]:
+    """Dotted keys where a run's recorded one-arm config (config.yaml, a checkpoint's record)
+    differs from `new`. The record is read through today's schema first, so an option added
+    since then, at its default, is no change: folders of an earlier version still resume."""
+    arms = list(old.get("optimizers") or {}) if isinstance(old, dict) else []
+    if len(arms) == 1:
+        try:
+            old = arm_config(resolve(old), arms[0])
+        except UserError:
+            pass  # not valid today: compared as written
+    return diff_keys(old, new)
+
+
 def diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two plain-data configs."""
     if isinstance(old, dict) and isinstance(new, dict):

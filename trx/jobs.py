@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from trx.config import arm_config, diff_keys, dump, resolve
+from trx.config import arm_config, config_changes, dump, resolve
 from trx.errors import FINISHED, UserError, debug
 from trx.io import metrics_rows, read_json, read_yaml, refuse_links, write_json
 
@@ -187,7 +187,7 @@ def check_resumable(folder: Path, config: dict[str, Any]) -> None:
     (`trx.checkpoint.check`); raises UserError (nothing is written)."""
     old = read_yaml(folder / "config.yaml")
     if old is not None:
-        differ = diff_keys(old, config)
+        differ = config_changes(old, config)
         if differ:
             raise UserError(
                 f"{folder} holds a result of a different config; it differs at {', '.join(differ[:8])}",
