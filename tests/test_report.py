@@ -326,3 +326,17 @@ def test_the_band_figure_needs_an_lr_axis_and_is_drawn_for_one(tmp_path):
     assert set(table["kind"]) == {"relative", "absolute"} and len(table) == 2 * 10
     widths = table[(table["arm"] == "muon") & (table["kind"] == "relative")]["decades"].tolist()
     assert widths == sorted(widths)  # a looser tolerance never narrows the band
+
+
+def test_a_contradicted_claim_shows_the_adjusted_p_of_the_other_direction():
+    """Holm adjusts each direction over the family; a contradicted verdict is decided by the p of
+    the other direction, so that is the one the report gives (not the claimed side's ≈ 1)."""
+    from trx.report_md import ClaimResult, family_verdicts
+
+    results = [ClaimResult("x", "contradicted", "", 0.999, 0.001, False),
+               ClaimResult("y", "inconclusive", "", 0.3, 0.7, False),
+               ClaimResult("z", "supported", "", 0.01, 0.99, False)]
+    (v1, p1), (v2, p2), (v3, p3) = family_verdicts(results)
+    assert (v1, p1) == ("contradicted", pytest.approx(0.003))  # 3 × 0.001, the smallest of 3
+    assert (v2, p2) == ("inconclusive", pytest.approx(0.6))  # the claimed side: 0.3 × 2, second smallest
+    assert (v3, p3) == ("inconclusive", pytest.approx(0.03))  # supported alone (0.01); 3 × 0.01 > 2.5% in the family

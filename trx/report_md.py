@@ -22,7 +22,7 @@ from trx.report import (RunRecord, axis_table, check_metric, compare_table, curv
                         default_metric, failure_table, find_runs, higher_is_better, interval_text, lr_curves, lr_table, natural_key,
                         paired_table, reference_value, seed_failures, seed_values, to_markdown,
                         tolerance_curve_table, value_text)
-from trx.stats import (INCONCLUSIVE, TOLERANCES, Paired, decide, equivalence, failure_difference, holm,
+from trx.stats import (CONTRADICTED, INCONCLUSIVE, TOLERANCES, Paired, decide, equivalence, failure_difference, holm,
                        paired_difference, tolerance_difference)
 
 ARM_COLUMNS = ("lr", "filter", "normalizer", "schedule", "weight_decay")
@@ -449,7 +449,8 @@ def _stability(claim: Claim, text: str, sides: list[GroupSelector], chosen: list
 
 def family_verdicts(results: list[ClaimResult]) -> list[tuple[str, float | None]]:
     """(verdict, adjusted p) per claim: the primary claim judged alone at ALPHA, the others as a
-    family, each direction's one-sided p-values Holm-adjusted over it."""
+    family, each direction's one-sided p-values Holm-adjusted over it. The p given is the one of
+    the verdict's direction: the claimed one, or the other for a contradicted claim."""
     secondary = [i for i, r in enumerate(results) if not r.primary]
     adjusted_for = dict(zip(secondary, holm([results[i].p for i in secondary])))
     adjusted_against = dict(zip(secondary, holm([results[i].p_against for i in secondary])))
@@ -463,7 +464,7 @@ def family_verdicts(results: list[ClaimResult]) -> list[tuple[str, float | None]
         # adjusting only raises p: a verdict stands or becomes inconclusive, never the reverse
         # (an open band keeps a width claim inconclusive whatever its p)
         said = r.verdict if decide(p_for, p_against) == r.verdict else INCONCLUSIVE
-        out.append((said, p_for))
+        out.append((said, p_against if said == CONTRADICTED else p_for))  # the p that decided it
     return out
 
 
@@ -485,7 +486,8 @@ def claims_section(runs: list[RunRecord], claims: Any, metric: str) -> str:
     for res, (said, adjusted) in zip(results, family_verdicts(results)):
         tag = " (primary)" if res.primary else ""
         change = f" (alone: {res.verdict})" if said != res.verdict else ""
-        holm_p = "" if res.primary or adjusted is None else f"; Holm-adjusted p = {_pnum(adjusted)}"
+        other = " (the other way)" if said == CONTRADICTED else ""
+        holm_p = "" if res.primary or adjusted is None else f"; Holm-adjusted p{other} = {_pnum(adjusted)}"
         lines.append(f"- **{said}**{tag}{change}: {res.text}. {res.numbers}{holm_p}")
     return "\n".join(lines)
 
