@@ -86,8 +86,10 @@ def test_rounding_level_and_spreadless_differences_never_decide():
     tiny = {s: b[s] - 1e-7 * (1 + 0.01 * s) for s in range(6)}  # a consistent 1e-7: rounding
     for claim_positive in (False, True):
         assert paired_difference(tiny, b, higher_better=claim_positive).verdict == INCONCLUSIVE
-    same = paired_difference({s: b[s] - 0.1 for s in range(6)}, b, higher_better=False)  # one difference, every seed
-    assert same.verdict == INCONCLUSIVE and "no spread" in same.note
+    same = paired_difference({s: b[s] - 0.1 for s in range(6)}, b, higher_better=False)  # one real difference, every seed
+    assert same.method == "sign-flip" and same.p == pytest.approx(1 / 64) and same.verdict == SUPPORTED  # exact, not t
+    three = paired_difference({s: b[s] - 0.1 for s in range(3)}, {s: b[s] for s in range(3)}, higher_better=False)
+    assert three.p == pytest.approx(1 / 8) and three.verdict == INCONCLUSIVE  # 3 seeds cannot reach 2.5%
     equal = paired_difference(b, dict(b), higher_better=False)  # identical arms: zero-width interval
     assert (equal.lo, equal.hi, equal.verdict) == (0.0, 0.0, INCONCLUSIVE)
 
@@ -247,7 +249,7 @@ def test_tolerance_difference_pairs_per_seed_widths_by_the_exact_sign_flip_test(
     assert p.method == "sign-flip" and p.lo is None  # no interval from a test that cannot give one honestly
     assert tolerance_difference(LRS, narrow, LRS, wide, initial_a=INITIAL, initial_b=INITIAL).verdict == CONTRADICTED
     same = tolerance_difference(LRS, wide, LRS, wide, initial_a=INITIAL, initial_b=INITIAL)
-    assert same.mean_diff == 0 and same.verdict == INCONCLUSIVE and "no spread" in same.note
+    assert same.mean_diff == 0 and same.verdict == INCONCLUSIVE
     extra = {**wide, 9: wide[0]}
     assert tolerance_difference(LRS, extra, LRS, narrow, initial_a=INITIAL, initial_b=INITIAL).excluded == 1
     assert tolerance_difference(LRS, {0: wide[0]}, LRS, {0: narrow[0]}).verdict == INCONCLUSIVE
@@ -269,3 +271,20 @@ def test_tolerance_difference_notes_an_open_band():
     assert p.p_against <= 1 / 64 and p.verdict == INCONCLUSIVE
     p = tolerance_difference(LRS, wide, LRS, edge, initial_a=INITIAL, initial_b=INITIAL)
     assert p.p <= 1 / 64 and p.verdict == INCONCLUSIVE and "open band (b)" in p.note
+
+
+
+def test_a_diverged_seed_costs_its_arm_at_least_what_training_gained():
+    """An arm that diverges in 4 of 10 seeds and wins the other 6 is not better: its diverged
+    seeds score the untrained model's loss (the failure score), not the worst seed reached."""
+    inf = float("inf")
+    a = {s: (inf if s < 4 else 1.0 + 0.01 * s) for s in range(10)}
+    b = {s: 1.2 + 0.01 * s for s in range(10)}
+    assert paired_difference(a, b, higher_better=False, failure_score=2.3).verdict != SUPPORTED
+    assert paired_difference(a, b, higher_better=False, failure_score=2.3).failed == 4
+
+
+def test_equivalence_of_identical_arms_is_decided_exactly():
+    b = {s: 1.0 + 0.1 * s for s in range(6)}
+    same = equivalence(b, dict(b), delta=0.05)
+    assert same.p == pytest.approx(1 / 64) and same.verdict == SUPPORTED  # within δ in every seed: exact p 2⁻⁶

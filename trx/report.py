@@ -299,10 +299,10 @@ def seed_failures(members: list[RunRecord]) -> dict[int, bool | None]:
 
 
 def compare_pair(members: list[RunRecord], reference: list[RunRecord], metric: str, delta: float = 0.0) -> Paired:
-    """`trx.stats.paired_difference` of two groups of runs by seed; a diverged seed ranks worst
-    (it scores the worst value any compared seed reached)."""
+    """`trx.stats.paired_difference` of two groups of runs by seed; a diverged seed ranks worst: it
+    scores no better than the untrained model (`reference_value`) or the worst seed compared."""
     return paired_difference(seed_values(members, metric), seed_values(reference, metric), higher_is_better(metric),
-                             delta=delta)
+                             delta=delta, failure_score=reference_value(members + reference, metric))
 
 
 def _pair_row(row: dict[str, Any], p: Paired | None, vs: str, verdict: str = "") -> None:

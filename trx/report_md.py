@@ -235,11 +235,11 @@ def paired_section(runs: list[RunRecord], metric: str, arms: list[str]) -> str:
 def paired_words(metric: str, what: str) -> str:
     better = "higher" if higher_is_better(metric) else "lower"
     return (f"`diff` is the mean over seeds of ({what}) in final {metric}, over the seeds both ran (runs at one "
-            f"seed share initial weights and batches; a diverged seed ranks worst: it scores the worst value "
-            f"any compared seed reached); `[lo, hi]` is its 95% Student t interval. The verdict is on \"this is "
+            f"seed share initial weights and batches; a diverged seed ranks worst: it scores the untrained "
+            f"model's value (the metric at step 0, or chance) or the worst any compared seed reached, whichever is worse); `[lo, hi]` is its 95% Student t interval. The verdict is on \"this is "
             f"better ({better})\" by the paired t test: supported when the interval excludes 0 in that direction, "
-            "contradicted when it excludes 0 the other way, else inconclusive; differences within rounding or "
-            "without spread over seeds decide nothing. `p` is two-sided; `p_holm` adjusts it by Holm over the "
+            "contradicted when it excludes 0 the other way, else inconclusive; differences within rounding decide "
+            "nothing, and one that every seed repeats is judged by the exact sign-flip test. `p` is two-sided; `p_holm` adjusts it by Holm over the "
             "rows of this table — read a verdict whose `p_holm` is above 0.05 as exploratory.")
 
 
@@ -387,11 +387,12 @@ def _difference(claim: Claim, text: str, sides: list[GroupSelector], chosen: lis
         return bad
     a, b = (seed_values(mine, metric) for mine in chosen)
     better = higher_is_better(metric)
+    untrained = reference_value(chosen[0] + chosen[1], metric)  # what a diverged seed scores at best
     if claim.kind == "equivalence":
-        p = equivalence(a, b, float(claim.delta or 0.0), better)
+        p = equivalence(a, b, float(claim.delta or 0.0), better, failure_score=untrained)
         test = f"two one-sided t tests against δ = ±{claim.delta:g}"
     else:
-        p = paired_difference(a, b, better, delta=claim.delta or 0.0)
+        p = paired_difference(a, b, better, delta=claim.delta or 0.0, failure_score=untrained)
         test = "paired t" + (f", δ = {claim.delta:g}" if claim.delta else "")
     failed = f", {p.failed} diverged run(s) ranked worst" if p.failed else ""
     excluded = f", {p.excluded} seed(s) excluded (unpaired or unfinished)" if p.excluded else ""

@@ -20,7 +20,8 @@ scripts/null_simulations.py):
 A directional claim is `supported` when the test rejects "the difference is at most δ the other
 way" — i.e. the difference exceeds δ, the smallest difference that matters (0 unless declared) —
 and `contradicted` when it exceeds δ the wrong way. A difference within rounding (below ROUNDING
-relative to the values) or with no spread over seeds never decides anything.
+relative to the values) never decides anything; where every seed gives the same difference the
+paired t test is undefined and the exact sign-flip test decides instead (p ≥ 2⁻ⁿ).
 """
 
 from __future__ import annotations
@@ -97,8 +98,11 @@ def sign_flip_pvalue(diffs: Sequence[float], shift: float) -> float | None:
         return None
     centred = np.asarray(diffs, float) - shift
     observed = centred.mean()
-    flipped = _sign_vectors(len(centred)) @ centred / len(centred)
-    return float(np.mean(flipped >= observed - 1e-12 * max(1.0, abs(observed))))
+    signs = _sign_vectors(len(centred))
+    hits = int(np.sum(signs @ centred / len(centred) >= observed - 1e-12 * max(1.0, abs(observed))))
+    if len(centred) <= EXACT_MAX:
+        return hits / len(signs)  # exact: the identity vector is among them, so p ≥ 2⁻ⁿ
+    return (hits + 1) / (len(signs) + 1)  # random signs: count the observed one too, so p > 0
 
 
 def smallest_p(n: int) -> Fraction:
@@ -194,11 +198,23 @@ def _pairs(a_by_seed: Mapping[int, float | None], b_by_seed: Mapping[int, float 
 
 
 def _why_untested(pairs: _Pairs) -> str:
-    if len(pairs.diffs) < 2:
-        return "needs at least two seeds both arms ran"
-    if (mean_sd(pairs.diffs)[1] or 0.0) <= pairs.floor:
-        return "every seed gives the same difference (within rounding): no spread to test against"
-    return ""
+    return "needs at least two seeds both arms ran" if len(pairs.diffs) < 2 else ""
+
+
+def _spreadless(pairs: _Pairs) -> bool:
+    """Every seed gives the same difference (within rounding): t has no spread to work with."""
+    return (mean_sd(pairs.diffs)[1] or 0.0) <= pairs.floor
+
+
+def _one_sided(gains: list[float], shift: float, spread: bool) -> float:
+    """One-sided p of "mean gain > shift": the paired t test, or, where every seed gives the
+    same difference (t is undefined), the exact sign-flip test (p ≥ 2⁻ⁿ), whose shift keeps a
+    difference within rounding from ever deciding."""
+    found = t_pvalue(gains, shift) if spread else None
+    return sign_flip_pvalue(gains, shift) if found is None else found
+
+
+SPREADLESS = "every seed gives the same difference: judged by the exact sign-flip test"
 
 
 def paired_difference(a_by_seed: Mapping[int, float | None], b_by_seed: Mapping[int, float | None],
@@ -213,12 +229,13 @@ def paired_difference(a_by_seed: Mapping[int, float | None], b_by_seed: Mapping[
     pairs = _pairs(a_by_seed, b_by_seed, higher_better, failure_score)
     ci = t_interval(pairs.diffs, level)
     lo, hi = ci if ci else (None, None)
-    why = _why_untested(pairs)
+    why, spread = _why_untested(pairs), not _spreadless(pairs)
     shift = max(delta, pairs.floor)
-    p_for = None if why else t_pvalue(pairs.gains, shift)
-    p_against = None if why else t_pvalue([-g for g in pairs.gains], shift)
+    p_for = None if why else _one_sided(pairs.gains, shift, spread)
+    p_against = None if why else _one_sided([-g for g in pairs.gains], shift, spread)
+    note = why or ("" if spread else SPREADLESS)
     return Paired(len(pairs.diffs), mean_sd(pairs.diffs)[0], lo, hi, decide(p_for, p_against), pairs.excluded,
-                  why, p_for, p_against, "paired t", pairs.failed)
+                  note, p_for, p_against, "paired t" if spread else "sign-flip", pairs.failed)
 
 
 def equivalence(a_by_seed: Mapping[int, float | None], b_by_seed: Mapping[int, float | None], delta: float,
@@ -232,19 +249,16 @@ def equivalence(a_by_seed: Mapping[int, float | None], b_by_seed: Mapping[int, f
     pairs = _pairs(a_by_seed, b_by_seed, higher_better, failure_score)
     ci = t_interval(pairs.diffs, level)
     lo, hi = ci if ci else (None, None)
-    why = _why_untested(pairs)
+    why, spread = _why_untested(pairs), not _spreadless(pairs)
     down, up = pairs.diffs, [-d for d in pairs.diffs]
-
-    def p(diffs: list[float], shift: float) -> float:
-        found = t_pvalue(diffs, shift)
-        return 1.0 if found is None else found
-
     p_for, p_against = None, None
     if not why:
-        p_for = max(p(down, -delta), p(up, -delta))
-        p_against = min(1.0, 2 * min(p(down, delta), p(up, delta)))
+        p_for = max(_one_sided(down, -delta, spread), _one_sided(up, -delta, spread))
+        p_against = min(1.0, 2 * min(_one_sided(down, delta, spread), _one_sided(up, delta, spread)))
+    note = why or ("" if spread else SPREADLESS)
     return Paired(len(pairs.diffs), mean_sd(pairs.diffs)[0], lo, hi, decide(p_for, p_against), pairs.excluded,
-                  why, p_for, p_against, "two one-sided t tests", pairs.failed)
+                  note, p_for, p_against, "two one-sided t tests" if spread else "two one-sided sign-flip tests",
+                  pairs.failed)
 
 
 def failure_difference(a_failed: Mapping[int, bool | None], b_failed: Mapping[int, bool | None]) -> Paired:
@@ -470,16 +484,14 @@ def tolerance_difference(lrs_a: Sequence[float], a_by_seed: Mapping[int, Sequenc
     diffs = [wa - wb for (wa, _), (wb, _) in zip(*per_arm)]
     open_a, open_b = (any(o for _, o in arm) for arm in per_arm)
     floor = rounding_floor([w for arm in per_arm for w, _ in arm])
-    spread = (mean_sd(diffs)[1] or 0.0) > floor
-    shift = max(delta, floor)
-    p_for = sign_flip_pvalue(diffs, shift) if spread else None
-    p_against = sign_flip_pvalue([-d for d in diffs], shift) if spread else None
+    shift = max(delta, floor)  # a width difference within rounding never decides
+    p_for = sign_flip_pvalue(diffs, shift)
+    p_against = sign_flip_pvalue([-d for d in diffs], shift)
     said = decide(p_for, p_against)
     if (said == SUPPORTED and open_b) or (said == CONTRADICTED and open_a):
         said = INCONCLUSIVE  # the side that should be the narrower is only bounded below
     opened = [name for name, o in (("a", open_a), ("b", open_b)) if o]
     notes = [too_few(len(shared)),
-             "" if spread else "every seed gives the same width difference: no spread to test against",
              f"open band ({', '.join(opened)}): its width is a lower bound" if opened else ""]
     return Paired(len(shared), mean_sd(diffs)[0], None, None, said, excluded, "; ".join(n for n in notes if n),
                   p_for, p_against, "sign-flip")
