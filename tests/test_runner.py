@@ -12,7 +12,7 @@ from conftest import tiny_config
 from trx.config import UserError, resolve
 from trx.executors import run_experiment
 from trx.optim import newton_schulz as ns
-from trx.runner import Interrupted, StopFlag, prepare
+from trx.runner import ArmRun, Interrupted, StopFlag, prepare
 from trx.tasks.logreg import Logreg
 
 
@@ -320,3 +320,26 @@ def test_running_min_rule_ends_a_run_the_default_rule_lets_go_on(tmp_path, monke
 def test_monitor_block_is_validated(monitor, message):
     with pytest.raises(UserError, match=message):
         resolve(tiny_config(monitor=monitor))
+
+
+def test_a_checkpoint_refused_on_restore_leaves_the_recorded_config_as_it_was(tmp_path):
+    """The loop checks a checkpoint again when it restores it; a refusal there must not leave the
+    new config recorded over the old run's metrics (config.yaml is written only once accepted)."""
+    data = tiny_config(steps=30, log_every=1, checkpoint_every=5, optimizers={"sgd": {"lr": 0.1}})
+    stop = StopFlag()
+
+    class StopAt:
+        def start(self, *a): ...
+        def advance(self, arm, step, loss):
+            if step == 12:
+                stop.requested = True
+        def finish(self, *a): ...
+
+    with pytest.raises(Interrupted):
+        run(tmp_path, data, progress=StopAt(), stop=stop)
+    arm_dir = tmp_path / "tiny" / "sgd"
+    before = (arm_dir / "config.yaml").read_text()
+    other = prepare(resolve(tiny_config(steps=30, log_every=1, checkpoint_every=5, optimizers={"sgd": {"lr": 0.2}})), tmp_path)
+    with pytest.raises(UserError, match=r"differs at optimizers\.sgd\.lr"):
+        ArmRun(other, "sgd", arm_dir).run()  # past the folder checks: the loop's own restore refuses
+    assert (arm_dir / "config.yaml").read_text() == before

@@ -249,12 +249,13 @@ class ArmRun:
     def run(self) -> dict[str, Any]:
         if self.main:
             self.dir.mkdir(parents=True, exist_ok=True)
-            write_yaml(self.dir / "config.yaml", arm_config(self.cfg, self.arm))
         status, error = "complete", None
         self.t0 = time.perf_counter()
         try:
             self._build()
             self._restore()
+            if self.main:  # only once a checkpoint is accepted: a refused one leaves the old record as it was
+                write_yaml(self.dir / "config.yaml", arm_config(self.cfg, self.arm))
             self.t0 = time.perf_counter()
             self.progress.start(self.label, self.cfg.steps, self.t)
             self._train()
