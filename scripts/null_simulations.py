@@ -31,6 +31,7 @@ from trx.stats import (ALPHA, SUPPORTED, equivalence, failure_difference, paired
 SEEDS = (3, 5, 10)
 LRS = [10.0**x for x in np.linspace(-4, -1, 7)]  # 7 lrs, two per decade
 INITIAL = 3.0  # the reference loss bands are measured from
+UNTRAINED = 10.0  # what a diverged run scores (the loss before training, above every trained one here)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def difference(shift: float, tails: str = "normal", diverge: float = 0.0) -> Cal
         draw = (lambda: rng.standard_t(3, n)) if tails == "t3" else (lambda: rng.normal(0.0, 1.0, n))
         a, b = base + draw() - shift, base + draw()
         a[rng.random(n) < diverge], b[rng.random(n) < diverge] = np.nan, np.nan
-        return paired_difference(_by_seed(a), _by_seed(b), higher_better=False).verdict == SUPPORTED
+        return paired_difference(_by_seed(a), _by_seed(b), higher_better=False, failure_score=UNTRAINED).verdict == SUPPORTED
     return judge
 
 
