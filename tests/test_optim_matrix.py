@@ -35,8 +35,10 @@ def grads_of(m, batch):
     return [p.grad.clone() for p in m.parameters()]
 
 
-def compare(cfg: dict, reference, bias: bool = False) -> float:
-    """Largest relative gap between trx (cfg) and reference(params, grads, states, t) over the run."""
+def compare(cfg: dict, reference, bias: bool = False, joint: bool = False) -> float:
+    """Largest relative gap between trx (cfg) and reference(p, g, state, t) over the run, or with
+    `joint` reference(params, grads, states, t) → one step per parameter (a group-wide rule)."""
+    step = reference if joint else (lambda ps, gs, sts, t: [reference(p, g, st, t) for p, g, st in zip(ps, gs, sts)])
     ours = mlp(bias)
     ref = copy.deepcopy(ours)
     opt = build_optimizer(ours, cfg, total_steps=STEPS)
@@ -48,8 +50,9 @@ def compare(cfg: dict, reference, bias: bool = False) -> float:
         opt.step()
         grads = grads_of(ref, batch)
         with torch.no_grad():
-            for p, g, st in zip(ref.parameters(), grads, states):
-                p.sub_(reference(p, g, st, t))
+            params = list(ref.parameters())
+            for p, d in zip(params, step(params, grads, states, t)):
+                p.sub_(d)
             gap = max(float((p - q).abs().max()) for p, q in zip(ours.parameters(), ref.parameters()))
             worst = max(worst, gap / max(float(q.abs().max()) for q in ref.parameters()))
     return worst
@@ -89,18 +92,30 @@ TRAS = {"beta2": 0.95, "eps": 1e-8, "rms": 0.5, "energy_beta": 0.9, "trigger": 1
 def trasmuon_direction(M, st, o=TRAS):
     """Per matrix (out, in), axis output: the TrasMuon update direction, from the description."""
     rows, cols = M.shape
+    O = tras_normalized(M, st, o)
+    return O * (o["rms"] * math.sqrt(rows * cols) / (O.norm() + o["eps"])) * tras_clip(M, st, o)[None, :]
+
+
+def tras_normalized(M, st, o=TRAS, row_norm=True):
+    """Newton–Schulz, then (row_norm) NorMuon's per-output-feature second moment."""
     O = ns(M)
-    s = st["s"] = o["beta2"] * st.get("s", torch.zeros(rows, 1)) + (1 - o["beta2"]) * O.square().mean(1, keepdim=True)
-    O = O / (s.sqrt() + o["eps"])
-    U = O * (o["rms"] * math.sqrt(rows * cols) / (O.norm() + o["eps"]))
+    if not row_norm:
+        return O
+    s = st["s"] = o["beta2"] * st.get("s", torch.zeros(M.shape[0], 1)) + (1 - o["beta2"]) * O.square().mean(1, keepdim=True)
+    return O / (s.sqrt() + o["eps"])
+
+
+def tras_clip(M, st, o=TRAS):
+    """The smoothed energy clip per input column (smoothing off with clip_beta 0)."""
+    cols = M.shape[1]
     energy = M.square().sum(0)  # per input column
     median = energy.median()
     ref = st["ref"] = median if "ref" not in st else o["energy_beta"] * st["ref"] + (1 - o["energy_beta"]) * median
     ratio = energy / (ref + o["eps"])
     raw = torch.where(ratio > o["trigger"], 1 / (1 + o["alpha"] * torch.log1p(ratio / o["trigger"])), torch.ones_like(ratio))
     raw = raw.clamp(o["clip_min"], 1.0)
-    clip = st["clip"] = o["clip_beta"] * st.get("clip", torch.ones(cols)) + (1 - o["clip_beta"]) * raw
-    return U * clip[None, :]
+    st["clip"] = o["clip_beta"] * st.get("clip", torch.ones(cols)) + (1 - o["clip_beta"]) * raw
+    return st["clip"]
 
 
 def trasmuon_reference(lr, beta, wd):
@@ -119,6 +134,59 @@ def tras_cfg(**extra) -> dict:
 
 def test_trasmuon_matches_its_reference():
     assert compare(tras_cfg(), trasmuon_reference(0.01, 0.9, 0.1)) <= 1e-5
+
+
+def tras_ablation_reference(lr, beta, wd, o=TRAS, row_norm=True, calibration="matrix"):
+    """The ablations: raw clip (o with clip_beta 0), no second moment (row_norm False), and the
+    global calibration: every matrix times rms·√N/‖(U_1, …, U_k)‖ over all N entries of the
+    group, U_i the unclipped normalized matrices, then clipped."""
+
+    def step(params, grads, states, t):
+        Us, clips = [], []
+        for g, st in zip(grads, states):
+            m = st["m"] = beta * st.get("m", torch.zeros_like(g)) + (1 - beta) * g
+            Us.append(tras_normalized(m, st, o, row_norm))
+            clips.append(tras_clip(m, st, o))
+        if calibration == "global":
+            n = sum(U.numel() for U in Us)
+            scales = [o["rms"] * math.sqrt(n) / (math.sqrt(sum(float(U.square().sum()) for U in Us)) + o["eps"])] * len(Us)
+        else:
+            scales = [o["rms"] * math.sqrt(U.numel()) / (U.norm() + o["eps"]) for U in Us]
+        return [lr * wd * p + lr * c * U * clip[None, :] for p, U, c, clip in zip(params, Us, scales, clips)]
+
+    return step
+
+
+@pytest.mark.parametrize("options, reference", [
+    ({"clip_beta": 0.0}, dict(o={**TRAS, "clip_beta": 0.0})),
+    ({"row_norm": False}, dict(row_norm=False)),
+    ({"calibration": "global"}, dict(calibration="global")),
+    ({"calibration": "global", "row_norm": False}, dict(calibration="global", row_norm=False)),
+])
+def test_trasmuon_ablations_match_their_references(options, reference):
+    """Each variant of issue 21's ablations against its own reference, and each differs from the
+    default TrasMuon on the same run (the option acts)."""
+    cfg = tras_cfg(**options)
+    assert compare(cfg, tras_ablation_reference(0.01, 0.9, 0.1, **reference), joint=True) <= 1e-5
+    assert compare(tras_cfg(), tras_ablation_reference(0.01, 0.9, 0.1, **reference), joint=True) > 1e-3
+
+
+def test_trasmuon_global_calibration_sets_the_rms_of_the_whole_update():
+    """Without the clip, the group's update has RMS `rms` over all its entries. Without the second
+    moment its matrices (orthogonal: RMS 1/√max(r, c) before the scale) keep different RMS: one
+    scale, not one per matrix. With it, the first update's rows all have mean square 1/(1 − β2),
+    so there the global and the per-matrix calibration coincide."""
+    M = [torch.randn(4, 64), torch.randn(16, 16), torch.randn(32, 8)]  # 1/√max(r, c): 1/8, 1/4, 1/√32
+    for row_norm in (False, True):
+        n = NORMALIZERS["trasmuon"](dtype="float32", calibration="global", clip=False, rms=0.3, row_norm=row_norm)
+        u = n.update(M, M, [{}, {}, {}], StepContext(step=0))
+        total = math.sqrt(sum(float(x.square().sum()) for x in u) / sum(x.numel() for x in u))
+        assert total == pytest.approx(0.3, rel=1e-5)
+        rms = [float(x.square().mean().sqrt()) for x in u]
+        if row_norm:
+            assert rms == pytest.approx([0.3] * 3, rel=1e-4)
+        else:
+            assert rms[1] / rms[0] > 1.5  # about 2 (Newton–Schulz is near-orthogonal, not exactly)
 
 
 def test_trasmuon_input_axis_is_the_transpose():
@@ -212,9 +280,31 @@ def test_trasmuon_clip_frac_and_clip_mean_on_a_known_burst():
     diag: dict[str, float] = {}
     n.update([M], [M], [{}], StepContext(step=0, diagnose=True, diagnostics=diag))
     damped = 1.0 / (1.0 + math.log1p(50.0))
-    assert diag["clip_frac"] == pytest.approx(3 / 16)
+    assert diag["clip_frac"] == pytest.approx(3 / 16) and diag["trigger_frac"] == pytest.approx(3 / 16)
     assert diag["clip_mean"] == pytest.approx((13 + 3 * damped) / 16, rel=1e-5)
+    assert diag["clip_lowest"] == pytest.approx(damped, rel=1e-5)
     assert diag["energy_ratio"] == pytest.approx(100.0, rel=1e-4)
+
+
+def test_trasmuon_clip_frac_counts_damped_features_not_features_over_the_trigger():
+    """A burst in feature 2 at update 0, then equal energies: at update 1 no feature is over the
+    trigger, but the smoothed clip (clip_beta 0.9, starting at 1) still damps feature 2 by
+    0.9·(0.9 + 0.1·d) + 0.1·1, d the raw factor of update 0. clip_frac counts it; trigger_frac
+    does not."""
+    n = NORMALIZERS["trasmuon"](dtype="float32", clip_beta=0.9, trigger=2.0, alpha=1.0, clip_min=0.0)
+    calm = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+    calm = calm / calm.square().sum(0, keepdim=True).sqrt()  # every column of energy 1
+    burst = calm.clone()
+    burst[:, 2] *= 10.0  # energy 100 against the median 1
+    states, diag = [{}], {}
+    n.update([burst], [burst], states, StepContext(step=0))
+    n.update([calm], [calm], states, StepContext(step=1, diagnose=True, diagnostics=diag))
+    d = 1.0 / (1.0 + math.log1p(50.0))
+    applied = 0.9 * (0.9 + 0.1 * d) + 0.1
+    assert diag["trigger_frac"] == 0.0
+    assert diag["clip_frac"] == pytest.approx(1 / 16)
+    assert diag["clip_lowest"] == pytest.approx(applied, rel=1e-5)
+    assert diag["clip_mean"] == pytest.approx((15 + applied) / 16, rel=1e-5)
 
 
 def test_trasmuon_clip_mean_averages_over_matrices():

@@ -215,3 +215,94 @@ def test_full_disk_ends_the_arm_as_failed_with_metrics_intact(tmp_path, monkeypa
     rows = _rows(tmp_path / "tiny" / "sgd" / "metrics.csv")
     assert [int(r["step"]) for r in rows] == list(range(10))  # what was written is intact
     assert out["adam"]["status"] == "failed"  # the next arm meets the same full disk, and says so
+
+
+def test_a_stall_is_the_median_of_the_logged_losses_at_its_update(tmp_path):
+    """stalled/stalled_at against the metrics of a run without the rule: the median of the losses
+    of updates 7…10 (τ = 20, at 0.5, window 4), just under and just over `above`."""
+    data = tiny_config(log_every=1, optimizers={"sgd": {"lr": 0.1}})
+    s = run(tmp_path / "plain", data)[0]
+    assert s["stalled"] is False and s["stalled_at"] is None  # no rule, no stall
+    rows = _rows(tmp_path / "plain" / "tiny" / "sgd" / "metrics.csv")
+    level = sorted(float(r["loss"]) for r in rows[7:11])[1:3]
+    median = sum(level) / 2
+    for above, stalled in ((median * (1 - 1e-4), True), (median * (1 + 1e-4), False)):
+        cfg = {**data, "monitor": {"stall": {"at": 0.5, "above": above, "window": 4}}}
+        s = run(tmp_path / str(stalled), cfg)[0]
+        assert s["status"] == "complete"  # a stall is recorded; the run goes on
+        assert (s["stalled"], s["stalled_at"]) == (stalled, 10 if stalled else None)
+
+
+class Killed(BaseException):
+    """What kill -9 leaves: no summary, the last checkpoint, metrics rows written after it."""
+
+
+@pytest.mark.parametrize("kill_at", [12, 17, 25])
+def test_monitor_state_survives_a_kill_and_resume_exactly(tmp_path, kill_at):
+    """The rules' state (running minimum, the count towards divergence, spikes, the stall) is
+    checkpointed: killed before the stall's update (checkpoint at 7), after it with the last
+    checkpoint before it (at 14), or after a checkpoint that holds it (at 21), the resumed run
+    writes the uninterrupted run's metrics and summary."""
+    data = tiny_config(steps=30, log_every=1, checkpoint_every=7, optimizers={"sgd": {"lr": 0.5}},
+                       monitor={"rule": {"name": "running_min", "spike": 1.05, "diverge": 50.0, "patience": 3},
+                                "stall": {"at": 0.5, "above": 0.0, "window": 3}})
+    ref = run(tmp_path / "ref", data)[0]
+    assert ref["stalled_at"] == 15 and ref["loss_spikes"] > 0
+
+    class KillAt:
+        def start(self, *a): ...
+        def advance(self, arm, step, loss):
+            if step == kill_at:
+                raise Killed
+
+        def finish(self, *a): ...
+
+    with pytest.raises(Killed):
+        run(tmp_path / "cut", data, progress=KillAt())
+    folder = tmp_path / "cut" / "tiny" / "sgd"
+    assert not (folder / "summary.json").exists() and (folder / "checkpoint.pt").exists()
+    cut = run(tmp_path / "cut", data, mode="resume")[0]
+    ref_rows, cut_rows = (_rows(tmp_path / x / "tiny" / "sgd" / "metrics.csv") for x in ("ref", "cut"))
+    for r in ref_rows + cut_rows:
+        r.pop("wall_time")
+    assert cut_rows == ref_rows
+    keys = ("stalled", "stalled_at", "loss_spikes", "best_loss", "final_loss", "diverged_at")
+    assert {k: cut[k] for k in keys} == {k: ref[k] for k in keys}
+
+
+def test_running_min_rule_ends_a_run_the_default_rule_lets_go_on(tmp_path, monkeypatch):
+    """The losses of updates 12 and 13 scaled by 10: two in a row over 3 × the running minimum end
+    the run at 13 under running_min with patience 2; with patience 3 it completes, and the
+    default rule (100 × the first loss) counts them as spikes only."""
+    original = Logreg.loss
+    calls = {"n": 0}
+
+    def jump(self, model, batch):
+        loss, calls["n"] = original(self, model, batch), calls["n"] + 1
+        return loss * 10 if calls["n"] - 1 in (12, 13) else loss
+
+    monkeypatch.setattr(Logreg, "loss", jump)
+    data = tiny_config(log_every=1, optimizers={"sgd": {"lr": 0.1}})
+    for monitor, status, diverged_at in (
+        ({"rule": {"name": "running_min", "diverge": 3.0, "patience": 2}}, "diverged", 13),
+        ({"rule": {"name": "running_min", "diverge": 3.0, "patience": 3}}, "complete", None),
+        (None, "complete", None),
+    ):
+        calls["n"] = 0
+        s = run(tmp_path / str(monitor), {**data, "monitor": monitor})[0]
+        assert (s["status"], s["diverged_at"]) == (status, diverged_at), monitor
+        if status == "complete":
+            assert s["loss_spikes"] >= 2, monitor
+
+
+@pytest.mark.parametrize("monitor, message", [
+    ({"rule": {"name": "running_min", "spke": 2}}, r"monitor\.rule\.spke: unknown key"),
+    ({"rule": "median"}, r"monitor\.rule: unknown name 'median'"),
+    ({"rule": {"name": "running_min", "patience": 0}}, r"monitor\.rule\.patience: must be ≥ 1"),
+    ({"stall": {"at": 1.5, "above": 3}}, r"monitor\.stall\.at: must be ≤ 1"),
+    ({"stall": {"at": 0.5}}, r"monitor\.stall\.above: required"),
+    ({"stal": {}}, r"monitor\.stal: unknown key"),
+])
+def test_monitor_block_is_validated(monitor, message):
+    with pytest.raises(UserError, match=message):
+        resolve(tiny_config(monitor=monitor))

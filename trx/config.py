@@ -12,6 +12,7 @@ import yaml
 from pydantic import BeforeValidator, Field, create_model, field_validator, model_validator
 
 from trx.errors import UserError
+from trx.monitor import MonitorConfig
 from trx.optim.base import ConfigError, Strict, validate
 from trx.optim.spec import ArmConfig
 from trx.tasks import TASKS
@@ -104,6 +105,8 @@ def _experiment_model() -> type[Strict]:
             None, ge=0, description="checkpoint every N updates (default: at every eval, else every τ/10; 0: never)")
         keep_checkpoint: bool = Field(False, description="keep checkpoint.pt after the arm completes")
         divergence_threshold: float = Field(100.0, gt=1.0, description="loss > this × first loss ⇒ diverged")
+        monitor: MonitorConfig | None = Field(
+            None, description="spike/divergence rule (first_loss | running_min) and stall rule; default first_loss")
         grad_clip: float | None = Field(None, gt=0.0, description="max global gradient norm, before the filter")
         threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
         task: task_config_type() = Field(description="the task and its options")  # type: ignore[valid-type]
@@ -275,6 +278,8 @@ def arm_config(cfg: Any, arm: str) -> dict[str, Any]:
     data["optimizers"] = {arm: data["optimizers"][arm]}
     for key in ("sweep", "seeds", "claims"):
         data.pop(key, None)
+    if data.get("monitor") is None:
+        data.pop("monitor", None)  # the default rules: folders written before `monitor` existed still resume
     return data
 
 

@@ -49,7 +49,7 @@ LABELS = {  # metrics.csv column -> axis label (the unit of a loss depends on th
     "update_norm": "update norm ‖Δ‖",
     "update_rms": "update RMS",
     "param_norm": "parameter norm ‖w‖",
-    "tr_ratio": "RMS(Δ) / μ·s(t)",
+    "tr_ratio": "RMS(μ·s(t)·u) / μ·s(t)",
     "wall_time": "wall time (s)",
 }
 GRID_LABELS = {"lr": "learning rate μ", "schedule.warmup": "warmup"}  # cell-id keys, for colorbars

@@ -2,8 +2,9 @@
 
 For update t = 0 … τ−1: loss at the current parameters, a metrics row on logged steps (with
 diagnostics of the update it then takes), the update; then a final row at t = τ with the loss
-and evaluation of the trained parameters. A loss that is non-finite or above
-`divergence_threshold` × the first loss ends the run as `diverged`, a result like any other.
+and evaluation of the trained parameters. A divergent loss (`trx.monitor`: non-finite, or over
+the line of the experiment's `monitor.rule`) ends the run as `diverged`, a result like any other;
+a stall (`monitor.stall`) is recorded and the run goes on.
 Who runs which run, where, and how often is `trx.jobs`' business.
 """
 
@@ -26,7 +27,7 @@ from trx import distributed as D
 from trx.config import arm_config
 from trx.errors import FINISHED, UserError, debug
 from trx.io import MetricsWriter, write_json, write_yaml
-from trx.monitor import LossMonitor
+from trx.monitor import LossMonitor, MonitorConfig
 from trx.optim import ArmConfig, ConfigError, build_optimizer, lr_ratio, plan_groups
 from trx.provenance import provenance
 from trx.tasks import TASKS, DataError, Task
@@ -188,7 +189,7 @@ class ArmRun:
         self.main = exp.ctx.is_main  # only rank 0 writes
         self.metrics = MetricsWriter(self.dir / "metrics.csv") if self.main else NullMetrics()
         self.sinks = sinks or []  # more writers of every metrics row (TensorBoard)
-        self.monitor = LossMonitor(exp.cfg.divergence_threshold)
+        self.monitor = new_monitor(exp.cfg)
         self.t = 0
         self.diverged_at: int | None = None
         self.elapsed = 0.0
@@ -334,7 +335,7 @@ class ArmRun:
         write its row."""
         values = D.mean_over_ranks(torch.stack([l for _, l in pending]).float(), self.ctx).cpu().tolist()
         for (t, _), value in zip(pending, values):
-            if self.monitor.observe(value):
+            if self.monitor.observe(value, t):
                 self.diverged_at = t
                 self._write_row({"step": t, "loss": value, "lr": self.opt.param_groups[0]["lr"]}, {})
                 return True
@@ -367,11 +368,8 @@ class ArmRun:
             loss = task.loss(self.net, D.shard(task.batch(self.cfg.steps), self.ctx)).detach().float().reshape(1)
             value = float(D.mean_over_ranks(loss, self.ctx))
         self.final_eval = self._evaluate()
-        if self.monitor.is_divergent(value):
+        if self.monitor.observe(value, self.cfg.steps, count_spikes=False):
             self.diverged_at = self.cfg.steps
-        else:
-            self.monitor.best_loss = min(self.monitor.best_loss, value)
-        self.monitor.last_loss = value
         self._write_row({"step": self.cfg.steps, "loss": value, **self.final_eval}, {})
 
     # ---- the record ---------------------------------------------------------------------
@@ -393,6 +391,8 @@ class ArmRun:
             diverged=self.diverged_at is not None,
             diverged_at=self.diverged_at,
             loss_spikes=m.spikes,
+            stalled=m.stalled_at is not None,
+            stalled_at=m.stalled_at,
             wall_time_s=round(self.elapsed + time.perf_counter() - self.t0, 3),
             synthetic=bool(self.exp.task.synthetic),
             error=error,
@@ -412,6 +412,12 @@ class ArmRun:
             write_json(self.dir / "summary.json", summary)
         self.progress.finish(self.label, summary)
         return summary
+
+
+def new_monitor(cfg: Any) -> LossMonitor:
+    """The loss monitor of one run of `cfg`, with the experiment's rules."""
+    rules = cfg.monitor or MonitorConfig()
+    return LossMonitor(cfg.divergence_threshold, rules.rule, rules.stall, cfg.steps)
 
 
 def _num(v: Any) -> Any:

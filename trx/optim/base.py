@@ -104,7 +104,7 @@ class Registry(dict):
 
 
 # Field names whose value is a tagged union: pydantic puts the tag in the error location.
-TAGGED_FIELDS: set[str] = {"filter", "normalizer", "task", "pre", "post"}
+TAGGED_FIELDS: set[str] = {"filter", "normalizer", "task", "pre", "post", "rule"}
 
 
 _UNION_MEMBERS = {"int", "float", "str", "bool", "none", "list", "dict"}

@@ -196,6 +196,7 @@ class MatrixNormalizer(Normalizer):
             O = self.finish(O, M, [states[i] for i in idx], ctx, tally)
             for k, i in enumerate(idx):
                 out[i] = O[k].view_as(v[i])
+        out = self.calibrate(out, tally)  # type: ignore[arg-type]
         if ctx.diagnose:
             ctx.diagnostics.update(self.report(tally))
         return out  # type: ignore[return-value]
@@ -215,6 +216,10 @@ class MatrixNormalizer(Normalizer):
     ) -> Tensor:
         """The update of a shape group from its orthogonalized stack O and filtered stack M."""
         return O
+
+    def calibrate(self, out: list[Tensor], tally: dict[str, Any]) -> list[Tensor]:
+        """The whole group's update from every shape group's `finish` (e.g. one global scale)."""
+        return out
 
     def report(self, tally: dict[str, Any]) -> dict[str, float]:
         """Diagnostics from what `update` and `finish` tallied over the shape groups."""
@@ -261,10 +266,14 @@ class SecondMomentOptions(Strict):
         rescaled to keep ‖O‖_F (rms None) or to RMS `rms`. One pass over O besides its mean squares:
         the norm after the normalization follows from the per-feature mean squares."""
         mean_sq = feature_mean_square(O, self.axis)
+        return O * rescaled(self.second_moment(mean_sq, states), mean_sq, O, rms, self.eps, self.axis)
+
+    def second_moment(self, mean_sq: Tensor, states: list[dict[str, Any]]) -> Tensor:
+        """The per-feature factor 1/(√s + eps), updating s (states['normuon_sq']) with mean(O²)."""
         s = gather(states, "normuon_sq", lambda k: torch.zeros_like(mean_sq[k]))
         factor, s = second_moment_factor(mean_sq, s, self.beta2, self.eps)
         scatter(states, "normuon_sq", s)
-        return O * rescaled(factor, mean_sq, O, rms, self.eps, self.axis)
+        return factor
 
 
 def rescaled(factor: Tensor | None, mean_sq: Tensor, O: Tensor, rms: float | None, eps: float, axis: str) -> Tensor:
@@ -313,18 +322,25 @@ class TrasMuon(MatrixNormalizer, SecondMomentOptions):
     stage with one meaning; `axis: input` gives rollfast's literal layout.
 
     `clip: false` leaves the energy clip out (an ablation): the update is the calibrated,
-    row-normalized O, and no energy state is kept.
+    row-normalized O, and no energy state is kept. The other ablations are options too:
+    `clip_beta: 0` applies the raw clip of each update (no smoothing); `row_norm: false` is the
+    RMS calibration alone (no per-feature second moment); `calibration: global` scales all the
+    group's matrices by one factor to RMS `rms` together (the abstract's "global RMS calibration")
+    instead of each matrix to RMS `rms`.
 
     State per parameter: `normuon_sq` (second moment), `energy_ref` (running median energy),
     `clip_ema` and `clip_last` (the smoothed and the applied clip). Diagnostics, over every
-    feature of every matrix of the update: `clip_frac` (fraction of features whose energy ratio
-    is over the trigger this update), `clip_mean` (mean applied clip factor, 1 = no damping),
-    `energy_ratio` (largest ratio); none of them with `clip: false`.
+    feature of every matrix of the update: `clip_frac` (fraction of features damped: applied
+    factor below 1), `clip_mean` (mean applied factor, 1 = no damping), `clip_lowest` (smallest
+    applied factor), `trigger_frac` (fraction whose energy ratio is over the trigger this update:
+    the raw clip's input, before smoothing), `energy_ratio` (largest ratio); none with `clip: false`.
     """
 
     name: Literal["trasmuon"] = "trasmuon"
     row_norm: bool = Field(True, description="apply the per-feature second-moment normalization first")
-    rms: float = Field(1.0, gt=0.0, description="RMS of each matrix update after calibration (before the clip)")
+    rms: float = Field(1.0, gt=0.0, description="RMS of the update after calibration (before the clip)")
+    calibration: Literal["matrix", "global"] = Field(
+        "matrix", description="matrix: each matrix to RMS `rms` | global: one scale for all matrices of the group")
     clip: bool = Field(True, description="apply the energy trust-region clip (false: the ablation without it)")
     energy_beta: float = Field(0.95, ge=0.0, lt=1.0, description="EMA coefficient of the median feature energy")
     trigger: float = Field(1.0, gt=0.0, description="energy ratio above which a feature is damped")
@@ -338,11 +354,26 @@ class TrasMuon(MatrixNormalizer, SecondMomentOptions):
     low_precision_finish: ClassVar[bool] = True  # statistics are taken in float32
 
     def finish(self, O, M, states, ctx, tally):
-        if self.row_norm:
-            U = self.normalize(O, states, rms=self.rms)
-        else:
-            U = O * rescaled(None, feature_mean_square(O, self.axis), O, self.rms, self.eps, self.axis)
+        mean_sq = feature_mean_square(O, self.axis)  # (B, r, 1) or (B, 1, c)
+        factor = self.second_moment(mean_sq, states) if self.row_norm else None
+        if self.calibration == "matrix":
+            U = O * rescaled(factor, mean_sq, O, self.rms, self.eps, self.axis)
+        else:  # calibrated in `calibrate`, by one scale from every matrix's norm before the clip
+            U = O * factor if factor is not None else O
+            norm = scaled_norm(mean_sq, factor, O.shape[feature_dim(self.axis)])  # (B, 1, 1) ‖U_b‖_F
+            sq = norm.square().sum()
+            tally["calib_sq"] = tally["calib_sq"] + sq if "calib_sq" in tally else sq
+            tally["calib_n"] = tally.get("calib_n", 0) + O.numel()
         return U.mul_(self.energy_clip(M, states, ctx, tally)) if self.clip else U
+
+    def calibrate(self, out, tally):
+        """Global calibration: every matrix times rms·√N/‖U‖, with ‖U‖ over all N entries of the
+        group's matrices before the clip (a scalar, so it commutes with the per-feature clip)."""
+        if "calib_n" not in tally:
+            return out
+        scale = self.rms * math.sqrt(tally["calib_n"]) / (tally["calib_sq"].sqrt() + self.eps)
+        torch._foreach_mul_(out, scale)
+        return out
 
     def energy_clip(self, M: Tensor, states: list[dict[str, Any]], ctx: StepContext, tally: dict[str, Any]) -> Tensor:
         """The applied per-feature clip (B, 1, c) or (B, r, 1), updating its state."""
@@ -364,21 +395,37 @@ class TrasMuon(MatrixNormalizer, SecondMomentOptions):
         for key, value in (("energy_ref", ref), ("clip_ema", smooth), ("clip_last", applied)):
             scatter(states, key, value)
         if ctx.diagnose:
-            clipped, peak = (ratio > self.trigger).sum().float(), ratio.max()
-            tally["clipped"] = tally["clipped"] + clipped if "clipped" in tally else clipped
-            tally["energy_ratio"] = torch.maximum(tally["energy_ratio"], peak) if "energy_ratio" in tally else peak
-            factors = applied.float().sum()  # applied is (B, 1, c) or (B, r, 1): one factor per feature
-            tally["clip_sum"] = tally["clip_sum"] + factors if "clip_sum" in tally else factors
-            tally["features"] = tally.get("features", 0) + ratio.numel()
+            tally_clip(tally, ratio > self.trigger, ratio, applied)
         return applied
 
     def report(self, tally):
         if not tally.get("features"):
             return super().report(tally)
         n = tally["features"]
-        tally = {**tally, "clip_frac": tally["clipped"] / n, "clip_mean": tally["clip_sum"] / n}
-        names = ["clip_frac", "clip_mean", "energy_ratio"] + (["ns_orth_err"] if "ns_orth_err" in tally else [])
+        tally = {**tally, "clip_frac": tally["damped"] / n, "clip_mean": tally["clip_sum"] / n,
+                 "trigger_frac": tally["over"] / n}
+        names = list(CLIP_DIAGNOSTICS) + (["ns_orth_err"] if "ns_orth_err" in tally else [])
         return dict(zip(names, torch.stack([tally[k].float() for k in names]).tolist()))
+
+
+# TrasMuon's clip diagnostics, over every feature of every matrix of the update (docs/optimizers.md)
+CLIP_DIAGNOSTICS = ("clip_frac", "clip_mean", "clip_lowest", "trigger_frac", "energy_ratio")
+
+
+def tally_clip(tally: dict[str, Any], over: Tensor, ratio: Tensor, applied: Tensor) -> None:
+    """Add one shape group's clip to the running tally: counts of damped (applied factor < 1)
+    and over-trigger features, the factors' sum and smallest, the largest energy ratio. `applied`
+    holds one factor per feature, (B, 1, c) or (B, r, 1), as `ratio` and `over` do."""
+    factors = applied.float()
+    for key, value, combine in (
+        ("damped", (factors < 1.0).sum().float(), torch.add),
+        ("over", over.sum().float(), torch.add),
+        ("clip_sum", factors.sum(), torch.add),
+        ("clip_lowest", factors.min(), torch.minimum),
+        ("energy_ratio", ratio.max(), torch.maximum),
+    ):
+        tally[key] = combine(tally[key], value) if key in tally else value
+    tally["features"] = tally.get("features", 0) + ratio.numel()
 
 
 @NORMALIZERS.register

@@ -213,17 +213,27 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
                        decoupled_weight_decay=decoupled, **options)
 
     def _record_update_diagnostics(self, before: list[Tensor]) -> None:
-        """update_norm, update_rms, param_norm, grad_norm over all parameters; per block (main and
-        aux, each possibly split into decay/trust sub-groups that share one lr) the trust-region
-        ratio RMS(Δ)/(μ·s(t)): `tr_ratio` (main), `aux_tr_ratio` and `aux_lr`. One host sync."""
+        """update_norm, update_rms, param_norm, grad_norm over all parameters (Δ with its decay);
+        per block (main and aux, each possibly split into decay/trust sub-groups that share one
+        lr) `tr_ratio` = RMS(μ·s(t)·u)/(μ·s(t)), the step of the normalized update alone, and,
+        where a decoupled decay is applied apart from u, `wd_ratio` = RMS(μ·s(t)·wd·w)/(μ·s(t));
+        `aux_` versions and `aux_lr` for the aux block. One host sync."""
         after = [p.detach() for g in self.param_groups for p in g["params"]]
         blocks = [group_block(g) for g in self.param_groups for _ in g["params"]]
-        param_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))
+        decay = [separate_decay(g, st) if p.grad is not None else 0.0
+                 for g, st in zip(self.param_groups, self.stages) for p in g["params"]]
+        w_norms = torch.stack(torch._foreach_norm(before)).float()  # (P,) ‖w‖ before the update
         torch._foreach_sub_(before, after)  # before − after = −Δ, in place: no second copy
-        norms = torch.stack(torch._foreach_norm(before)).float()  # (P,) ‖Δ‖ per parameter
-        in_block = {name: torch.tensor([b == name for b in blocks], device=norms.device) for name in BLOCKS}
-        values = [torch.linalg.vector_norm(norms), param_norm.float()]
-        values += [torch.linalg.vector_norm(norms * in_block[name]) for name in BLOCKS]  # masked: no index copy
+        step_norms = torch.stack(torch._foreach_norm(before)).float()  # (P,) ‖Δ‖
+        for d, a, k in zip(before, after, decay):
+            if k:  # −Δ = μ·s·u + k·w_before = μ·s·u + k·(after − Δ): μ·s·u = (1 − k)·(−Δ) − k·after
+                d.mul_(1.0 - k).add_(a, alpha=-k)
+        u_norms = torch.stack(torch._foreach_norm(before)).float()  # (P,) ‖μ·s(t)·u‖
+        wd_norms = w_norms * torch.tensor(decay, device=w_norms.device)  # (P,) ‖k·w‖
+        in_block = {name: torch.tensor([b == name for b in blocks], device=w_norms.device) for name in BLOCKS}
+        values = [torch.linalg.vector_norm(step_norms), torch.linalg.vector_norm(w_norms)]
+        for name in BLOCKS:  # masked: no index copy
+            values += [torch.linalg.vector_norm(u_norms * in_block[name]), torch.linalg.vector_norm(wd_norms * in_block[name])]
         if self._grad_norm is not None:
             values.append(self._grad_norm.float())
         update_norm, param_norm, *block_norms = torch.stack(values).tolist()
@@ -234,19 +244,35 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
             update_rms=update_norm / math.sqrt(max(count, 1)),
             param_norm=param_norm,
         )
-        if len(block_norms) > len(BLOCKS):
+        if len(block_norms) > 2 * len(BLOCKS):
             self.diagnostics["grad_norm"] = block_norms.pop()
-        for name, norm in zip(BLOCKS, block_norms):
-            groups = [g for g in self.param_groups if group_block(g) == name]
-            numel = sum(p.numel() for g in groups for p in g["params"])
-            if not numel:
-                continue
-            lr = groups[0]["lr"]  # the lr this update used: the sub-groups of a block share it
-            prefix = "" if name == "main" else f"{name}_"
-            if name != "main":
-                self.diagnostics[f"{prefix}lr"] = lr  # the main lr is the runner's `lr` column
-            if lr > 0:
-                self.diagnostics[f"{prefix}tr_ratio"] = norm / math.sqrt(numel) / lr  # RMS(Δ)/(μ·s(t))
+        for i, name in enumerate(BLOCKS):
+            self._record_block(name, block_norms[2 * i], block_norms[2 * i + 1],
+                               any(k for k, b in zip(decay, blocks) if b == name))
+
+    def _record_block(self, name: str, u_norm: float, wd_norm: float, decays: bool) -> None:
+        """The trust-region ratios of one block from its norms ‖μ·s(t)·u‖ and ‖k·w‖."""
+        groups = [g for g in self.param_groups if group_block(g) == name]
+        numel = sum(p.numel() for g in groups for p in g["params"])
+        if not numel:
+            return
+        lr = groups[0]["lr"]  # the lr this update used: the sub-groups of a block share it
+        prefix = "" if name == "main" else f"{name}_"
+        if name != "main":
+            self.diagnostics[f"{prefix}lr"] = lr  # the main lr is the runner's `lr` column
+        if lr > 0:
+            self.diagnostics[f"{prefix}tr_ratio"] = u_norm / math.sqrt(numel) / lr  # RMS(μ·s·u)/(μ·s(t))
+            if decays:
+                self.diagnostics[f"{prefix}wd_ratio"] = wd_norm / math.sqrt(numel) / lr  # RMS(μ·s·wd·w)/(μ·s(t))
+
+
+def separate_decay(group: dict[str, Any], stages: GroupStages) -> float:
+    """k = μ·s(t)·wd of the group's decoupled decay, w ← (1 − k)·w, applied apart from u; 0 where
+    the decay is inside u (coupled, or LAMB's trust ratio on u + wd·w)."""
+    trust = stages.trust_ratio if group.get("trust_ratio") else None
+    if group["wd_mode"] != "decoupled" or (trust is not None and trust.where == "post_normalizer"):
+        return 0.0
+    return group["lr"] * group["weight_decay"]
 
 
 BLOCKS = ("main", "aux")
