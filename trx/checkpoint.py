@@ -1,8 +1,10 @@
 """Checkpoints: tensors and plain types only, loaded with `weights_only=True`.
 
-A checkpoint holds the model, the optimizer, the step, the RNG states (one per rank) and the
-loss monitor's state. Loading never unpickles arbitrary objects, so a checkpoint in a shared or
-downloaded run folder cannot run code when resumed.
+A checkpoint holds the model, the optimizer, the step, the RNG states (one per rank), the loss
+monitor's state and the config the run was started with. Loading never unpickles arbitrary
+objects, so a checkpoint in a shared or downloaded run folder cannot run code when resumed; and
+before a run continues from one, `check` verifies it against that run (docs/sweeps.md, "What a
+checkpoint is trusted with"): anything else is refused, never cast or clipped.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import io
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -61,7 +63,62 @@ def load(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
                         hint="delete the file to start that run over") from None
 
 
-def verify(path: Path) -> None:
-    """Raise UserError when an existing checkpoint would be refused at resume (nothing written)."""
-    if path.exists():
-        load(path)
+def verify(path: Path, config: dict[str, Any], model: torch.nn.Module | None = None) -> dict[str, Any] | None:
+    """The checkpoint at `path` (None when there is none), checked as `check` does (the weights
+    only given the model); raises UserError when a resume would refuse it (nothing is written)."""
+    if not path.exists():
+        return None
+    ckpt = load(path)
+    check(ckpt, model, config, config["steps"], path)
+    return ckpt
+
+
+def check(ckpt: Any, model: torch.nn.Module | None, config: dict[str, Any], steps: int, path: Path) -> None:
+    """A checkpoint continues this run only if it was written by it: the config it was started
+    with equals `config`, its step lies within the run, every tensor is finite, and (given the
+    model) its weights have the model's names, shapes and dtypes. Raises UserError."""
+    def refuse(what: str) -> UserError:
+        return UserError(f"{path}: refused: {what}", hint="delete the checkpoint (or the run folder) to start that run over")
+
+    if not isinstance(ckpt, dict) or not {"step", "model", "optimizer", "config", "metrics_rows", "elapsed"} <= set(ckpt):
+        raise refuse("not a trx checkpoint of this version (it lacks the step, weights, optimizer or config)")
+    if ckpt["config"] != config:
+        from trx.config import diff_keys
+
+        raise refuse(f"written under another config; it differs at {', '.join(diff_keys(ckpt['config'], config)[:8])}")
+    step, rows = ckpt["step"], ckpt["metrics_rows"]
+    if not _is_int(step) or not 0 <= step <= steps or not _is_int(rows) or rows < 0:
+        raise refuse(f"its step {step!r} is not within the run's {steps} updates")
+    bad = next((name for name, t in _tensors(ckpt, "") if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    if bad is not None:
+        raise refuse(f"{bad} holds values that are not finite")
+    if model is not None:
+        check_weights(ckpt["model"], model, refuse)
+
+
+def check_weights(saved: Any, model: torch.nn.Module, refuse: Callable[[str], UserError]) -> None:
+    """Saved weights must have the model's names, shapes and dtypes: nothing is cast on load."""
+    want = model.state_dict()
+    if not isinstance(saved, dict) or set(saved) != set(want):
+        raise refuse("its weights do not name the model's parameters")
+    for name, t in want.items():
+        got = saved[name]
+        if not isinstance(got, torch.Tensor) or got.shape != t.shape or got.dtype != t.dtype:
+            shown = f"{tuple(got.shape)} {got.dtype}" if isinstance(got, torch.Tensor) else type(got).__name__
+            raise refuse(f"weight {name} is {shown}, the model's is {tuple(t.shape)} {t.dtype}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _tensors(value: Any, where: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor in nested dicts and lists, with its dotted place."""
+    if isinstance(value, torch.Tensor):
+        yield where, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _tensors(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _tensors(v, f"{where}.{i}")

@@ -242,10 +242,11 @@ def _run(cfg: Any, out: Path, device: str | None, mode: str, jobs: int | None) -
     from trx.config import dump
     from trx.executors import InProcess, LocalProcesses, cpu_cores, run_jobs
     from trx.io import write_yaml
-    from trx.jobs import arm_jobs, check_jobs, clear
+    from trx.jobs import arm_jobs, check_fits, check_jobs, clear
     from trx.runner import StopFlag, prepare, stop_on_signals
 
     exp = prepare(cfg, out, device)  # data, model and every arm's groups, checked once
+    check_fits(exp.task, exp.task.build_model(), exp.device)
     todo = arm_jobs(cfg, exp.root, device)
     check_jobs(todo, mode, locked="error" if exp.ctx.is_main else "ignore")
     if exp.ctx.is_main:

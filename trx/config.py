@@ -4,20 +4,37 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BeforeValidator, Field, create_model, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, create_model, field_validator, model_validator
 
 from trx.errors import UserError
 from trx.monitor import MonitorConfig
-from trx.optim.base import ConfigError, Strict, validate
+from trx.optim.base import ConfigError, Strict, config_errors, validate
 from trx.optim.spec import ArmConfig
 from trx.tasks import TASKS
 
+MAX_RUNS = 10_000  # seeds of one run, cells of one sweep: more is a typo, and expanding it would take minutes
+MAX_SEED = 2**32 - 1  # numpy's and torch's generators take any seed up to here
 ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+# Names an arm folder cannot take: they sit beside arm folders in an experiment or sweep folder.
+RESERVED_NAMES = {"sweep": "`trx sweep` writes its cells there", "tb": "TensorBoard writes there"}
+RESERVED_SUFFIXES = (".csv", ".yaml", ".yml", ".json", ".md", ".png", ".pt", ".lock", ".holder", ".tmp")
+
+
+def reserved_name(name: str) -> str | None:
+    """Why an arm cannot be called `name` (None when it can)."""
+    if name.lower() in RESERVED_NAMES:
+        return RESERVED_NAMES[name.lower()]
+    if name.lower().endswith(RESERVED_SUFFIXES):
+        return f"names ending in {', '.join(RESERVED_SUFFIXES)} are trx's files"
+    return None
 
 
 @functools.cache
@@ -94,7 +111,7 @@ def _experiment_model() -> type[Strict]:
         """One experiment: a task, one or more optimizer arms, and how to run them."""
 
         name: str | None = Field(None, description="experiment name (default: the file's stem)")
-        seed: int = Field(0, ge=0, description="same seed ⇒ same initial weights and batch order in every arm")
+        seed: int = Field(0, ge=0, le=MAX_SEED, description="same seed ⇒ same initial weights and batch order in every arm")
         device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda")
         steps: int = Field(ge=1, description="τ, updates per arm")
         eval_every: int = Field(100, ge=0, description="evaluate every N updates (0: only at the end)")
@@ -123,6 +140,8 @@ def _experiment_model() -> type[Strict]:
             for name in arms:
                 if not ARM_NAME.match(name):
                     raise ValueError(f"arm name {name!r} must be letters, digits, '_', '.', '-'")
+                if reserved_name(name):
+                    raise ValueError(f"arm name {name!r} is reserved: {reserved_name(name)}")
             return arms
 
         @field_validator("name")
@@ -135,10 +154,11 @@ def _experiment_model() -> type[Strict]:
         @field_validator("seeds")
         @classmethod
         def _seeds(cls, seeds: int | list[int] | None) -> int | list[int] | None:
-            if isinstance(seeds, int) and seeds < 1:
-                raise ValueError(f"must be ≥ 1, got {seeds}")
-            if isinstance(seeds, list) and (not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0):
-                raise ValueError("a list of distinct seeds ≥ 0")
+            if isinstance(seeds, int) and not 1 <= seeds <= MAX_RUNS:
+                raise ValueError(f"must be from 1 to {MAX_RUNS}, got {seeds}")
+            if isinstance(seeds, list) and (not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0
+                                            or max(seeds) > MAX_SEED):
+                raise ValueError(f"a list of distinct seeds from 0 to {MAX_SEED}")
             return seeds
 
         @model_validator(mode="after")
@@ -191,9 +211,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise UserError(f"--set {text!r}: expected KEY=VALUE with a dotted KEY, e.g. optimizers.adamw.lr=0.01")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise UserError(f"--set {key}: the value is not valid YAML ({exc.__class__.__name__})") from None
+        raise UserError(f"--set {key}: the value is {yaml_problem(exc)}") from None
     return key, value
 
 
@@ -219,15 +239,99 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+MAX_DEPTH = 50  # nesting levels a config may use (the shipped ones use at most 6)
+MAX_NODES = 100_000  # values a config may hold once its aliases are expanded
+
+
+class YamlRefused(yaml.YAMLError):
+    """YAML that parses but that no config needs: duplicate keys, deep nesting, alias bombs."""
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """Safe YAML with limits: a duplicate key is an error (not the last one silently winning),
+    nesting stops at MAX_DEPTH before Python's recursion limit, and aliases may not expand the
+    document beyond MAX_NODES values (a kilobyte of nested aliases can expand to gigabytes)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise YamlRefused(f"nested too deep (more than {MAX_DEPTH} levels){_line(self.peek_event())}")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        if node is not None and _expanded_size(node, {}) > MAX_NODES:
+            raise YamlRefused(f"aliases expand to more than {MAX_NODES} values (an alias bomb?)")
+        return node
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)):
+                continue
+            if key in seen:
+                raise YamlRefused(f"duplicate key {key!r}{_line(key_node)}")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _line(where: Any) -> str:
+    mark = getattr(where, "start_mark", None)
+    return f" (line {mark.line + 1})" if mark else ""
+
+
+def _expanded_size(node: Any, sizes: dict[int, int | None]) -> int:
+    """Values under `node` with every alias expanded; memoized, so the count is cheap."""
+    if id(node) in sizes:
+        size = sizes[id(node)]
+        if size is None:
+            raise YamlRefused("an alias refers to the value that holds it")
+        return size
+    sizes[id(node)] = None
+    children = node.value if isinstance(node, yaml.SequenceNode) else \
+        [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+    size = 1
+    for child in children:
+        size += _expanded_size(child, sizes)
+        if size > MAX_NODES:
+            break
+    sizes[id(node)] = size
+    return size
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text → plain data under ConfigLoader's limits; raises yaml.YAMLError."""
+    try:
+        return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise YamlRefused(f"nested too deep (more than {MAX_DEPTH} levels)") from None
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong with YAML text, in a few words (with the line where known)."""
+    if isinstance(exc, YamlRefused):
+        return str(exc)
+    mark = getattr(exc, "problem_mark", None)
+    return "not valid YAML" + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark else "")
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"CONFIG: no such file: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise UserError(f"CONFIG: {path} is not valid YAML{where}") from None
+        raise UserError(f"CONFIG: {path}: {yaml_problem(exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"CONFIG: cannot read {path}: {exc}") from None
     if not isinstance(data, dict):
@@ -249,15 +353,34 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
         set_dotted(data, key, value)
 
 
+MAX_INT = 2**63 - 1  # beyond a 64-bit integer torch, numpy and the CSV readers overflow
+
+
+def check_numbers(value: Any, key: str = "") -> None:
+    """Every number in raw config data is finite and fits 64 bits; raises UserError naming the key."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_numbers(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            check_numbers(v, f"{key}.{i}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{key}: must be a finite number, got {value}")
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise UserError(f"{key}: must be at most 2**63 − 1 in size, got {value}")
+
+
 def resolve(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), default_name: str = "experiment") -> Any:
-    """Validate raw config data after applying `--set` overrides; raises UserError."""
+    """Validate raw config data after applying `--set` overrides; raises UserError. Types are
+    strict: `true` is not a number and "40" or 40.5 not an integer."""
     data = copy.deepcopy(data)  # plain data; key order kept: arms run in the order the config gives
     apply_overrides(data, overrides)
     data.setdefault("name", default_name)
+    check_numbers(data)
     try:
-        return validate(experiment_model(), data)
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
+        return experiment_model().model_validate(data, strict=True)
+    except ValidationError as exc:
+        raise UserError(str(config_errors(exc)[0])) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Any:

@@ -9,9 +9,11 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable, Iterable
 
 import yaml
+
+from trx.errors import UserError
 
 
 _UMASK_LOCK = threading.Lock()
@@ -32,22 +34,36 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
+def atomic_write(path: Path, data: bytes | str | Callable[[BinaryIO], Any]) -> None:
     """Write to a temporary file beside `path`, flush it to disk, then rename over `path`.
-    The file gets the mode any newly created file gets (0o666 less the umask): mkstemp's
-    private 0o600 would make results readable by their owner only."""
+    `data` is the content, or a function that writes it into a binary file (a figure's savefig).
+    The rename replaces a link planted at `path` instead of writing through it. The file gets
+    the mode any newly created file gets (0o666 less the umask): mkstemp's private 0o600 would
+    make results readable by their owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def refuse_links(folder: Path, names: Iterable[str]) -> None:
+    """UserError when one of trx's files in `folder` is a symbolic link: a link planted inside a
+    folder trx owns must not redirect its reads or writes (the folder itself may be a link)."""
+    for name in names:
+        if (Path(folder) / name).is_symlink():
+            raise UserError(f"{Path(folder) / name} is a symbolic link; trx does not follow links inside its folders",
+                            hint="remove the link (trx writes that file itself)")
 
 
 def _json_safe(value: Any) -> Any:
@@ -92,25 +108,49 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+        return True
+    except ValueError:
+        return False
+
+
+def metrics_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """metrics.csv's columns and rows, repaired as a crash can leave it: a last row without its
+    newline (cut mid-write) is dropped, and a step logged twice keeps one row (the last).
+    Damage no crash leaves (a row of the wrong width, a step that is not an integer, steps out
+    of order) is a UserError."""
+    if not path.exists():
+        return [], []
+    text = path.read_text()
+    lines = list(csv.reader(text.splitlines(keepends=True)))
+    columns, body = (lines[0], lines[1:]) if lines else ([], [])
+    if body and not text.endswith("\n"):
+        body = body[:-1]
+    at = columns.index("step") if "step" in columns else 0
+    rows: dict[int, dict[str, str]] = {}
+    for line, cells in enumerate(body, start=2):
+        if len(cells) != len(columns) or not _is_int(cells[at]):
+            raise UserError(f"{path}: line {line} is damaged ({len(cells)} values under {len(columns)} columns)",
+                            hint="delete the run folder (or use --overwrite) to run it again")
+        rows[int(cells[at])] = dict(zip(columns, cells))
+    if list(rows) != sorted(rows):
+        raise UserError(f"{path}: steps are out of order", hint="delete the run folder (or use --overwrite) to run it again")
+    return columns, list(rows.values())
+
+
 class MetricsWriter:
     """metrics.csv: one row per logged step, appended and flushed. A row bringing a new column
     (the first eval, a new diagnostic) rewrites the file atomically with the wider header."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.columns: list[str] = []
-        self.rows = 0
-        if path.exists():
-            with path.open(newline="") as f:
-                reader = csv.reader(f)
-                self.columns = next(reader, [])
-                self.rows = sum(1 for _ in reader)
+        self.columns, rows = metrics_rows(path)
+        self.rows = len(rows)
 
     def read(self) -> list[dict[str, str]]:
-        if not self.path.exists():
-            return []
-        with self.path.open(newline="") as f:
-            return list(csv.DictReader(f))
+        return metrics_rows(self.path)[1]
 
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
         lines = [",".join(self.columns)]
@@ -125,14 +165,16 @@ class MetricsWriter:
             self.columns += new
             self._rewrite([*old, row])
             return
-        with self.path.open("a", newline="") as f:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0))  # never through a link
+        with os.fdopen(fd, "a", newline="") as f:
             f.write(",".join(_cell(row.get(c)) for c in self.columns) + "\n")
             f.flush()
         self.rows += 1
 
     def truncate_before(self, step: int) -> None:
-        """Keep only rows of steps before `step` (resume from a checkpoint taken at `step`)."""
-        rows = [r for r in self.read() if r.get("step") not in (None, "") and int(r["step"]) < step]
+        """Keep only rows of steps before `step` (resume from a checkpoint taken at `step`); the
+        file is rewritten whole, so a repaired file is written back clean."""
+        rows = [r for r in self.read() if int(r["step"]) < step]
         if self.columns:
             self._rewrite(rows)
 

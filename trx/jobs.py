@@ -9,7 +9,7 @@ job holds a lock on it while it runs.
 
 from __future__ import annotations
 
-import json
+import copy
 import os
 import shutil
 import socket
@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 from trx.config import arm_config, diff_keys, dump, resolve
 from trx.errors import FINISHED, UserError, debug
-from trx.io import read_json, read_yaml, write_json
+from trx.io import metrics_rows, read_json, read_yaml, refuse_links, write_json
 
 META_FILE = "cell.json"
 LOCK_FILE = ".lock"
@@ -123,14 +123,15 @@ def folder_lock(folder: Path) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     folder.mkdir(parents=True, exist_ok=True)
+    refuse_links(folder, (LOCK_FILE, HOLDER_FILE))
     lock = FileLock(str(folder / LOCK_FILE), timeout=0)
     try:
         lock.acquire()
     except Timeout:
         raise Locked(holder(folder) or "another process") from None
     try:
-        (folder / HOLDER_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                                      "since": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        write_json(folder / HOLDER_FILE, {"host": socket.gethostname(), "pid": os.getpid(),
+                                          "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
         yield
     finally:
         (folder / HOLDER_FILE).unlink(missing_ok=True)
@@ -148,6 +149,7 @@ def lock_holder(folder: Path) -> str | None:
     """Who holds the folder now, or None when nobody does (probes the lock without waiting)."""
     from filelock import FileLock, Timeout
 
+    refuse_links(Path(folder), (LOCK_FILE, HOLDER_FILE))
     path = Path(folder) / LOCK_FILE
     if not path.exists():
         return None
@@ -170,6 +172,9 @@ def writable_ancestor(path: Path) -> Path:
     return path
 
 
+OWN_FILES = (*RESULT_FILES, "config.yaml", META_FILE, LOCK_FILE, HOLDER_FILE)  # what a run writes in its folder
+
+
 def check_writable(path: Path) -> None:
     base = writable_ancestor(Path(path))
     if not base.is_dir() or not _can_write(base):
@@ -177,8 +182,9 @@ def check_writable(path: Path) -> None:
 
 
 def check_resumable(folder: Path, config: dict[str, Any]) -> None:
-    """An earlier result in `folder` must come from the same config, and its checkpoint must be
-    one trx can load safely; raises UserError (nothing is written)."""
+    """An earlier result in `folder` must come from the same config (as config.yaml and the
+    checkpoint record it), and its checkpoint and metrics must be ones this run can continue
+    (`trx.checkpoint.check`); raises UserError (nothing is written)."""
     old = read_yaml(folder / "config.yaml")
     if old is not None:
         differ = diff_keys(old, config)
@@ -189,7 +195,81 @@ def check_resumable(folder: Path, config: dict[str, Any]) -> None:
             )
     from trx import checkpoint  # imports torch
 
-    checkpoint.verify(folder / "checkpoint.pt")
+    rows = metrics_rows(folder / "metrics.csv")[1]  # a damaged file is refused here
+    ckpt = checkpoint.verify(folder / checkpoint.FILE, config, _fresh_model(config))
+    if ckpt is not None:
+        kept = sum(1 for r in rows if int(r["step"]) < ckpt["step"])
+        if kept != ckpt["metrics_rows"]:
+            raise UserError(f"{folder / 'metrics.csv'}: {kept} rows before step {ckpt['step']}, but the checkpoint "
+                            f"was taken after {ckpt['metrics_rows']}: rows were lost",
+                            hint="delete the run folder (or use --overwrite) to run it again")
+
+
+def _fresh_model(config: dict[str, Any]) -> Any:
+    """The run's model on the CPU, for the names, shapes and dtypes of its weights (None when its
+    task cannot build it here, e.g. without its data: the resume checks the weights then)."""
+    import torch
+
+    from trx.tasks import TASKS, DataError
+
+    cfg = resolve(config)
+    task = TASKS[cfg.task.name](cfg.task, cfg.seed, torch.device("cpu"))
+    try:
+        task.prepare_shapes()
+    except DataError:
+        return None
+    return task.build_model()
+
+
+def check_fits(task: Any, model: Any, device: Any) -> None:
+    """Refuse a batch whose training memory exceeds what the device has free: the bytes autograd
+    saves for backward on a batch of two (weights excluded), per example × the examples of one
+    (micro-)batch, plus weights, gradients and two state tensors per weight. An estimate from
+    one tiny forward pass; a task without `batch_size`, or one the probe cannot run, is let through."""
+    import torch
+
+    opts = task.options
+    fields = type(opts).model_fields
+    if "batch_size" not in fields:
+        return
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t: Any) -> Any:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in weights:
+            saved[ptr] = max(saved.get(ptr, 0), t.untyped_storage().nbytes())
+        return t
+
+    probe = copy.copy(task)  # shares the loaded data; only the batch size differs
+    probe.options = opts.model_copy(update={k: v for k, v in (("batch_size", 2), ("grad_accum", 1)) if k in fields})
+    try:
+        with torch.random.fork_rng(devices=[]), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            probe.loss(model, probe.batch(0))
+    except Exception:  # noqa: BLE001 - an estimate must never stop a run it cannot judge
+        return
+    micro = opts.batch_size // getattr(opts, "grad_accum", 1)
+    need = sum(saved.values()) / 2 * micro + 4 * sum(p.numel() * p.element_size() for p in model.parameters())
+    have = free_memory(device)
+    if have is not None and need > have:
+        raise UserError(f"task.batch_size: {opts.batch_size} needs about {need / 2**30:,.1f} GiB to train "
+                        f"({sum(saved.values()) / 2 / 2**20:,.2f} MiB per example), more than the "
+                        f"{have / 2**30:,.1f} GiB free on {device}", hint="use a smaller batch_size")
+
+
+def free_memory(device: Any) -> int | None:
+    """Bytes free on `device` (CUDA: the driver's count; CPU: MemAvailable), None when unknown."""
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def holds_results(folder: Path) -> bool:
@@ -212,6 +292,9 @@ def check_jobs(jobs: list[ArmJob], mode: str, locked: str = "error") -> None:
     checkpoint) or overwrite. locked: "error" (exit 2 naming the holder) or "skip"."""
     for job in jobs[:1]:
         check_writable(Path(job.dir))
+    if mode != "overwrite":
+        for job in jobs:
+            refuse_links(Path(job.dir), OWN_FILES)
     if locked == "error":
         for job in jobs:
             who = lock_holder(Path(job.dir))
@@ -228,8 +311,17 @@ def check_jobs(jobs: list[ArmJob], mode: str, locked: str = "error") -> None:
             check_resumable(Path(job.dir), job_config(job))
 
 
+SWEEP_MARKS = ("sweep.csv", "sweep")  # what a sweep root or an experiment holding one has
+
+
 def clear(jobs: list[ArmJob]) -> None:
-    """--overwrite: delete the jobs' folders."""
+    """--overwrite: delete the jobs' folders. A folder holding a sweep is never one of them
+    (reserved arm names keep them apart; this refuses should they ever meet)."""
+    for job in jobs:
+        marks = [m for m in SWEEP_MARKS if (Path(job.dir) / m).exists()]
+        if marks:
+            raise UserError(f"--overwrite: {job.dir} holds a sweep ({marks[0]}); refusing to delete it",
+                            hint="delete it yourself if that is what you want")
     for job in jobs:
         shutil.rmtree(job.dir, ignore_errors=True)
 

@@ -24,6 +24,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from trx.errors import UserError  # noqa: E402
+from trx.io import atomic_write  # noqa: E402
 from trx.report import (RunRecord, group_label, group_runs, higher_is_better, lr_table, natural_key,  # noqa: E402
                         result, tolerance_curve_table)
 from trx.stats import mean_sd  # noqa: E402
@@ -63,7 +64,7 @@ def make_plot(kind: str, runs: list[RunRecord], path: Path, metric: str = "loss"
         fig = draw(runs, metric)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path, bbox_inches="tight")
+            atomic_write(path, lambda f: fig.savefig(f, format="png", bbox_inches="tight"))  # never through a link
         except OSError as exc:
             raise UserError(f"--out: cannot write {path}: {exc.strerror or exc}") from None
         finally:

@@ -221,6 +221,7 @@ class ArmRun:
                 self.metrics = MetricsWriter(self.metrics.path)
             return
         ckpt = checkpoint.load(path, self.exp.device)
+        checkpoint.check(ckpt, self.model, arm_config(self.cfg, self.arm), self.cfg.steps, path)
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
         checkpoint.restore_rng(ckpt, self.ctx)
@@ -241,6 +242,7 @@ class ArmRun:
             "elapsed": self.elapsed + (time.perf_counter() - self.t0),
             "metrics_rows": self.metrics.rows,
             "monitor": self.monitor.state(),
+            "config": arm_config(self.cfg, self.arm),  # what the run was started with (config.yaml may go)
         })
 
     # ---- the loop -----------------------------------------------------------------------

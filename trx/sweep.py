@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from trx.config import UserError, apply_overrides, read_yaml, resolve, set_dotted
-from trx.io import atomic_write, write_yaml
-from trx.jobs import ArmJob, CellMeta, JobResult, check_jobs
+from trx.config import MAX_RUNS, UserError, apply_overrides, load_yaml, read_yaml, resolve, set_dotted, yaml_problem
+from trx.errors import FINISHED
+from trx.io import atomic_write, read_json, refuse_links, write_yaml
+from trx.jobs import ArmJob, CellMeta, JobResult, check_fits, check_jobs
 from trx.optim import ConfigError, plan_groups
 from trx.report import value_text
 from trx.runner import prepare
@@ -84,9 +86,9 @@ def parse_grid_option(text: str) -> tuple[str, list[Any]]:
             raise UserError(f"--grid {key}: expected numbers in {head}:LO:HI:N, got {raw!r}") from None
         return key, spaced(key, head, [lo, hi], num)
     try:
-        values = yaml.safe_load(f"[{raw}]")
-    except yaml.YAMLError:
-        raise UserError(f"--grid {key}: the values are not valid YAML: {raw!r}") from None
+        values = load_yaml(f"[{raw}]")
+    except yaml.YAMLError as exc:
+        raise UserError(f"--grid {key}: the values are {yaml_problem(exc)}: {raw!r}") from None
     return key, values
 
 
@@ -113,7 +115,22 @@ class Cell:
 
     @property
     def id(self) -> str:
-        return ",".join(f"{k}={format_value(v)}" for k, v in [*self.short, ("seed", self.seed)])
+        return safe_id(",".join(f"{k}={format_value(v)}" for k, v in [*self.short, ("seed", self.seed)]))
+
+
+UNSAFE = re.compile(r"[/\\%\x00-\x1f\x7f]")
+MAX_ID_BYTES = 255  # the longest file name most file systems take
+
+
+def safe_id(text: str) -> str:
+    """A cell id as one folder name: path separators, '%' and control characters become %XX, so a
+    grid value like `../../x` names a folder inside the sweep, never a path out of it."""
+    name = UNSAFE.sub(lambda m: f"%{ord(m.group()):02X}", text)
+    if name in (".", "..") or len(name.encode()) > MAX_ID_BYTES:
+        shown = name if len(name) <= 60 else name[:60] + "…"
+        raise UserError(f"sweep: the cell id {shown!r} cannot be a folder name "
+                        f"(at most {MAX_ID_BYTES} bytes, not '.' or '..')", hint="use shorter grid values")
+    return name
 
 
 @dataclass
@@ -127,7 +144,12 @@ class Plan:
     config: dict[str, Any] = field(default_factory=dict, repr=False)  # the whole resolved config
 
     def cell_dir(self, cell: Cell) -> Path:
-        return self.root / cell.arm / cell.id
+        """`root/<arm>/<id>`, checked to lie inside the sweep root (links planted below it count)."""
+        folder = self.root / cell.arm / cell.id
+        if not folder.resolve().is_relative_to(self.root.resolve()):
+            raise UserError(f"sweep cell {cell.arm}/{cell.id}: its folder {folder} resolves outside {self.root}",
+                            hint="remove the link that leads it there")
+        return folder
 
 
 def arm_axes(arm: str, grid: dict[str, list[Any]], arms: list[str]) -> list[tuple[str, list[Any]]]:
@@ -174,8 +196,20 @@ def expand(data: dict[str, Any], grid: dict[str, list[Any]], seeds: list[int]) -
     for cell in cells:
         other = seen.setdefault((cell.arm, cell.id), cell)
         if other is not cell:
-            raise UserError(f"sweep: two cells of arm {cell.arm} share the id {cell.id} (values equal at %.4g)")
+            raise UserError(f"sweep: two cells of arm {cell.arm} share the id {cell.id}: a grid value is listed twice, "
+                            "or two values are equal to the 4 significant digits an id keeps",
+                            hint="list each value once, or space them further apart")
     return cells
+
+
+def check_size(data: dict[str, Any], grid: dict[str, list[Any]], seeds: list[int]) -> None:
+    """Refuse a grid of more than MAX_RUNS cells before expanding it (that alone takes minutes)."""
+    arms = list(data["optimizers"])
+    counts = {arm: math.prod(len(v) for _, v in arm_axes(arm, grid, arms)) * len(seeds) for arm in arms}
+    if sum(counts.values()) > MAX_RUNS:
+        each = ", ".join(f"{arm}: {n:,}" for arm, n in counts.items())
+        raise UserError(f"sweep: {sum(counts.values()):,} cells ({each}) is more than the {MAX_RUNS:,} a sweep may have",
+                        hint="use fewer grid values or seeds")
 
 
 def check_axes(data: dict[str, Any], arm: str, axes: list[tuple[str, list[Any]]], grid: dict[str, Any]) -> None:
@@ -221,6 +255,7 @@ def plan_sweep(
         seed_list = [base.seed + i for i in range(seeds)]
     else:
         seed_list = list(sweep.seeds) if sweep and sweep.seeds else base.seed_list()
+    check_size(data, grid, seed_list)
     cells = expand(data, grid, seed_list)
     keys = list(dict.fromkeys(k for c in cells for k, _ in c.short))
     return Plan(base.name, Path(out) / base.name / "sweep", cells, keys, base.model_dump(mode="json"))
@@ -246,6 +281,7 @@ def check_plan(plan: Plan, device: str | None) -> list[ArmJob]:
             if key not in models:
                 exp = prepare(cfg, plan.root, device)
                 models[key] = (exp.task, exp.task.build_model(), exp.roles)
+                check_fits(exp.task, models[key][1], exp.device)
             task, model, roles = models[key]
             plan_groups(model, cfg.optimizers[cell.arm], roles)
         except UserError as exc:
@@ -266,13 +302,14 @@ def write_experiment(plan: Plan, data: dict[str, Any]) -> None:
 
 
 # ---- the record -------------------------------------------------------------------------------
+SWEEP_LOCK = ".sweep.lock"
 SUMMARY_COLUMNS = ["status", "steps_done", "final_loss", "best_loss"]
 SUMMARY_TAIL = ["diverged", "diverged_at", "wall_time_s", "threads", "error"]
 
 
 def sweep_rows(plan: Plan, results: list[JobResult]) -> list[dict[str, Any]]:
     """One row per cell: arm, id, seed, one column per override key, then summary fields."""
-    summaries = [{**r.summary, "status": r.status, "error": r.error} for r in results]
+    summaries = [cell_record(r) for r in results]
     evals = sorted({k for s in summaries for k in s if k.startswith("final_val")})
     rows = []
     for cell, s in zip(plan.cells, summaries):
@@ -284,7 +321,22 @@ def sweep_rows(plan: Plan, results: list[JobResult]) -> list[dict[str, Any]]:
     return rows
 
 
+def cell_record(result: JobResult) -> dict[str, Any]:
+    """What a cell's row says: its own summary.json when that holds a finished result (another
+    sweep may have finished the cell while this one found it locked), else this sweep's result."""
+    summary = read_json(Path(result.dir) / "summary.json")
+    if isinstance(summary, dict) and summary.get("status") in FINISHED:
+        return summary
+    return {**result.summary, "status": result.status, "error": result.error}
+
+
 def save_sweep_csv(plan: Plan, results: list[JobResult]) -> Path:
+    """sweep.csv, rebuilt from the cells' records under a lock (two sweeps of one grid may finish
+    at once: each rewrites the whole table from what the cell folders hold)."""
+    from filelock import FileLock
+
     path = plan.root / "sweep.csv"
-    atomic_write(path, pd.DataFrame(sweep_rows(plan, results)).to_csv(index=False))
+    refuse_links(plan.root, (SWEEP_LOCK,))
+    with FileLock(str(plan.root / SWEEP_LOCK)):
+        atomic_write(path, pd.DataFrame(sweep_rows(plan, results)).to_csv(index=False))
     return path
