@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -30,7 +31,7 @@ import trx
 from trx.errors import UserError
 
 ROOT = Path(trx.__file__).resolve().parents[1]  # the checkout under test: drivers and workers import it
-SESSION_TIMEOUT_S = 600  # the whole cluster session; each command in it has its own, smaller limit
+SESSION_TIMEOUT_S = 900  # the whole cluster session; each command in it has its own, smaller limit
 OBJECT_STORE_BYTES = 100_000_000  # Ray's minimum is 75 MiB
 
 SWEEP = {  # 4 cells long enough to kill one between checkpoints
@@ -79,8 +80,10 @@ running_cell() {
 stamp none
 sweep --out "$W/none" > "$W/none.log" 2>&1; record none
 stamp local
-trx_sweep --ray local --out "$W/raylocal" --grid "optimizers.*.lr=0.1" --set steps=100 > "$W/raylocal.log" 2>&1
-record raylocal
+(umask 022; mkdir -p "$W/home"; env -u RAY_AUTH_TOKEN -u RAY_AUTH_MODE HOME="$W/home" \
+  timeout 240 "$PY" -m trx sweep "$CFG" --ray local --out "$W/raylocal" --grid "optimizers.*.lr=0.1" --set steps=100 \
+  > "$W/raylocal.log" 2>&1; record raylocal)
+find "$W/home" -name auth_token -printf "%m\n" > "$W/raylocal.token"   # a token file it left, with its mode
 pgrep -c raylet > "$W/raylocal.left"
 
 stamp cluster
@@ -91,6 +94,12 @@ timeout 120 "$PY" -m ray.scripts.scripts start --address=127.0.0.1:6379 --num-cp
   --object-store-memory=$MEM --disable-usage-stats > "$W/worker.log" 2>&1
 grep -q "Local node IP: 127.0.0.1" "$W/worker.log" || exit 11
 export RAY_ADDRESS=127.0.0.1:6379
+
+# 0b. a driver not in token mode, with a token left in ~/.ray by an earlier run, given the address
+stamp notoken
+mkdir -p "$W/home2/.ray"; echo -n "$RAY_AUTH_TOKEN" > "$W/home2/.ray/auth_token"; chmod 600 "$W/home2/.ray/auth_token"
+env -u RAY_AUTH_TOKEN -u RAY_AUTH_MODE -u RAY_ADDRESS HOME="$W/home2" timeout 240 "$PY" -m trx sweep "$CFG" \
+  --ray 127.0.0.1:6379 --out "$W/notoken" > "$W/notoken.log" 2>&1; record notoken
 
 # 1. together: a clean sweep; a driver that writes into a tmpfs only its own mount namespace
 # sees, so that no worker sees its --out (as with --out on a node-local disk); a sweep stopped
@@ -120,11 +129,21 @@ if [ -n "$cell" ]; then
 fi
 wait $driver; record kill
 
+# 2b. SIGTERM to a driver (what `timeout`, Slurm and Kubernetes send) once a cell has a checkpoint
+stamp sigterm
+sweep --out "$W/term" > "$W/term1.log" 2>&1 &
+driver=$!
+cell=$(running_cell "$W/term")
+[ -n "$cell" ] && pkill -TERM -f -- "^$PY -m trx sweep .*--out $W/term\$"
+wait $driver; record term1
+cp -r "$W/term" "$W/termed"   # as SIGTERM left it
+
 # 3. together: two sweeps of one config into one folder, and the stopped sweep run again
 stamp twice+rerun
 (sweep --out "$W/twice" > "$W/twice1.log" 2>&1; record twice1) &
 (sweep --out "$W/twice" > "$W/twice2.log" 2>&1; record twice2) &
 (sweep --out "$W/stop" > "$W/stop2.log" 2>&1; record stop2) &
+(sweep --out "$W/term" > "$W/term2.log" 2>&1; record term2) &
 wait
 stamp end
 """
@@ -280,11 +299,40 @@ def test_ctrl_c_saves_running_cells_and_the_same_command_finishes(session: Path)
 
 
 @pytest.mark.slow
+def test_sigterm_saves_running_cells_and_the_same_command_finishes(session: Path) -> None:
+    assert rc(session, "term1") == 130, tail(session, "term1.log")
+    assert "Traceback" not in (session / "term1.log").read_text()
+    summaries = {d: json.loads((d / "summary.json").read_text()) for d in cell_dirs(session / "termed")
+                 if (d / "summary.json").exists()}
+    interrupted = [d for d, s in summaries.items() if s["status"] == "interrupted"]
+    assert interrupted, f"no cell was saved as interrupted: {summaries}"
+    for d in cell_dirs(session / "termed"):
+        assert not (d / ".lock.holder").exists(), f"{d} names a holder that is gone"
+    for d in interrupted:
+        assert (d / "checkpoint.pt").exists()
+    assert rc(session, "term2") == 0, tail(session, "term2.log")
+    assert_same_metrics(session / "term", session / "local")
+
+
+@pytest.mark.slow
 def test_local_address_runs_a_throwaway_cluster_and_stops_it(session: Path) -> None:
     assert rc(session, "raylocal") == 0, tail(session, "raylocal.log")
     statuses = [json.loads((d / "summary.json").read_text())["status"] for d in cell_dirs(session / "raylocal")]
     assert statuses == ["complete", "complete"]
     assert (session / "raylocal.left").read_text().strip() == "0", "the throwaway cluster was left running"
+
+
+@pytest.mark.slow
+def test_local_address_leaves_no_token_that_others_can_read(session: Path) -> None:
+    modes = (session / "raylocal.token").read_text().split()
+    assert all(int(m, 8) & 0o077 == 0 for m in modes), f"~/.ray/auth_token left with mode {modes}"
+
+
+@pytest.mark.slow
+def test_a_driver_that_sends_no_token_to_a_token_cluster_is_told_the_fix(session: Path) -> None:
+    log = (session / "notoken.log").read_text()
+    assert rc(session, "notoken") == 2, log
+    assert "demands Ray's auth token" in log and "RAY_AUTH_MODE=token" in log and "Traceback" not in log, log
 
 
 @pytest.mark.slow
@@ -343,3 +391,102 @@ def test_a_head_address_where_nothing_listens_fails_at_once() -> None:
     with pytest.raises(UserError, match="cannot reach a Ray cluster"):
         check_reachable(f"127.0.0.1:{port}", timeout_s=5)
     check_reachable("ray://example.invalid:10001")  # Ray Client addresses are left to Ray
+
+
+# ---- the auth token and SIGTERM, without a cluster -----------------------------------------------
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A HOME of the test's own, no token and no address in the environment."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def write_token(home: Path, mode: int) -> Path:
+    path = home / ".ray" / "auth_token"
+    path.parent.mkdir(mode=0o700)
+    path.write_text(secrets.token_hex(32))
+    path.chmod(mode)
+    return path
+
+
+def test_a_token_that_others_can_read_is_refused_with_the_chmod_to_run(home: Path, tmp_path: Path,
+                                                                      write_config: Any) -> None:
+    pytest.importorskip("ray", reason="Ray is an extra: pip install -e '.[ray]'")
+    from typer.testing import CliRunner
+
+    from trx.cli import app
+
+    path = write_token(home, 0o644)
+    res = CliRunner().invoke(app, ["sweep", str(write_config(SWEEP)), "--ray", "auto", "--out", str(tmp_path / "runs")])
+    assert res.exit_code == 2, res.output
+    assert f"chmod 600 {path}" in res.output and "mode 644" in res.output and "Traceback" not in res.output
+    assert not list((tmp_path / "runs").rglob("metrics.csv"))
+
+
+def test_a_private_token_or_one_given_in_the_environment_passes(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trx.ray_executor import check_token_file
+
+    path = write_token(home, 0o600)
+    check_token_file()
+    path.chmod(0o640)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "x" * 64)  # Ray reads the environment first, the file not at all
+    check_token_file()
+
+
+def test_a_throwaway_cluster_gets_a_fresh_token_in_the_environment_only(home: Path) -> None:
+    from trx.ray_executor import throwaway_token
+
+    with throwaway_token():
+        token = os.environ["RAY_AUTH_TOKEN"]
+        assert len(token) == 64 and os.environ["RAY_AUTH_MODE"] == "token"
+    assert "RAY_AUTH_TOKEN" not in os.environ and "RAY_AUTH_MODE" not in os.environ
+    assert not (home / ".ray").exists()
+
+
+def test_our_sigterm_handler_survives_ray_init_replacing_it() -> None:
+    import signal
+
+    from trx.ray_executor import keeping_sigterm
+
+    def ours(signum: int, frame: Any) -> None: ...
+
+    old = signal.signal(signal.SIGTERM, ours)
+    try:
+        with keeping_sigterm():
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # what ray.init installs
+        assert signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@pytest.mark.parametrize("demands, fails", [(True, True), (False, False)])
+def test_a_head_that_demands_a_token_the_driver_will_not_send_fails_at_once(home: Path, demands: bool,
+                                                                            fails: bool) -> None:
+    """A stand-in for Ray's GCS on loopback that answers the cluster-id call as a token cluster
+    (UNAUTHENTICATED) or as an open one."""
+    grpc = pytest.importorskip("grpc")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from trx.ray_executor import check_authenticates
+
+    def cluster_id(request: bytes, context: Any) -> bytes:
+        if demands:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "InvalidAuthToken: Authentication token is missing")
+        return b""
+
+    handler = grpc.method_handlers_generic_handler(
+        "ray.rpc.NodeInfoGcsService", {"GetClusterId": grpc.unary_unary_rpc_method_handler(cluster_id)})
+    server = grpc.server(ThreadPoolExecutor(max_workers=1), handlers=[handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        if fails:
+            with pytest.raises(UserError, match="demands Ray's auth token") as err:
+                check_authenticates(f"127.0.0.1:{port}")
+            assert "RAY_AUTH_MODE=token" in (err.value.hint or "")
+        else:
+            check_authenticates(f"127.0.0.1:{port}")
+    finally:
+        server.stop(grace=None)

@@ -8,11 +8,17 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import multiprocessing as mp
+import multiprocessing.connection
 import os
 import signal
+import sys
+import threading
 from dataclasses import dataclass, replace
+from multiprocessing import forkserver
+from pathlib import Path
 from typing import Any, Protocol
 
+from trx.errors import UserError
 from trx.jobs import ArmJob, JobResult, Notify, arm_jobs, check_jobs, clear, finished_result, run_job
 from trx.runner import Experiment, Interrupted, NoProgress, Progress, StopFlag
 
@@ -78,10 +84,14 @@ class LocalProcesses:
         jobs = [replace(job, threads=job.threads or threads) for job in jobs]
         ctx = _context()
         event = ctx.Event()
+        parent_alive, alive_w = ctx.Pipe(duplex=False)  # only this process holds alive_w: EOF = it died
         results: dict[int, JobResult] = {}
-        with cf.ProcessPoolExecutor(max_workers=self.n, mp_context=ctx, initializer=_worker_init,
-                                    initargs=(event,)) as pool:
-            with _ignoring_ctrl_c():  # processes started now (the forkserver, workers) inherit it
+        with alive_w, cf.ProcessPoolExecutor(max_workers=self.n, mp_context=ctx, initializer=_worker_init,
+                                             initargs=(event, parent_alive)) as pool:
+            with _ignoring_ctrl_c():  # processes started now (spawned workers) inherit it
+                probe = pool.submit(_trx_file)
+            check_workers_import(probe)
+            with _ignoring_ctrl_c():
                 futures = {pool.submit(_worker_run, job): i for i, job in enumerate(jobs)}
             started: set[int] = set()
             pending = set(futures)
@@ -104,6 +114,29 @@ class LocalProcesses:
         return [results.get(i) or JobResult(job.dir, "not run") for i, job in enumerate(jobs)]
 
 
+def _trx_file() -> str | None:
+    """Where this process imported trx from (None: a namespace package, not trx)."""
+    import trx
+
+    return os.path.realpath(trx.__file__) if getattr(trx, "__file__", None) else None
+
+
+def check_workers_import(probe: cf.Future) -> None:
+    """Workers must run the trx this process runs: a stray folder named `trx` in the working
+    directory, or an install they cannot import, stops the sweep here, before any training."""
+    try:
+        theirs = probe.result()
+    except Exception as exc:  # the worker could not even unpickle a trx function
+        raise UserError(f"worker processes cannot import trx: {type(exc).__name__}: {exc}") from None
+    ours = _trx_file()
+    if theirs != ours:
+        stray = Path.cwd() / "trx"
+        hint = f"the folder {stray} shadows the installed package: rename it or run from another folder" \
+            if stray.is_dir() and str(stray) not in (ours or "") else None
+        raise UserError(f"worker processes import trx from {theirs or 'a namespace package'}, this process from {ours}",
+                        hint=hint)
+
+
 class _SharedStop:
     """A StopFlag backed by a process-shared Event, so the parent can stop every worker."""
 
@@ -123,28 +156,68 @@ class _SharedStop:
 
 
 _WORKER_STOP: Any = None
+_BUSY = threading.Lock()  # held while this worker runs a cell
 
 
-def _worker_init(event: Any) -> None:
+def _worker_init(event: Any, parent_alive: Any) -> None:
     global _WORKER_STOP
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # idle workers ignore Ctrl-C; the parent decides
     _WORKER_STOP = _SharedStop(event)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    threading.Thread(target=_exit_with_parent, args=(parent_alive,), daemon=True).start()
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    """`timeout`, Slurm and Kubernetes send SIGTERM to every process: stop the sweep, like
+    Ctrl-C, so that running cells save themselves."""
+    _WORKER_STOP.requested = True
+
+
+def _exit_with_parent(parent_alive: Any) -> None:
+    """Wait for the sweep's process to die (its end of the pipe closes, kill -9 included); then
+    stop: the running cell saves itself as `interrupted`, and this worker exits instead of
+    taking queued cells or waiting for more forever."""
+    mp.connection.wait([parent_alive])
+    _WORKER_STOP.requested = True
+    with _BUSY:
+        os._exit(0)
 
 
 def _worker_run(job: ArmJob) -> JobResult:
-    if _WORKER_STOP.requested:  # queued before the stop: leave its folder untouched
-        return JobResult(job.dir, "not run")
-    return run_job(job, _WORKER_STOP)
+    with _BUSY:
+        if _WORKER_STOP.requested:  # queued before the stop: leave its folder untouched
+            return JobResult(job.dir, "not run")
+        return run_job(job, _WORKER_STOP)
 
 
 def _context() -> Any:
     """forkserver where available: workers fork from one process that imported trx once (torch
     is slow to import); spawn elsewhere. Never plain fork from a process that may hold threads."""
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["trx.jobs", "trx.runner"])
-        return ctx
-    return mp.get_context("spawn")
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["trx.jobs", "trx.runner"])
+    with _ignoring_ctrl_c(), _this_sys_path():
+        forkserver.ensure_running()
+    return ctx
+
+
+@contextlib.contextmanager
+def _this_sys_path():
+    """The forkserver is a fresh `python -c`: its imports would search the working directory
+    first (a folder named `trx` there shadows trx) and not this process's path. Start it with
+    this process's sys.path instead, and without the working directory (Python ≥ 3.11)."""
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _outcome(future: cf.Future, job: ArmJob, event: Any) -> JobResult:

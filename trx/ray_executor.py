@@ -7,9 +7,9 @@ straight into the job's folder, so the output folder must be on a filesystem tha
 mounts at the same path; the driver checks that before any cell trains (a marker file).
 
 Faults. A worker lost mid-cell (killed, out of memory, node gone): Ray reruns the task up to
-`max_retries` times and the rerun resumes from the cell's checkpoint. A stop (Ctrl-C on the
-driver) drops queued tasks and cancels running ones; Ray delivers that cancel as SIGINT to the
-task, whose stop handler saves the cell as `interrupted` at its next update.
+`max_retries` times and the rerun resumes from the cell's checkpoint. A stop (Ctrl-C or
+SIGTERM on the driver) drops queued tasks and cancels running ones; Ray delivers that cancel as
+SIGINT to the task, whose stop handler saves the cell as `interrupted` at its next update.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ import contextlib
 import dataclasses
 import logging
 import os
+import secrets
+import signal
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,6 +34,8 @@ from trx.jobs import ArmJob, JobResult, Notify, run_job
 from trx.runner import StopFlag, stop_on_signals
 
 INSTALL_HINT = "--ray needs Ray: pip install -e '.[ray]'"
+TOKEN_HINT = ("export RAY_AUTH_MODE=token where the driver runs, with the cluster's token in ~/.ray/auth_token "
+              "(mode 600) or in RAY_AUTH_TOKEN")
 START_HINT = "start one with `ray start --head` (see docs/scaling.md), or run a throwaway one with --ray local"
 MAX_RETRIES = 3  # reruns of a cell whose worker died; each resumes from the cell's checkpoint
 MARKER_WAIT_S = 10.0  # a worker looks this long for the marker: NFS may cache a missing name
@@ -129,7 +134,20 @@ def connected(ray: Any, address: str) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    check_reachable(os.environ.get("RAY_ADDRESS", "") if address == "auto" else address)
+    head = os.environ.get("RAY_ADDRESS", "") if address == "auto" else address
+    check_reachable(head)
+    with throwaway_token() if address == "local" else contextlib.nullcontext():
+        check_token_file()
+        check_authenticates(head)
+        with keeping_sigterm():
+            init(ray, address)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+def init(ray: Any, address: str) -> None:
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     try:
         if address == "local":
@@ -138,24 +156,103 @@ def connected(ray: Any, address: str) -> Iterator[None]:
             ray.init(address=address, **quiet)
     except ConnectionError as exc:
         raise UserError(f"--ray {address}: cannot reach a Ray cluster ({exc})",
-                        hint=START_HINT) from None
+                        hint=START_HINT if sends_token() else f"{START_HINT}; if it uses tokens, {TOKEN_HINT}") from None
+
+
+@contextlib.contextmanager
+def keeping_sigterm() -> Iterator[None]:
+    """`ray.init` replaces the SIGTERM handler with an immediate exit (the driver then aborts,
+    its running cells unsaved); keep ours, which stops the sweep the way Ctrl-C does."""
+    ours = signal.getsignal(signal.SIGTERM)
     try:
         yield
     finally:
-        ray.shutdown()
+        if ours is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, ours)
+
+
+def head_address(address: str) -> tuple[str, int] | None:
+    """(host, port) of a head given as HOST:PORT; None for other forms ("local", "ray://...", none)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or "://" in address or not port.isdigit():
+        return None
+    return host, int(port)
 
 
 def check_reachable(address: str, timeout_s: float = 10.0) -> None:
     """A head address (HOST:PORT) that does not answer fails in seconds, not after Ray's minute
     of retries. Other forms ("local", "ray://...", none) are left to Ray."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or "://" in address or not port.isdigit():
+    head = head_address(address)
+    if head is None:
         return
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        socket.create_connection(head, timeout=timeout_s).close()
     except OSError as exc:
         raise UserError(f"--ray {address}: cannot reach a Ray cluster (no head answers there: {exc.strerror or exc})",
                         hint=START_HINT) from None
+
+
+# ---- the cluster's auth token ------------------------------------------------------------------
+def sends_token() -> bool:
+    """Whether Ray's driver sends its token to a head given by address: only in token mode
+    (Ray turns it on by itself only for a cluster it finds on this machine)."""
+    return os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+
+
+def token_file() -> Path | None:
+    """The file Ray reads its token from, when it reads one (RAY_AUTH_TOKEN takes precedence)."""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return None
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    return path if path.is_file() else None
+
+
+def check_token_file() -> None:
+    """Whoever reads the token can run code on the cluster: refuse one that others can read."""
+    path = token_file()
+    if path is not None and path.stat().st_mode & 0o077:
+        mode = oct(path.stat().st_mode & 0o777)[2:]
+        raise UserError(f"Ray's auth token {path} is open to other users (mode {mode}): run `chmod 600 {path}`")
+
+
+def check_authenticates(address: str, timeout_s: float = 10.0) -> None:
+    """A head that demands a token this driver will not send fails here, at once (Ray itself
+    retries for 20 s and then says only that it cannot connect). Asks the head's GCS for the
+    cluster id without a token; skipped without the grpc package or in token mode."""
+    head = head_address(address)
+    if head is None or sends_token():
+        return
+    try:
+        import grpc
+    except ImportError:
+        return
+    with grpc.insecure_channel(f"{head[0]}:{head[1]}") as channel:
+        try:
+            channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId")(b"", timeout=timeout_s)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise UserError(f"--ray {address}: the cluster demands Ray's auth token and this driver sends none",
+                                hint=TOKEN_HINT) from None
+
+
+@contextlib.contextmanager
+def throwaway_token() -> Iterator[None]:
+    """`--ray local`: a fresh token for the throwaway cluster, in this process's environment
+    (which the cluster's processes inherit) and nowhere on disk; Ray would otherwise write one
+    to ~/.ray/auth_token, readable by every user, and later clusters would pick it up."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled" or os.environ.get("RAY_AUTH_TOKEN"):
+        yield
+        return
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    try:
+        yield
+    finally:
+        del os.environ["RAY_AUTH_TOKEN"]
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
 
 
 def shared_root(jobs: list[ArmJob]) -> Path:
