@@ -1,10 +1,31 @@
 from __future__ import annotations
 
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+
+# Tests wait on events (a file appears, a line is printed, a process exits). This is only the
+# safety net that ends a test which would otherwise hang; a busy machine (load 8 and more on 2
+# cores) runs 5-10x slower than an idle one, so it is far above any normal duration.
+SAFETY_S = 1800
+
+
+def wait_until(ready: Callable[[], bool], proc: subprocess.Popen | None, what: str, limit: float = SAFETY_S) -> None:
+    """Poll `ready` until it holds; fail at once (naming `what`) if `proc` ends first."""
+    end = time.monotonic() + limit
+    while not ready():
+        if proc is not None and proc.poll() is not None:
+            out = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"the process ended (rc {proc.returncode}) before {what}: {out}")
+        if time.monotonic() > end:
+            raise AssertionError(f"{what}: still not after {limit:.0f} s (the safety limit)")
+        time.sleep(0.05)
 
 
 def tiny_config(**over: Any) -> dict[str, Any]:

@@ -10,12 +10,12 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import SAFETY_S
 from typer.testing import CliRunner
 
 from trx.cli import app
@@ -121,17 +121,17 @@ def test_dry_run_needs_no_data(tmp_path):
 
 # ---- one writer per folder --------------------------------------------------------------------
 HOLD = """
-import sys, time
+import sys
 from pathlib import Path
 from trx.jobs import folder_lock
 with folder_lock(Path(sys.argv[1])):
     print("held", flush=True)
-    time.sleep(60)
+    sys.stdin.read()  # held until the test kills this process (or closes stdin)
 """
 
 
 def hold(folder: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -147,7 +147,7 @@ def test_a_locked_folder_stops_trx_run_and_is_skipped_by_a_sweep_and_a_killed_ho
         assert lock_holder(out / "q" / "hb").endswith(")") and str(proc.pid) in lock_holder(out / "q" / "hb")
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.wait(timeout=SAFETY_S)
     assert lock_holder(out / "q" / "hb") is None  # the kernel released it with the process
     assert cli("run", str(path), "--out", str(out)).exit_code == 0
 
@@ -161,7 +161,7 @@ def test_a_locked_folder_stops_trx_run_and_is_skipped_by_a_sweep_and_a_killed_ho
         assert not (cell / "summary.json").exists() and (out / "q" / "sweep" / "hb" / "lr=0.4,seed=0" / "summary.json").exists()
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.wait(timeout=SAFETY_S)
     res = cli("sweep", str(sweep), "--out", str(out))
     assert res.exit_code == 0 and (cell / "summary.json").exists()
 
@@ -174,7 +174,7 @@ def test_two_sweeps_on_one_folder_write_every_step_once(tmp_path):
     cmd = [sys.executable, "-m", "trx", "sweep", str(path), "--out", str(out)]
     env = {**os.environ, "COLUMNS": "200"}
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    outputs = [p.communicate(timeout=SAFETY_S)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     files = sorted((out / "q" / "sweep").rglob("metrics.csv"))
     assert len(files) == 12

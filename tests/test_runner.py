@@ -11,6 +11,7 @@ from conftest import tiny_config
 
 from trx.config import UserError, resolve
 from trx.executors import run_experiment
+from trx.optim import newton_schulz as ns
 from trx.runner import Interrupted, StopFlag, prepare
 from trx.tasks.logreg import Logreg
 
@@ -177,6 +178,18 @@ def test_muon_arm_records_its_newton_schulz_dtype(tmp_path):
     data = tiny_config(optimizers={"muon": {"lr": 0.02, "normalizer": {"name": "muon", "dtype": "float32"}, "aux": {}}})
     s = run(tmp_path, data)[0]
     assert s["status"] == "complete" and s["ns_dtype"] == "float32"
+
+
+@pytest.mark.parametrize("flags, dtype", [({"avx2"}, "float32"), ({"avx2", "avx512f", "avx512_bf16"}, "bfloat16")])
+def test_a_run_records_the_cpu_features_and_the_dtype_auto_chose_there(tmp_path, monkeypatch, flags, dtype):
+    monkeypatch.setattr(ns, "cpu_flags", lambda: frozenset(flags | {"sse2", "fma"}))
+    monkeypatch.delenv("TRX_NS_NO_BF16", raising=False)
+    data = tiny_config(steps=4, optimizers={"muon": {"lr": 0.02, "normalizer": {"name": "muon", "dtype": "auto"}, "aux": {}}})
+    s = run(tmp_path, data)[0]
+    assert s["ns_dtype"] == dtype
+    assert s["cpu_isa"] == " ".join(f for f in ("avx2", "avx512f", "avx512_bf16") if f in flags)
+    assert s["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert s["torch_cuda"] == torch.version.cuda and s["torch_version"] == torch.__version__
 
 
 def test_early_warning_columns_rise_before_divergence(tmp_path):

@@ -39,3 +39,17 @@ def test_shipped_config_runs_a_few_steps(path, tmp_path):
     for s in summaries:
         assert s["status"] in ("complete", "diverged"), (s["arm"], s.get("error"))
         assert s["steps_done"] >= 1
+
+
+# Configs whose numbers the docs publish: `dtype: auto` would run Newton–Schulz in bf16 on CPUs
+# with AVX512-BF16/AMX and in float32 elsewhere, so their numbers would depend on the CPU.
+PUBLISHED = [p for p in CONFIGS if p.stem in ("lr_sweep", "muon_vs_adam", "warmup_ablation")]
+PUBLISHED += sorted((CONFIGS[0].parent / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", [p for p in PUBLISHED if not p.stem.endswith("_gpu")], ids=lambda p: p.stem)
+def test_configs_with_published_numbers_pin_the_newton_schulz_dtype(path):
+    cfg = load_config(path)
+    for name, arm in cfg.optimizers.items():
+        dtype = getattr(arm.normalizer, "dtype", None)
+        assert dtype in (None, "float32"), f"{path.name}: optimizers.{name}.normalizer.dtype is {dtype!r}"

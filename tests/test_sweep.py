@@ -9,12 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import SAFETY_S, wait_until
 from typer.testing import CliRunner
 
 from trx.cli import app
@@ -269,11 +269,9 @@ def test_ctrl_c_exits_130_saves_the_running_cell_and_starts_no_other(tmp_path):
     cmd = [sys.executable, "-m", "trx", "sweep", str(path), "--out", str(out)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = out / "qs" / "sweep" / "gd" / "lr=0.1,seed=0"
-    deadline = time.monotonic() + 60
-    while not (first / "checkpoint.pt").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until((first / "checkpoint.pt").exists, proc, "the first cell's first checkpoint")
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=SAFETY_S)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     summary = json.loads((first / "summary.json").read_text())

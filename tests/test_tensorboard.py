@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_config
+from conftest import SAFETY_S, tiny_config, wait_until
 from typer.testing import CliRunner
 
 from trx.cli import app
@@ -118,14 +118,12 @@ def test_kill_9_then_resume_shows_exactly_the_final_metrics(tmp_path: Path, writ
     argv = [sys.executable, "-m", "trx", "run", str(cfg), "--out", str(out), "--tensorboard"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 120
-        while not (folder / "checkpoint.pt").exists() or last_step(folder / "metrics.csv") % 100 < 50:
-            assert time.time() < deadline and proc.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.02)
+        wait_until(lambda: (folder / "checkpoint.pt").exists() and last_step(folder / "metrics.csv") % 100 >= 50, proc,
+                   "a step between two checkpoints")
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    res = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=300)
+        proc.wait(timeout=SAFETY_S)
+    res = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=SAFETY_S)
     assert res.returncode == 0, res.stderr
     assert_same(read_back(folder / FOLDER), expected(read_metrics(folder / "metrics.csv")))
 

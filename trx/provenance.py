@@ -1,4 +1,7 @@
-"""The record every run leaves beside its results: versions, commit, machine, threads."""
+"""The record every run leaves beside its results: versions, commit, machine, threads.
+
+Results can depend on the CPU (`dtype: auto` runs Newton–Schulz in bf16 on CPUs with AVX512-BF16
+or AMX, in float32 elsewhere) and on the torch build, so both are recorded."""
 
 from __future__ import annotations
 
@@ -11,6 +14,10 @@ from typing import Any
 import torch
 
 import trx
+from trx.optim import newton_schulz as ns
+
+# The CPU features that change which kernels (and so which roundings) torch and trx use.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
 def git_sha() -> str | None:
@@ -20,6 +27,24 @@ def git_sha() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln.partition(":")[2].strip() for ln in f if ln.startswith("model name")), None)
+    except OSError:
+        return platform.processor() or None
+
+
+def cpu_record() -> dict[str, Any]:
+    """The CPU, the instruction sets that matter to results, and the torch build that uses them."""
+    return {
+        "cpu": cpu_model(),
+        "cpu_isa": " ".join(f for f in ISA_FLAGS if f in ns.cpu_flags()) or "none of " + " ".join(ISA_FLAGS),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels torch dispatches to
+        "torch_cuda": torch.version.cuda,  # None for a CPU-only build
+    }
 
 
 def provenance(device: torch.device | str, world_size: int = 1) -> dict[str, Any]:
@@ -33,4 +58,5 @@ def provenance(device: torch.device | str, world_size: int = 1) -> dict[str, Any
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "git_sha": git_sha(),
+        **cpu_record(),
     }
