@@ -175,8 +175,9 @@ def test_report_of_a_small_real_sweep_links_figures_that_exist(tmp_path):
     text = report.read_text()
     assert report == sweep / "report.md" and "## Results: final val_loss" in text
     assert "## Learning-rate tolerance (final val_loss)" in text and "torch " in text
-    assert sorted(links(text)) == ["report_curves.png", "report_lr.png"]
+    assert sorted(links(text)) == ["report_band.png", "report_curves.png", "report_lr.png"]
     assert all((sweep / name).stat().st_size > 1000 for name in links(text))
+    assert "## Band width against the tolerance (final val_loss)" in text and "| arm | 2% | 5% |" in text
     assert "- adam: `lr` ∈ {0.003, 0.01, 0.03}" in text
 
 

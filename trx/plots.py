@@ -439,16 +439,18 @@ def plot_band_tolerance(runs: list[RunRecord], metric: str = "loss"):
         for i, arm in enumerate(arms):
             _band_line(ax, table[(table["arm"] == arm) & (table["kind"] == kind)], arm, i, len(arms), kind)
         unit = "share of the best improvement" if kind == "relative" else f"{LABELS.get(metric, metric)} units"
+        ticks = sorted(set(table.loc[table["kind"] == kind, "tolerance"]))
         ax.set_xscale("log")
+        ax.set_xticks(ticks, [f"{t:.0%}" if kind == "relative" else f"{t:g}" for t in ticks])
+        ax.minorticks_off()
         ax.set(xlabel=f"tolerance ({unit})", ylabel="lr band width (decades)",
                title=f"{kind} tolerance: band = lrs within it of the best")
-        plain_log_ticks(ax)
-    axes[0].xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
     axes[0].legend(fontsize=8)
     conf = table["ci_conf"].dropna()
     confidence = f"{conf.min():.0%}" if not conf.empty else "-"
-    fig.suptitle(_title(runs, f"lr band width vs tolerance (final {LABELS.get(metric, metric)}); bars: "
-                              f"median per-seed width, interval of ≥ {confidence} confidence; hollow: runs off the grid"))
+    fig.suptitle(_title(runs, f"lr band width vs tolerance (final {LABELS.get(metric, metric)})\n"
+                              f"dot: seed-mean curve (hollow: runs off the grid, a lower bound); bar: median "
+                              f"per-seed width, interval of ≥ {confidence} confidence"))
     return fig
 
 
