@@ -79,6 +79,23 @@ def test_stall_is_the_median_of_the_window_at_its_update():
     assert late.stalled_at == 10
 
 
+def test_stall_without_progress_compares_two_windows():
+    """improve 0.1, window 3, at update 6 of τ = 8: losses 4…6 against losses 1…3. A slow descent
+    (median 2.0 after 2.1: 5% better) is a stall; a drop to 1.5 (29% better) is not; with
+    `above` too both must hold; fewer than two windows of losses is no stall."""
+    slow = [3.0, 2.2, 2.1, 2.0, 2.05, 2.0, 1.95, 1.9, 1.9]
+    fast = [3.0, 2.2, 2.1, 2.0, 1.5, 1.4, 1.5, 1.3, 1.2]
+    for losses, above, stalled in ((slow, None, 6), (fast, None, None), (slow, 2.5, None), (slow, 1.5, 6)):
+        m = LossMonitor(100.0, stall=Stall(at=0.75, improve=0.1, above=above, window=3), steps=8)
+        feed(m, losses)
+        assert m.stalled_at == stalled, (losses, above)
+    early = LossMonitor(100.0, stall=Stall(at=0.25, improve=0.1, window=3), steps=8)
+    feed(early, slow)
+    assert early.stalled_at is None  # update 2: only 3 losses
+    with pytest.raises(ValueError, match="above: give"):
+        Stall(at=0.5)
+
+
 def test_stall_update_is_the_ceiling_of_at_times_tau():
     assert Stall(at=0.3, above=1.0).step(10) == 3  # 0.3 × 10 is 3.0000000000000004 in floats
     assert Stall(at=0.25, above=1.0).step(10) == 3

@@ -313,7 +313,8 @@ def test_running_min_rule_ends_a_run_the_default_rule_lets_go_on(tmp_path, monke
     ({"rule": "median"}, r"monitor\.rule: unknown name 'median'"),
     ({"rule": {"name": "running_min", "patience": 0}}, r"monitor\.rule\.patience: must be ≥ 1"),
     ({"stall": {"at": 1.5, "above": 3}}, r"monitor\.stall\.at: must be ≤ 1"),
-    ({"stall": {"at": 0.5}}, r"monitor\.stall\.above: required"),
+    ({"stall": {"at": 0.5}}, r"monitor\.stall\.above: give `above`"),
+    ({"stall": {"at": 0.5, "improve": 1.5}}, r"monitor\.stall\.improve: must be < 1"),
     ({"stal": {}}, r"monitor\.stal: unknown key"),
 ])
 def test_monitor_block_is_validated(monitor, message):

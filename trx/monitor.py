@@ -7,8 +7,9 @@ Two rules for spikes and divergence, chosen by an experiment's `monitor: {rule: 
   lowest earlier level; `window: 1` is the lowest earlier loss): a spike is a loss above
   `spike` × m; diverged when `patience` consecutive losses are above `diverge` × m. Meant for
   losses bounded away from 0 (cross-entropy of a language model): near 0 any ratio is large.
-Under both, a non-finite loss is divergent at once. A stall (`monitor: {stall: {at, above}}`):
-at update ⌈at·τ⌉ the median of the last `window` losses is still above `above`.
+Under both, a non-finite loss is divergent at once. A stall (`monitor: {stall: {at, above, improve}}`):
+at update ⌈at·τ⌉ the median of the last `window` losses is still above `above`, and/or above
+(1 − `improve`) × the median of the `window` losses before them (every condition given holds).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 
 from trx.optim.base import Strict
 
@@ -53,11 +54,32 @@ Rule = Annotated[Union[FirstLoss, RunningMin], Field(discriminator="name"), Befo
 
 
 class Stall(Strict):
-    """A run still on a plateau at a declared point: summary.json's `stalled` and `stalled_at`."""
+    """A run still on a plateau at a declared point: summary.json's `stalled` and `stalled_at`.
+    Every condition given must hold: the level (`above`), the lack of progress (`improve`)."""
 
     at: float = Field(gt=0.0, le=1.0, description="fraction of the run: the rule is checked once, at update ⌈at·τ⌉")
-    above: float = Field(description="stalled if the median of the last `window` losses is still above this")
+    above: float | None = Field(None, description="stalled if the median of the last `window` losses is still above this")
+    improve: float | None = Field(
+        None, gt=0.0, lt=1.0,
+        description="stalled if that median is above (1 − improve) × the median of the `window` losses before them")
     window: int = Field(20, ge=1, description="losses in that median (those of the updates up to ⌈at·τ⌉)")
+
+    @model_validator(mode="after")
+    def _a_condition(self) -> Stall:
+        if self.above is None and self.improve is None:
+            raise ValueError("above: give `above` (a loss level), `improve` (a relative drop) or both")
+        return self
+
+    def holds(self, losses: list[float]) -> bool:
+        """Whether the losses up to the checked update (oldest first) are a stall."""
+        now = statistics.median(losses[-self.window:])
+        if self.above is not None and not now > self.above:
+            return False
+        if self.improve is not None:
+            if len(losses) < 2 * self.window:
+                return False  # no full window to compare with
+            return now > (1.0 - self.improve) * statistics.median(losses[-2 * self.window:-self.window])
+        return True
 
     def step(self, steps: int) -> int:
         """The update whose loss completes the window the rule checks (τ: the final loss)."""
@@ -91,7 +113,7 @@ class LossMonitor:
     recent_update_rms: deque = field(default_factory=lambda: deque(maxlen=RMS_WINDOW))
 
     def __post_init__(self) -> None:
-        windows = [self.rule.window, self.stall.window if self.stall else 0]
+        windows = [self.rule.window, 2 * self.stall.window if self.stall else 0]  # a stall compares two windows
         self.recent_losses = deque(self.recent_losses, maxlen=max(windows))
 
     def first(self, value: float) -> None:
@@ -138,7 +160,7 @@ class LossMonitor:
     def _check_stall(self, t: int) -> None:
         if self.stall is None or self.stalled_at is not None or t != self.stall.step(self.steps):
             return
-        if statistics.median(list(self.recent_losses)[-self.stall.window:]) > self.stall.above:
+        if self.stall.holds(list(self.recent_losses)):
             self.stalled_at = t
 
     def update_rms_ratio(self, rms: float) -> float | None:

@@ -16,6 +16,7 @@ same update, up to floating-point rounding, several times faster than the stage 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -225,9 +226,7 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
         w_norms = torch.stack(torch._foreach_norm(before)).float()  # (P,) ‖w‖ before the update
         torch._foreach_sub_(before, after)  # before − after = −Δ, in place: no second copy
         step_norms = torch.stack(torch._foreach_norm(before)).float()  # (P,) ‖Δ‖
-        for d, a, k in zip(before, after, decay):
-            if k:  # −Δ = μ·s·u + k·w_before = μ·s·u + k·(after − Δ): μ·s·u = (1 − k)·(−Δ) − k·after
-                d.mul_(1.0 - k).add_(a, alpha=-k)
+        remove_decay(before, after, decay)  # now μ·s(t)·u
         u_norms = torch.stack(torch._foreach_norm(before)).float()  # (P,) ‖μ·s(t)·u‖
         wd_norms = w_norms * torch.tensor(decay, device=w_norms.device)  # (P,) ‖k·w‖
         in_block = {name: torch.tensor([b == name for b in blocks], device=w_norms.device) for name in BLOCKS}
@@ -264,6 +263,19 @@ class TrustRegionOptimizer(torch.optim.Optimizer):
             self.diagnostics[f"{prefix}tr_ratio"] = u_norm / math.sqrt(numel) / lr  # RMS(μ·s·u)/(μ·s(t))
             if decays:
                 self.diagnostics[f"{prefix}wd_ratio"] = wd_norm / math.sqrt(numel) / lr  # RMS(μ·s·wd·w)/(μ·s(t))
+
+
+def remove_decay(minus_delta: list[Tensor], after: list[Tensor], decay: list[float]) -> None:
+    """−Δ = μ·s·u + k·w_before = μ·s·u + k·(after − Δ), so μ·s·u = (1 − k)·(−Δ) − k·after: in place,
+    one foreach pair per distinct k (a parameter group's)."""
+    by_k: dict[float, list[int]] = defaultdict(list)
+    for j, k in enumerate(decay):
+        if k:
+            by_k[k].append(j)
+    for k, idx in by_k.items():
+        d = [minus_delta[j] for j in idx]
+        torch._foreach_mul_(d, 1.0 - k)
+        torch._foreach_add_(d, [after[j] for j in idx], alpha=-k)
 
 
 def separate_decay(group: dict[str, Any], stages: GroupStages) -> float:
