@@ -129,6 +129,12 @@ def test_a_huge_grid_is_refused_quickly_without_a_format_string(tmp_path):
     assert "%" not in res.stderr
 
 
+def test_a_grid_of_a_billion_points_is_refused_before_it_is_spaced(tmp_path):
+    data = tiny_config(sweep={"grid": {"optimizers.sgd.lr": {"log": [1e-4, 1e-1], "num": 10**9}}})
+    res = cli("sweep", config_text(tmp_path, yaml.safe_dump(data)), "--out", tmp_path / "runs")
+    assert_refused(res, "sweep.grid.optimizers.sgd.lr", "num")
+
+
 def test_equal_grid_values_name_the_value(tmp_path):
     cfg = config_text(tmp_path, tiny_yaml())
     res = cli("sweep", cfg, "--out", tmp_path / "runs", "--grid", "optimizers.sgd.lr=0.1,0.1")
@@ -180,13 +186,19 @@ def test_reserved_arm_names_are_refused(tmp_path, arm):
     assert not out.exists()
 
 
-def test_overwrite_never_removes_a_sweep(tmp_path):
-    """The issue's sequence with an arm of another name: a sweep, then a run with --overwrite."""
+def two_cell_sweep(tmp_path: Path) -> tuple[Path, Path]:
+    """A finished sweep of two cells (lr 0.1 and 0.2 of one arm); returns its config and --out."""
     data = tiny_config(steps=2, eval_every=0, log_every=1, optimizers={"sgd": {"lr": 0.1}},
                        sweep={"grid": {"optimizers.sgd.lr": [0.1, 0.2]}})
     cfg = config_text(tmp_path, yaml.safe_dump(data))
     out = tmp_path / "runs"
     assert cli("sweep", cfg, "--out", out).returncode == 0
+    return cfg, out
+
+
+def test_overwrite_never_removes_a_sweep(tmp_path):
+    """The issue's sequence with an arm of another name: a sweep, then a run with --overwrite."""
+    cfg, out = two_cell_sweep(tmp_path)
     sweep = out / "tiny" / "sweep"
     before = sorted(p.relative_to(sweep) for p in sweep.rglob("summary.json"))
     assert len(before) == 2
@@ -344,11 +356,7 @@ def test_sweep_csv_lists_cells_another_sweep_finished(tmp_path):
     from trx.jobs import JobResult
     from trx.sweep import plan_sweep, save_sweep_csv
 
-    data = tiny_config(steps=2, eval_every=0, log_every=1, optimizers={"sgd": {"lr": 0.1}},
-                       sweep={"grid": {"optimizers.sgd.lr": [0.1, 0.2]}})
-    cfg = config_text(tmp_path, yaml.safe_dump(data))
-    out = tmp_path / "runs"
-    assert cli("sweep", cfg, "--out", out).returncode == 0
+    cfg, out = two_cell_sweep(tmp_path)
     whole = pd.read_csv(out / "tiny" / "sweep" / "sweep.csv")
     plan = plan_sweep(cfg, [], [], None, out)
     save_sweep_csv(plan, [JobResult(str(plan.cell_dir(c)), "locked", {}, "locked by host:1") for c in plan.cells])

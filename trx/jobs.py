@@ -196,7 +196,8 @@ def check_resumable(folder: Path, config: dict[str, Any]) -> None:
     from trx import checkpoint  # imports torch
 
     rows = metrics_rows(folder / "metrics.csv")[1]  # a damaged file is refused here
-    ckpt = checkpoint.verify(folder / checkpoint.FILE, config, _fresh_model(config))
+    path = folder / checkpoint.FILE
+    ckpt = checkpoint.verify(path, config, _fresh_model(config) if path.exists() else None)
     if ckpt is not None:
         kept = sum(1 for r in rows if int(r["step"]) < ckpt["step"])
         if kept != ckpt["metrics_rows"]:

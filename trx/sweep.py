@@ -53,8 +53,8 @@ def spaced(key: str, kind: str, bounds: Any, num: Any) -> list[float]:
     ok = isinstance(bounds, list) and len(bounds) == 2 and all(_is_number(b) for b in bounds)
     if not ok:
         raise UserError(f"sweep.grid.{key}: {kind} needs [lo, hi], got {bounds!r}")
-    if not isinstance(num, int) or isinstance(num, bool) or num < 1:
-        raise UserError(f"sweep.grid.{key}: num must be an integer ≥ 1, got {num!r}")
+    if not isinstance(num, int) or isinstance(num, bool) or not 1 <= num <= MAX_RUNS:
+        raise UserError(f"sweep.grid.{key}: num must be an integer from 1 to {MAX_RUNS:,} (the most cells a sweep may have), got {num!r}")
     lo, hi = float(bounds[0]), float(bounds[1])
     if kind == "log":
         if lo <= 0 or hi <= 0:
