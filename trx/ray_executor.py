@@ -105,9 +105,8 @@ class RayExecutor:
         see the output folder (cells already running elsewhere are saved as `interrupted` first)."""
         if not jobs:
             return []
-        ray = import_ray()
         placed = [self.placed(job) for job in jobs]
-        with connected(ray, self.address), marker(shared_root(placed)) as mark:
+        with connected(self.address) as ray, marker(shared_root(placed)) as mark:
             task = ray.remote(run_on_worker)
             refs = [task.options(**self.options(job)).remote(job, mark) for job in placed]
             results, blind = Waiter(ray, placed, notify or (lambda *a: None), stop).wait(refs)
@@ -128,32 +127,36 @@ class RayExecutor:
 
 
 @contextlib.contextmanager
-def connected(ray: Any, address: str) -> Iterator[None]:
-    """Connect to (or, for "local", start) a cluster for the duration; keep one that the calling
-    program connected itself."""
-    if ray.is_initialized():
-        yield
-        return
-    head = os.environ.get("RAY_ADDRESS", "") if address == "auto" else address
-    check_reachable(head)
+def connected(address: str) -> Iterator[Any]:
+    """Connect to (or, for "local", start) a cluster for the duration and yield the `ray`
+    module; keep a connection that the calling program made itself."""
     with throwaway_token() if address == "local" else contextlib.nullcontext():
+        ray = import_ray()  # after the token is in the environment: Ray reads its auth mode on import
+        if ray.is_initialized():
+            yield ray
+            return
+        head = os.environ.get("RAY_ADDRESS", "") if address == "auto" else address
+        check_reachable(head)
         check_token_file()
         check_authenticates(head)
         with keeping_sigterm():
             init(ray, address)
         try:
-            yield
+            yield ray
         finally:
             ray.shutdown()
 
 
 def init(ray: Any, address: str) -> None:
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    refused = getattr(ray.exceptions, "AuthenticationError", ())  # Ray before token authentication has none
     try:
         if address == "local":
             ray.init(address="local", include_dashboard=False, **quiet)
         else:
             ray.init(address=address, **quiet)
+    except refused:
+        raise UserError(f"--ray {address}: the cluster refused this driver's auth token", hint=TOKEN_HINT) from None
     except ConnectionError as exc:
         raise UserError(f"--ray {address}: cannot reach a Ray cluster ({exc})",
                         hint=START_HINT if sends_token() else f"{START_HINT}; if it uses tokens, {TOKEN_HINT}") from None
