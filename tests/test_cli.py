@@ -8,12 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config
+from conftest import SAFETY_S, tiny_config, wait_until
 from typer.testing import CliRunner
 
 from trx.cli import app
@@ -21,7 +20,7 @@ from trx.cli import app
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def trx(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+def trx(*args: str, timeout: float = SAFETY_S) -> subprocess.CompletedProcess:
     """`python -m trx ARGS` in a real process (signals, exit codes, tracebacks as a user sees them)."""
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("TRX_DEBUG", None)
@@ -109,6 +108,8 @@ def test_dry_run_shows_groups_and_writes_nothing(tmp_path, write_config):
     assert res.returncode == 0, res.stderr
     assert "parameter groups of arm muon" in res.stdout and "weight (13, 13)" not in res.stdout
     assert "(3, 13) (matrix)" in res.stdout and "bias (3,) (vector)" in res.stdout
+    assert "time estimate from 5 timed updates and one evaluation per arm, here and now (" in res.stdout
+    assert "  muon: " in res.stdout and " s per update, " in res.stdout and "  all 1 run(s): about " in res.stdout
     assert not (tmp_path / "runs").exists()
 
 
@@ -159,14 +160,6 @@ def test_list_sections_reads_rows_not_substrings():
     assert list_sections(table) == {"filters": ["normuon", "one_minus_sqrt"]}
 
 
-def _wait_for(path: Path, timeout: float = 60.0) -> None:
-    end = time.time() + timeout
-    while not path.exists():
-        if time.time() > end:
-            raise TimeoutError(path)
-        time.sleep(0.05)
-
-
 def _slow_config(write_config, **over):
     data = tiny_config(steps=1500, log_every=50, eval_every=500, checkpoint_every=100,
                        optimizers={"adam": {"lr": 0.01, "filter": "ema", "normalizer": "adam"}, "sgd": {"lr": 0.1}}, **over)
@@ -189,14 +182,15 @@ def test_sigint_saves_the_arm_and_exits_130_then_resume_finishes(tmp_path, write
     env = {**os.environ, "COLUMNS": "200"}
     proc = subprocess.Popen([sys.executable, "-m", "trx", "run", str(cfg), "--out", str(out)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(out / "tiny" / "adam" / "checkpoint.pt")
+    ckpt = out / "tiny" / "adam" / "checkpoint.pt"
+    wait_until(ckpt.exists, proc, "the first checkpoint")
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=SAFETY_S)
     assert proc.returncode == 130, err
     summary = json.loads((out / "tiny" / "adam" / "summary.json").read_text())
     assert summary["status"] == "interrupted" and "Traceback" not in err
     assert not (out / "tiny" / "sgd").exists()
-    res = trx("run", str(cfg), "--out", str(out), "--resume", timeout=300)
+    res = trx("run", str(cfg), "--out", str(out), "--resume")
     assert res.returncode == 0, res.stderr
     assert json.loads((out / "tiny" / "adam" / "summary.json").read_text())["status"] == "complete"
 
@@ -204,19 +198,18 @@ def test_sigint_saves_the_arm_and_exits_130_then_resume_finishes(tmp_path, write
 @pytest.mark.slow
 def test_kill_9_loses_nothing_and_resume_matches_an_uninterrupted_run(tmp_path, write_config):
     cfg = _slow_config(write_config)
-    ref = trx("run", str(cfg), "--out", str(tmp_path / "ref"), timeout=300)
+    ref = trx("run", str(cfg), "--out", str(tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr
     out = tmp_path / "cut"
     proc = subprocess.Popen([sys.executable, "-m", "trx", "run", str(cfg), "--out", str(out)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = out / "tiny" / "adam" / "checkpoint.pt"
-    _wait_for(ckpt)
-    time.sleep(0.3)
-    proc.kill()
-    proc.wait(timeout=30)
+    wait_until(ckpt.exists, proc, "the first checkpoint")
+    proc.kill()  # at any point after a checkpoint: resume must reproduce the rest
+    proc.wait(timeout=SAFETY_S)
     for f in (out / "tiny").rglob("*.json"):
         json.loads(f.read_text())  # never torn
-    res = trx("run", str(cfg), "--out", str(out), "--resume", timeout=300)
+    res = trx("run", str(cfg), "--out", str(out), "--resume")
     assert res.returncode == 0, res.stderr
     for arm in ("adam", "sgd"):
         ref_rows = _metric_rows(tmp_path / "ref" / "tiny" / arm / "metrics.csv")
@@ -225,5 +218,56 @@ def test_kill_9_loses_nothing_and_resume_matches_an_uninterrupted_run(tmp_path, 
 
 def test_a_reader_that_closes_the_pipe_early_is_not_an_error():
     proc = subprocess.run(f"'{sys.executable}' -m trx list | head -1 > /dev/null; echo ${{PIPESTATUS[0]}}", shell=True, executable="/bin/bash",
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=SAFETY_S)
     assert proc.stdout.strip() == "0", proc.stderr
+
+
+def test_job_progress_counts_only_runs_that_run_and_shows_their_steps(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from trx.cli import JobProgress
+    from trx.jobs import HOLDER_FILE, ArmJob, CellMeta, JobResult
+
+    jobs = [ArmJob({"steps": 100}, str(tmp_path / f"c{i}"), CellMeta("x", "adam", 0, {"optimizers.adam.lr": i}, f"lr={i}"))
+            for i in range(4)]
+    for job in jobs[:2]:  # two run (their folders are locked); two wait in the pool's queue
+        Path(job.dir).mkdir()
+        (Path(job.dir) / HOLDER_FILE).write_text("{}")
+    (Path(jobs[0].dir) / "metrics.csv").write_text("step,loss,lr\n0,2.5,0.1\n10,1.25,0.1\n")
+    shown = JobProgress(4, "sweep", Console(file=io.StringIO(), width=200))
+    for job in jobs:
+        shown.event("start", job, None)  # a process pool hands over more runs than it has workers
+    shown.poll()
+    tasks = {t.description: t for t in shown.bar.tasks}
+    assert tasks["sweep"].fields["info"] == "running 2, queued 2"
+    assert tasks["adam/lr=0"].completed == 10 and tasks["adam/lr=0"].fields["info"] == "loss 1.25"
+    assert tasks["adam/lr=1"].completed == 0 and "adam/lr=2" not in tasks
+    shown.event("done", jobs[0], JobResult(jobs[0].dir, "complete", {"final_val_loss": 0.5}))
+    tasks = {t.description: t for t in shown.bar.tasks}
+    assert "adam/lr=0" not in tasks and tasks["sweep"].completed == 1
+    assert tasks["sweep"].fields["info"] == "running 1, queued 2"
+    assert "complete    adam/lr=0  val_loss 0.5" in shown.bar.console.file.getvalue()
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_tables_never_cut_the_names_that_tell_rows_apart(monkeypatch, terminal):
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+
+    import trx.cli as cli_module
+
+    names = ["warmup_ablation/adamw schedule.warmup=0.05,lr=1", "warmup_ablation/adamw schedule.warmup=0,lr=1"]
+    table = pd.DataFrame({"run": names, "final_val_loss": [0.25, 0.5], "status": ["1 complete", "1 complete"],
+                          "note": ["a long free text column " * 3] * 2})
+    out = Console(file=io.StringIO(), width=60, force_terminal=terminal)
+    monkeypatch.setattr(cli_module, "console", out)
+    cli_module.show(cli_module.render_table(table, title="cells"))
+    text = out.file.getvalue()
+    for name in names:
+        assert name in text, text  # whole, on one line
+    if not terminal:  # a pipe or file: the full width, nothing folded
+        assert "a long free text column " * 3 in text

@@ -111,9 +111,10 @@ def test_steps_to_target_reads_metrics_csv(tmp_path):
 
 # ---- through the command line -----------------------------------------------------------------
 def test_compare_csv_of_a_sweep_has_cells_then_lr_tolerance(tmp_path):
-    res = compare_cli(str(make_sweep(tmp_path, RESULTS)), "--format", "csv", "--target", "0.5")
+    res = compare_cli(str(make_sweep(tmp_path, RESULTS)), "--format", "csv", "--target", "0.5", "--metric", "loss")
     assert res.exit_code == 0, res.output
-    cells, lrs = parse_csv(res.output)
+    assert res.stderr.strip() == "judged by final loss"  # stdout stays plain CSV
+    cells, lrs = parse_csv(res.stdout)
     by_run = {r["run"]: r for r in cells}
     assert len(cells) == 8 and by_run["adamw lr=0.01"]["seeds"] == "2"
     assert float(by_run["adamw lr=0.01"]["final_loss"]) == pytest.approx(0.20)
@@ -131,6 +132,8 @@ def test_compare_md_pastes_into_a_report(tmp_path):
     res = compare_cli(str(make_sweep(tmp_path, RESULTS)), "--format", "md", "--metric", "val_loss")
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
+    assert lines[0] == "runs, judged by final val_loss (mean ± sd over seeds):"
+    lines = lines[2:]
     assert lines[0].startswith("| run | seeds | status |") and lines[1].startswith("|---|---:|---|")
     assert "| adamw lr=0.01 | 2 | complete | 0.2 ± 0.014 |" in res.output
     assert "learning-rate tolerance (final val_loss; band: ≥ 90% of the best lr's improvement" in res.output
@@ -145,6 +148,23 @@ def test_compare_table_of_experiment_and_arm_folders(tmp_path):
     assert res.exit_code == 0, res.output
     assert "exp/adam" in res.output and "exp/sgd" in res.output and "other/adam" in res.output
     assert res.output.count("exp/sgd") == 1 and "learning-rate tolerance" not in res.output
+
+
+def test_compare_judges_by_the_validation_loss_by_default_as_run_sweep_and_report_do(tmp_path):
+    sweep = make_sweep(tmp_path, {"adamw": {1e-3: [0.3, 0.3], 1e-2: [0.2, 0.2], 1e-1: [0.1, 0.1]}})
+    for run in sweep.rglob("summary.json"):  # the train loss prefers the larger lr, the held-out loss the smaller
+        summary = json.loads(run.read_text())
+        summary["final_val_loss"] = 0.4 if "lr=0.001," in str(run) else 0.5
+        run.write_text(json.dumps(summary))
+    res = compare_cli(str(sweep), "--format", "csv")
+    assert res.exit_code == 0, res.output
+    assert res.stderr.strip() == "judged by final val_loss"
+    cells, lrs = parse_csv(res.stdout)
+    assert lrs[0]["best_lr"] == "0.001" and "final_val_loss_ci_lo" in cells[0]
+    table = compare_cli(str(sweep))
+    assert "judged by final val_loss" in table.output
+    by_loss = compare_cli(str(sweep), "--metric", "loss", "--format", "csv")
+    assert by_loss.stderr.strip() == "judged by final loss" and parse_csv(by_loss.stdout)[1][0]["best_lr"] == "0.1"
 
 
 @pytest.mark.parametrize(

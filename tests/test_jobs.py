@@ -116,6 +116,7 @@ def test_dry_run_needs_no_data(tmp_path):
     assert res.exit_code == 0, res.output
     assert "dataset: cifar10" in res.output and "parameter groups of arm gd" in res.output
     assert "(32, 3, 3, 3)" in res.output  # the first conv of an RGB model: shapes known, no data read
+    assert "time not estimated: task.data_dir" in " ".join(res.output.split())  # timing needs the data
     assert not (tmp_path / "runs").exists()
 
 

@@ -179,6 +179,11 @@ def test_report_of_a_small_real_sweep_links_figures_that_exist(tmp_path):
     assert all((sweep / name).stat().st_size > 1000 for name in links(text))
     assert "## Band width against the tolerance (final val_loss)" in text and "| arm | 2% | 5% |" in text
     assert "- adam: `lr` ∈ {0.003, 0.01, 0.03}" in text
+    from trx.provenance import cpu_record  # what the results may depend on: the CPU and the torch build
+
+    cpu = cpu_record()
+    assert f"({cpu['cpu_isa']}; torch kernels {cpu['torch_cpu_capability']})" in text
+    assert "Newton–Schulz" not in text  # no arm of this sweep runs it
 
 
 def test_report_draws_the_warmup_figure_when_warmup_is_an_axis(tmp_path):

@@ -6,12 +6,13 @@ import contextlib
 import functools
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from trx.errors import UserError, debug
@@ -60,7 +61,7 @@ def user_errors(fn):
 
 
 class RichProgress:
-    """Rich progress bars for `trx run`: one per arm, with the latest loss."""
+    """Rich progress bars for `trx run` in one process: one per arm, with the latest loss and ETA."""
 
     def __init__(self) -> None:
         self.bar = Progress(
@@ -69,6 +70,8 @@ class RichProgress:
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"),
             TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
             console=console,
             transient=False,
         )
@@ -95,16 +98,33 @@ class RichProgress:
         self.bar.update(self.ids[arm], description=f"{arm} [{summary['status']}]")
 
 
+IDENTIFYING = ("run", "arm", "optimizer", "cell", "group")  # columns that tell rows apart
+
+
 def render_table(table, title: str | None = None) -> Table:
+    """A rich table of a data frame. Identifying columns are never cut: they keep the width of
+    their longest value (other text columns fold onto further lines instead of ending in …)."""
     from trx.report import cell_text
 
     out = Table(title=title, show_lines=False)
     right = table.attrs.get("right", ())
-    for col in table.columns:
-        out.add_column(str(col), justify="right" if table[col].dtype.kind in "fiu" or col in right else "left")
-    for _, row in table.iterrows():
-        out.add_row(*(cell_text(v) for v in row))
+    rows = [[cell_text(v) for v in row] for _, row in table.iterrows()]
+    for i, col in enumerate(table.columns):
+        numeric = table[col].dtype.kind in "fiu" or col in right
+        longest = max((len(r[i]) for r in rows), default=0) if str(col) in IDENTIFYING else None
+        out.add_column(str(col), justify="right" if numeric else "left", overflow="fold", min_width=longest)
+    for row in rows:
+        out.add_row(*row)
     return out
+
+
+def show(table: Table) -> None:
+    """Print a table: on a terminal fitted to its width; into a pipe or file at the table's full
+    width, so that nothing is cut or wrapped for the reader that comes after."""
+    if not console.is_terminal:
+        wide = console.measure(table, options=console.options.update(max_width=10_000)).maximum
+        console.width = max(console.width, wide)
+    console.print(table)
 
 
 def _print_groups(exp) -> None:
@@ -124,51 +144,116 @@ SeedsOpt = Annotated[int | None, typer.Option("--seeds", help="run seeds seed �
 TensorBoardOpt = Annotated[bool, typer.Option("--tensorboard", help="also write TensorBoard scalars into each run folder")]
 
 
-class JobProgress:
-    """A line per run as it starts and ends, and a bar for the whole set (parallel runs)."""
+def last_logged(folder: Path) -> tuple[int, float | None] | None:
+    """The step and loss of the last row of `folder/metrics.csv` (its header and tail only: the
+    file may be long), or None before the first row."""
+    try:
+        with (folder / "metrics.csv").open("rb") as f:
+            header = f.readline().decode().strip().split(",")
+            f.seek(0, os.SEEK_END)
+            f.seek(max(len(",".join(header)) + 1, f.tell() - 4096))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    row = dict(zip(header, lines[-1].split(","))) if lines else {}
+    try:
+        step = int(float(row["step"]))
+    except (KeyError, ValueError):
+        return None
+    try:
+        return step, float(row.get("loss", ""))
+    except ValueError:
+        return step, None
 
-    def __init__(self, total: int, label: str = "runs") -> None:
-        self.bar = Progress(
-            TextColumn(label),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("running {task.fields[running]}  diverged {task.fields[diverged]}  failed {task.fields[failed]}"),
-            TimeElapsedColumn(),
-            console=console,
-        )
-        self.task = self.bar.add_task(label, total=total, running=0, diverged=0, failed=0)
-        self.counts = {"running": 0, "diverged": 0, "failed": 0}
+
+class JobProgress:
+    """The whole set as one bar (runs finished, how many run now, ETA), a bar per running run
+    with its step, latest loss and ETA, and a line per run as it ends. What runs is read from
+    the runs' folders (the lock's holder file, the last metrics.csv row), so it is the same for
+    worker processes and Ray cells, and a run handed to a busy pool counts only once it runs."""
+
+    POLL_S = 1.0
+
+    def __init__(self, total: int, label: str = "runs", out: Console | None = None) -> None:
+        self.bar = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
+                            TimeRemainingColumn(), console=out or console)
+        self.task = self.bar.add_task(label, total=total, info="")
+        self.counts = {"diverged": 0, "failed": 0}
         self.skipped: list[Any] = []
         self.locked: list[tuple[Any, Any]] = []
+        self.handed: dict[str, Any] = {}  # folder -> job handed to the executor, not yet done
+        self.rows: dict[str, Any] = {}  # folder -> its bar, once it runs
+        self.guard = threading.Lock()
+        self.ended = threading.Event()
+        self.poller = threading.Thread(target=self._poll_loop, daemon=True)
 
     def __enter__(self):
         self.bar.__enter__()
+        self.poller.start()
         return self
 
     def __exit__(self, *exc):
+        self.ended.set()
+        self.poller.join()
         self.bar.__exit__(*exc)
 
+    def _poll_loop(self) -> None:
+        while not self.ended.wait(self.POLL_S):
+            self.poll()
+
+    def poll(self) -> None:
+        """Refresh the bars of running runs; a run runs while its folder's lock has a holder."""
+        from trx.jobs import HOLDER_FILE
+
+        with self.guard:
+            for folder, job in self.handed.items():
+                if folder not in self.rows and (Path(folder) / HOLDER_FILE).exists():
+                    self.rows[folder] = self.bar.add_task(_run_label(job), total=job.data.get("steps") or 1, info="starting")
+                seen = last_logged(Path(folder)) if folder in self.rows else None
+                if seen is not None:
+                    step, loss = seen
+                    self.bar.update(self.rows[folder], completed=step, info=f"loss {loss:.4g}" if loss is not None else "")
+            self._summary()
+
+    def _summary(self) -> None:
+        running, queued = len(self.rows), len(self.handed) - len(self.rows)
+        text = f"running {running}" + (f", queued {queued}" if queued else "")
+        text += "".join(f", {k} {v}" for k, v in self.counts.items() if v)
+        self.bar.update(self.task, info=text)
+
     def event(self, kind: str, job: Any, result: Any) -> None:
-        if kind == "start":
-            self.counts["running"] += 1
-        elif kind == "skip":
-            self.skipped.append(job)
-            self.bar.advance(self.task)
-        elif kind == "done":
-            self.counts["running"] -= 1
-            if result.status == "locked":
-                self.locked.append((job, result))
-            else:
-                val, loss = result.summary.get("final_val_loss"), result.summary.get("final_loss")
-                tail = (f"val_loss {val:.4g}" if isinstance(val, float) else
-                        f"train loss {loss:.4g}" if isinstance(loss, float) else (result.error or ""))
-                colour = {"complete": "green", "diverged": "yellow"}.get(result.status, "red")
-                seed = f" seed={job.meta.seed}" if job.meta.cell is None else ""  # runs of trx run --seeds
-                self.bar.console.print(f"[{colour}]{result.status:<11}[/] {job.meta.label}{seed}  {tail}", highlight=False)
-            if result.status in ("diverged", "failed"):
-                self.counts[result.status] += 1
-            self.bar.advance(self.task)
-        self.bar.update(self.task, **self.counts)
+        with self.guard:
+            if kind == "start":
+                self.handed[job.dir] = job
+            elif kind == "skip":
+                self.skipped.append(job)
+                self.bar.advance(self.task)
+            elif kind == "done":
+                self._done(job, result)
+            self._summary()
+
+    def _done(self, job: Any, result: Any) -> None:
+        self.handed.pop(job.dir, None)
+        row = self.rows.pop(job.dir, None)
+        if row is not None:
+            self.bar.remove_task(row)
+        if result.status == "locked":
+            self.locked.append((job, result))
+        else:
+            val, loss = result.summary.get("final_val_loss"), result.summary.get("final_loss")
+            tail = (f"val_loss {val:.4g}" if isinstance(val, float) else
+                    f"train loss {loss:.4g}" if isinstance(loss, float) else (result.error or ""))
+            colour = {"complete": "green", "diverged": "yellow"}.get(result.status, "red")
+            self.bar.console.print(f"[{colour}]{result.status:<11}[/] {_run_label(job)}  {tail}", highlight=False)
+        if result.status in self.counts:
+            self.counts[result.status] += 1
+        self.bar.advance(self.task)
+
+
+def _run_label(job: Any) -> str:
+    """The cell label, with the seed for runs of `trx run --seeds` (their label has none)."""
+    return job.meta.label + (f" seed={job.meta.seed}" if job.meta.cell is None else "")
 
 
 def _relaunch_argv(nproc: int) -> list[str]:
@@ -213,7 +298,7 @@ def run(
     cfg = load_config(config, set_ or [])
     cfg = cfg.model_copy(update={k: v for k, v in (("seeds", seeds), ("tensorboard", tensorboard or None)) if v})
     if dry_run:
-        _dry_run(cfg, out, device)
+        _dry_run(cfg, out, device, jobs)
         return
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from trx.distributed import launch
@@ -222,7 +307,7 @@ def run(
     _run(cfg, out, device, "resume" if resume else "overwrite" if overwrite else "new", jobs)
 
 
-def _dry_run(cfg: Any, out: Path, device: str | None) -> None:
+def _dry_run(cfg: Any, out: Path, device: str | None, jobs: int | None) -> None:
     import yaml
 
     from trx.config import dump
@@ -236,11 +321,45 @@ def _dry_run(cfg: Any, out: Path, device: str | None) -> None:
         console.print(f"parameter groups not shown: {exc}", highlight=False)
         return
     _print_groups(exp)
+    try:
+        exp = prepare(cfg, out, device)  # the data, for a few timed updates (nothing is written)
+    except (UserError, DataError) as exc:
+        console.print(f"time not estimated: {exc}", highlight=False)
+        return
+    _print_estimate(exp, _at_a_time(cfg, len(cfg.optimizers) * len(cfg.seed_list()), jobs))
+
+
+def _at_a_time(cfg: Any, runs: int, jobs: int | None) -> int:
+    """Runs in parallel: --jobs, else every core when there are several seeds; never more than
+    runs or cores."""
+    from trx.executors import cpu_cores
+
+    return min(jobs or (cpu_cores() if len(cfg.seed_list()) > 1 else 1), runs, cpu_cores())
+
+
+def _print_estimate(exp: Any, n: int) -> None:
+    import torch
+
+    from trx.estimate import TIMED_UPDATES, estimate, load_text
+    from trx.executors import cpu_cores, threads_per_job
+    from trx.report_md import _duration
+
+    torch.set_num_threads(exp.cfg.threads or threads_per_job(n))
+    arms, total = estimate(exp, n)
+    runs = len(arms) * len(exp.cfg.seed_list())
+    console.print(f"time estimate from {TIMED_UPDATES} timed updates and one evaluation per arm, here and now "
+                  f"({cpu_cores()} cores, {load_text()}; {torch.get_num_threads()} thread(s) per run, "
+                  f"{n} run(s) at a time):", highlight=False)
+    for a in arms:
+        console.print(f"  {a.arm}: {a.update_s:.3g} s per update, {a.eval_s:.2g} s per evaluation: "
+                      f"{_duration(a.run_s)} per run", highlight=False)
+    console.print(f"  all {runs} run(s): about {_duration(total)} (training and evaluation only; start-up, "
+                  "logging and checkpoints add to it)", highlight=False)
 
 
 def _run(cfg: Any, out: Path, device: str | None, mode: str, jobs: int | None) -> None:
     from trx.config import dump
-    from trx.executors import InProcess, LocalProcesses, cpu_cores, run_jobs
+    from trx.executors import InProcess, LocalProcesses, run_jobs
     from trx.io import write_yaml
     from trx.jobs import arm_jobs, check_fits, check_jobs, clear
     from trx.runner import StopFlag, prepare, stop_on_signals
@@ -258,7 +377,7 @@ def _run(cfg: Any, out: Path, device: str | None, mode: str, jobs: int | None) -
         import torch.distributed as dist
 
         dist.barrier()
-    n = 1 if exp.ctx.enabled else min(jobs or (cpu_cores() if len(cfg.seed_list()) > 1 else 1), len(todo), cpu_cores())
+    n = 1 if exp.ctx.enabled else _at_a_time(cfg, len(todo), jobs)
     with stop_on_signals(StopFlag()) as stop:
         if n == 1:
             with RichProgress() if exp.ctx.is_main else contextlib.nullcontext() as progress:
@@ -294,7 +413,7 @@ def _report_run(cfg: Any, root: Path, results: list[Any]) -> None:
     if len(cfg.seed_list()) == 1:
         table = comparison_table(summaries)
         save_comparison(table, root / "comparison.csv")
-        console.print(render_table(table, title=f"{cfg.name} ({cfg.task.name}, {cfg.steps} steps)"))
+        show(render_table(table, title=f"{cfg.name} ({cfg.task.name}, {cfg.steps} steps)"))
     else:
         _seed_tables(cfg, root, [Path(r.dir) for r in results])
     console.print(f"results in {root}", highlight=False)
@@ -303,8 +422,7 @@ def _report_run(cfg: Any, root: Path, results: list[Any]) -> None:
 def _seed_tables(cfg: Any, root: Path, dirs: list[Path]) -> None:
     """Per arm mean ± sd and 95% interval over seeds, and the paired difference (same seed: same
     initial weights and batches) to the first arm with its interval and verdict."""
-    from trx.report import find_runs, paired_table, save_comparison
-    from trx.report_md import default_metric
+    from trx.report import default_metric, find_runs, paired_table, save_comparison
 
     runs = find_runs([d for d in dirs if (d / "summary.json").exists()])
     if not runs:
@@ -313,14 +431,15 @@ def _seed_tables(cfg: Any, root: Path, dirs: list[Path]) -> None:
     table = paired_table(runs, metric, baseline_arm=next(iter(cfg.optimizers)))
     save_comparison(table, root / "comparison.csv")
     n = len(cfg.seed_list())
-    console.print(render_table(_display(table), title=f"{cfg.name} ({cfg.task.name}, {cfg.steps} steps), final {metric}: "
-                                                      f"mean ± sd over {n} seeds, 95% intervals; diff = arm − {next(iter(cfg.optimizers))}, "
-                                                      f"paired by seed; verdict on 'arm beats {next(iter(cfg.optimizers))}'"))
+    show(render_table(_display(table), title=f"{cfg.name} ({cfg.task.name}, {cfg.steps} steps), final {metric}: "
+                                             f"mean ± sd over {n} seeds, 95% intervals; diff = arm − {next(iter(cfg.optimizers))}, "
+                                             f"paired by seed; verdict on 'arm beats {next(iter(cfg.optimizers))}'"))
 
 
 GridOpt = Annotated[list[str] | None, typer.Option("--grid", help="sweep axis: KEY=V1,V2,... or KEY=log:LO:HI:N")]
 RunDirsArg = Annotated[list[Path], typer.Argument(help="arm, experiment or sweep folders", show_default=False)]
-MetricOpt = Annotated[str, typer.Option("--metric", help="metrics.csv column to judge by: loss, val_loss, val_acc, ...")]
+MetricOpt = Annotated[str | None, typer.Option("--metric", show_default=False, help="metrics.csv column to judge by: "
+                      "loss, val_loss, val_acc, ... (default: val_loss where the runs evaluated it, else loss)")]
 
 
 @app.command()
@@ -386,27 +505,25 @@ def sweep(
 
 
 def _report_sweep(plan: Any, results: list[Any]) -> None:
-    from trx.report import compare_table, find_runs, lr_table
-
-    from trx.report_md import default_metric
+    from trx.report import compare_table, default_metric, find_runs, lr_table
 
     done = [Path(r.dir) for r in results if (Path(r.dir) / "summary.json").exists()]
     runs = find_runs(done) if done else []
     if runs:
         metric = default_metric(runs)  # the one the next commands and the report judge by
-        console.print(render_table(_display(compare_table(runs, metric)), title=f"{plan.name}: cells (mean ± sd over seeds)"))
+        show(render_table(_display(compare_table(runs, metric)),
+                          title=f"{plan.name}: cells, judged by final {metric} (mean ± sd over seeds)"))
         lrs = lr_table(runs, metric)
         if not lrs.empty:
-            console.print(render_table(_display(lrs), title=f"learning-rate tolerance (final {metric}; band: ≥ 90% of the "
-                                                            "best lr's improvement over the initial value; 95% interval over seeds)"))
+            show(render_table(_display(lrs), title=f"learning-rate tolerance (final {metric}; band: ≥ 90% of the "
+                                                   "best lr's improvement over the initial value; 95% interval over seeds)"))
 
 
 def _next_steps(plan: Any, results: list[Any]) -> None:
     """Commands that work on this sweep, one per line."""
     lr_axis = any(k == "lr" for k in plan.keys)
     warmup_axis = any(k.endswith("schedule.warmup") for k in plan.keys)
-    from trx.report import find_runs
-    from trx.report_md import default_metric
+    from trx.report import default_metric, find_runs
 
     done = [Path(r.dir) for r in results if (Path(r.dir) / "summary.json").exists()]
     metric = default_metric(find_runs(done)) if done else "loss"
@@ -433,38 +550,44 @@ def _display(table):
 @user_errors
 def compare(
     run_dirs: RunDirsArg,
-    metric: MetricOpt = "loss",
+    metric: MetricOpt = None,
     target: Annotated[float | None, typer.Option("--target", help="report the first step where METRIC reaches X")] = None,
-    tolerance: Annotated[float, typer.Option("--tolerance", help="relative distance from the best lr's result")] = 0.1,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="the lr band keeps learning rates whose seed-mean "
+                                             "improvement over the initial value is ≥ (1 − T) × the best lr's")] = 0.1,
     format_: Annotated[str, typer.Option("--format", help="table | csv | md")] = "table",
 ) -> None:
     """Compare arms, experiments and sweeps: means over seeds, steps to a target, lr tolerance."""
-    from trx.report import check_metric, compare_table, find_runs, lr_table, to_csv, to_markdown
+    from trx.report import (check_metric, compare_table, default_metric, find_runs, lr_table, to_csv,
+                            to_markdown)
 
     if format_ not in ("table", "csv", "md"):
         raise UserError(f"--format: must be table, csv or md, got {format_!r}")
     if not tolerance >= 0:
         raise UserError(f"--tolerance: must be ≥ 0, got {tolerance}")
     runs = find_runs(run_dirs)
+    metric = metric or default_metric(runs)
     check_metric(runs, metric)
     cells = compare_table(runs, metric, target)
     lrs = lr_table(runs, metric, tolerance)
     lr_title = (f"learning-rate tolerance (final {metric}; band: ≥ {1 - tolerance:.0%} of the best lr's improvement "
                 "over the initial value; 95% interval over seeds)")
+    judged = f"judged by final {metric}"
     if format_ == "csv":
+        err_console.print(judged, highlight=False)  # stdout stays plain CSV
         print(to_csv(cells), end="")
         if not lrs.empty:
             print()
             print(to_csv(lrs), end="")
     elif format_ == "md":
+        print(f"runs, {judged} (mean ± sd over seeds):\n")
         print(to_markdown(cells))
         if not lrs.empty:
             print(f"\n{lr_title}:\n")
             print(to_markdown(lrs))
     else:
-        console.print(render_table(_display(cells), title="runs (mean ± std over seeds)"))
+        show(render_table(_display(cells), title=f"runs, {judged} (mean ± sd over seeds)"))
         if not lrs.empty:
-            console.print(render_table(_display(lrs), title=lr_title))
+            show(render_table(_display(lrs), title=lr_title))
 
 
 @app.command()
@@ -473,11 +596,11 @@ def plot(
     run_dirs: RunDirsArg,
     kind: Annotated[str, typer.Option("--kind", help="curves | lr | schedule | warmup")] = "curves",
     out: Annotated[Path | None, typer.Option("--out", help="PNG file (default: <first RUN_DIR>/<kind>.png)")] = None,
-    metric: MetricOpt = "loss",
+    metric: MetricOpt = None,
 ) -> None:
     """Draw a figure from run folders: loss curves, result vs lr, schedules, warmup ablation."""
     from trx.plots import KINDS, make_plot
-    from trx.report import find_runs
+    from trx.report import default_metric, find_runs
 
     if kind not in KINDS:
         raise UserError(f"--kind: must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -486,7 +609,7 @@ def plot(
     runs = find_runs(run_dirs)
     first = Path(run_dirs[0])
     path = out or (first if first.is_dir() else first.parent) / f"{kind}.png"
-    make_plot(kind, runs, path, metric)
+    make_plot(kind, runs, path, metric or default_metric(runs))
     console.print(f"wrote {path}", highlight=False)
 
 

@@ -192,6 +192,12 @@ def result(run: RunRecord, metric: str) -> float | None:
     return None
 
 
+def default_metric(runs: list[RunRecord]) -> str:
+    """What every command judges by unless told otherwise: `val_loss` when any run evaluated it
+    (the held-out loss is the result; the train loss also measures memorization), else `loss`."""
+    return "val_loss" if any(result(r, "val_loss") is not None for r in runs) else "loss"
+
+
 def steps_to_target(run: RunRecord, metric: str, target: float) -> int | None:
     """First logged step where `metric` reaches the target (≤ for losses, ≥ for accuracies)."""
     better = higher_is_better(metric)
@@ -242,7 +248,7 @@ def _mean_sd_ci(row: dict[str, Any], col: str, values: list[float | None], ci: b
         row[f"{col}_ci_lo"], row[f"{col}_ci_hi"] = t_interval(values) or (None, None)
 
 
-def compare_table(runs: list[RunRecord], metric: str = "loss", target: float | None = None) -> pd.DataFrame:
+def compare_table(runs: list[RunRecord], metric: str, target: float | None = None) -> pd.DataFrame:
     """One row per arm or sweep cell, averaged over seeds: mean columns, `<col>_std` (sample sd)
     and, for the final `metric`, its 95% Student t interval `final_<metric>_ci_lo/_hi`."""
     groups = group_runs(runs)

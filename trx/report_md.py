@@ -19,7 +19,7 @@ from trx.io import atomic_write, read_yaml
 from trx.config import Claim, GroupSelector
 from trx.optim.base import ConfigError, validate
 from trx.report import (RunRecord, axis_table, check_metric, compare_table, curve_band, curve_values,
-                        failure_table, find_runs, higher_is_better, interval_text, lr_curves, lr_table, natural_key,
+                        default_metric, failure_table, find_runs, higher_is_better, interval_text, lr_curves, lr_table, natural_key,
                         paired_table, reference_value, result, seed_failures, seed_values, to_markdown,
                         tolerance_curve_table, value_text)
 from trx.stats import (INCONCLUSIVE, TOLERANCES, Paired, decide, equivalence, failure_difference, holm,
@@ -51,11 +51,6 @@ def write_report(paths: list[Path], out: Path | None = None, metric: str | None 
     except OSError as exc:
         raise UserError(f"--out: cannot write {path}: {exc.strerror or exc}") from None
     return path
-
-
-def default_metric(runs: list[RunRecord]) -> str:
-    """`val_loss` when any run evaluated it, else the train `loss`."""
-    return "val_loss" if any(result(r, "val_loss") is not None for r in runs) else "loss"
 
 
 def report_path(first: Path, out: Path | None) -> Path:
@@ -143,9 +138,12 @@ def environment(runs: list[RunRecord]) -> list[str]:
                    for r in runs if (r.dir / "summary.json").exists())
     when = (f"{times[0]:%Y-%m-%d %H:%M} – {times[-1]:%Y-%m-%d %H:%M} UTC" if times else "unknown")
     statuses = pd.Series([str(r.summary.get("status")) for r in runs]).value_counts()
+    ns_runs = any(r.summary.get("ns_dtype") for r in runs)
     return [f"- trx {values('trx_version')}, torch {values('torch_version')}, python {values('python_version')}, "
             f"git {values('git_sha')}",
             f"- device {values('device')}, {values('threads')} thread(s), world size {values('world_size')}",
+            f"- CPU {values('cpu')} ({values('cpu_isa')}; torch kernels {values('torch_cpu_capability')}), "
+            f"torch CUDA {values('torch_cuda')}" + (f"; Newton–Schulz dtype {values('ns_dtype')}" if ns_runs else ""),
             f"- runs: {len(runs)} ({', '.join(f'{n} {s}' for s, n in statuses.items())}); "
             f"total wall time {_duration(wall)} (sum over runs); finished {when}"]
 
