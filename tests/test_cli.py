@@ -228,7 +228,8 @@ def test_job_progress_counts_only_runs_that_run_and_shows_their_steps(tmp_path):
     from rich.console import Console
 
     from trx.cli import JobProgress
-    from trx.jobs import HOLDER_FILE, ArmJob, CellMeta, JobResult
+    from trx.jobs import ArmJob, CellMeta, JobResult
+    from trx.rundir import HOLDER as HOLDER_FILE
 
     jobs = [ArmJob({"steps": 100}, str(tmp_path / f"c{i}"), CellMeta("x", "adam", 0, {"optimizers.adam.lr": i}, f"lr={i}"))
             for i in range(4)]

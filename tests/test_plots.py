@@ -37,6 +37,7 @@ def warmup_sweep(root: Path) -> Path:
                 diverged = arm == "muon" and warmup == "0" and seed == 1
                 write_run(sweep / arm / f"lr=0.01,schedule.warmup={warmup},seed={seed}", arm, losses[-1], seed=seed,
                           lr=0.01, name="ab", losses=losses + ([500.0] if diverged else []),
+                          short={"lr": 0.01, "schedule.warmup": float(warmup)},
                           status="diverged" if diverged else "complete")
     return sweep
 

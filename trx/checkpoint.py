@@ -21,8 +21,6 @@ from trx.distributed import DistContext
 from trx.errors import UserError
 from trx.io import atomic_write
 
-FILE = "checkpoint.pt"
-
 
 def rng_states(ctx: DistContext) -> dict[str, Any]:
     """The CPU and CUDA generator states, gathered from every rank (a collective)."""

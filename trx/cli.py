@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from trx.errors import UserError, debug
+from trx.rundir import ExperimentDir, RunDir
 
 # Torch is imported only by the commands that train (run, sweep, list): --help, compare, plot
 # and report start in well under a second.
@@ -148,7 +149,7 @@ def last_logged(folder: Path) -> tuple[int, float | None] | None:
     """The step and loss of the last row of `folder/metrics.csv` (its header and tail only: the
     file may be long), or None before the first row."""
     try:
-        with (folder / "metrics.csv").open("rb") as f:
+        with RunDir(folder).metrics.open("rb") as f:
             header = f.readline().decode().strip().split(",")
             f.seek(0, os.SEEK_END)
             f.seek(max(len(",".join(header)) + 1, f.tell() - 4096))
@@ -204,11 +205,9 @@ class JobProgress:
 
     def poll(self) -> None:
         """Refresh the bars of running runs; a run runs while its folder's lock has a holder."""
-        from trx.jobs import HOLDER_FILE
-
         with self.guard:
             for folder, job in self.handed.items():
-                if folder not in self.rows and (Path(folder) / HOLDER_FILE).exists():
+                if folder not in self.rows and RunDir(folder).is_held():
                     self.rows[folder] = self.bar.add_task(_run_label(job), total=job.data.get("steps") or 1, info="starting")
                 seen = last_logged(Path(folder)) if folder in self.rows else None
                 if seen is not None:
@@ -360,7 +359,6 @@ def _print_estimate(exp: Any, n: int) -> None:
 def _run(cfg: Any, out: Path, device: str | None, mode: str, jobs: int | None) -> None:
     from trx.config import dump
     from trx.executors import InProcess, LocalProcesses, run_jobs
-    from trx.io import write_yaml
     from trx.jobs import arm_jobs, check_fits, check_jobs, clear
     from trx.runner import StopFlag, prepare, stop_on_signals
 
@@ -371,8 +369,8 @@ def _run(cfg: Any, out: Path, device: str | None, mode: str, jobs: int | None) -
     if exp.ctx.is_main:
         if mode == "overwrite":
             clear(todo)
-            (exp.root / "comparison.csv").unlink(missing_ok=True)
-        write_yaml(exp.root / "experiment.yaml", dump(cfg))
+            ExperimentDir(exp.root).clear_comparison()
+        ExperimentDir(exp.root).write_experiment(dump(cfg))
     if exp.ctx.enabled:
         import torch.distributed as dist
 
@@ -412,7 +410,7 @@ def _report_run(cfg: Any, root: Path, results: list[Any]) -> None:
     summaries = [r.summary or {"arm": r.dir, "status": r.status} for r in results]
     if len(cfg.seed_list()) == 1:
         table = comparison_table(summaries)
-        save_comparison(table, root / "comparison.csv")
+        save_comparison(table, ExperimentDir(root).comparison)
         show(render_table(table, title=f"{cfg.name} ({cfg.task.name}, {cfg.steps} steps)"))
     else:
         _seed_tables(cfg, root, [Path(r.dir) for r in results])
@@ -424,12 +422,12 @@ def _seed_tables(cfg: Any, root: Path, dirs: list[Path]) -> None:
     initial weights and batches) to the first arm with its interval and verdict."""
     from trx.report import default_metric, find_runs, paired_table, save_comparison
 
-    runs = find_runs([d for d in dirs if (d / "summary.json").exists()])
+    runs = find_runs([d for d in dirs if RunDir(d).summary.exists()])
     if not runs:
         return
     metric = default_metric(runs)
     table = paired_table(runs, metric, baseline_arm=next(iter(cfg.optimizers)))
-    save_comparison(table, root / "comparison.csv")
+    save_comparison(table, ExperimentDir(root).comparison)
     n = len(cfg.seed_list())
     show(render_table(_display(table), title=f"{cfg.name} ({cfg.task.name}, {cfg.steps} steps), final {metric}: "
                                              f"mean ± sd over {n} seeds, 95% intervals; diff = arm − {next(iter(cfg.optimizers))}, "
@@ -507,7 +505,7 @@ def sweep(
 def _report_sweep(plan: Any, results: list[Any]) -> None:
     from trx.report import compare_table, default_metric, find_runs, lr_table
 
-    done = [Path(r.dir) for r in results if (Path(r.dir) / "summary.json").exists()]
+    done = [Path(r.dir) for r in results if RunDir(r.dir).summary.exists()]
     runs = find_runs(done) if done else []
     if runs:
         metric = default_metric(runs)  # the one the next commands and the report judge by
@@ -525,7 +523,7 @@ def _next_steps(plan: Any, results: list[Any]) -> None:
     warmup_axis = any(k.endswith("schedule.warmup") for k in plan.keys)
     from trx.report import default_metric, find_runs
 
-    done = [Path(r.dir) for r in results if (Path(r.dir) / "summary.json").exists()]
+    done = [Path(r.dir) for r in results if RunDir(r.dir).summary.exists()]
     metric = default_metric(find_runs(done)) if done else "loss"
     lines = [f"trx compare {plan.root} --metric {metric} --format md", f"trx report {plan.root}"]
     if lr_axis:

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BeforeValidator, Field, ValidationError, create_model, field_validator, model_validator
 
 from trx.errors import UserError
+from trx.rundir import SWEEP, TENSORBOARD
 from trx.monitor import MonitorConfig
 from trx.optim.base import ConfigError, Strict, config_errors, validate
 from trx.optim.spec import ArmConfig
@@ -24,7 +25,7 @@ ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 # Names an arm folder cannot take: they sit beside arm folders in an experiment or sweep folder.
-RESERVED_NAMES = {"sweep": "`trx sweep` writes its cells there", "tb": "TensorBoard writes there"}
+RESERVED_NAMES = {SWEEP: "`trx sweep` writes its cells there", TENSORBOARD: "TensorBoard writes there"}
 RESERVED_SUFFIXES = (".csv", ".yaml", ".yml", ".json", ".md", ".png", ".pt", ".lock", ".holder", ".tmp")
 
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from trx.errors import UserError
 from trx.jobs import ArmJob, JobResult, Notify, arm_jobs, check_jobs, clear, finished_result, run_job
+from trx.rundir import UNFINISHED, ExperimentDir, Status
 from trx.runner import Experiment, Interrupted, NoProgress, Progress, StopFlag
 
 
@@ -51,7 +52,7 @@ def threads_per_job(jobs: int) -> int:
 
 
 def interrupted(results: list[JobResult]) -> bool:
-    return any(r.status in ("interrupted", "not run") for r in results)
+    return any(r.status in UNFINISHED for r in results)
 
 
 @dataclass
@@ -65,7 +66,7 @@ class InProcess:
         results = []
         for job in jobs:
             if stop.requested or interrupted(results):
-                results.append(JobResult(job.dir, "not run"))
+                results.append(JobResult(job.dir, Status.NOT_RUN))
                 continue
             notify("start", job, None)
             results.append(run_job(job, stop, self.progress))
@@ -111,7 +112,7 @@ class LocalProcesses:
                         results[i] = _outcome(f, jobs[i], event)
                         notify("done", jobs[i], results[i])
                 pending = {f for f in pending if not f.cancelled()}
-        return [results.get(i) or JobResult(job.dir, "not run") for i, job in enumerate(jobs)]
+        return [results.get(i) or JobResult(job.dir, Status.NOT_RUN) for i, job in enumerate(jobs)]
 
 
 def _trx_file() -> str | None:
@@ -186,7 +187,7 @@ def _exit_with_parent(parent_alive: Any) -> None:
 def _worker_run(job: ArmJob) -> JobResult:
     with _BUSY:
         if _WORKER_STOP.requested:  # queued before the stop: leave its folder untouched
-            return JobResult(job.dir, "not run")
+            return JobResult(job.dir, Status.NOT_RUN)
         return run_job(job, _WORKER_STOP)
 
 
@@ -224,7 +225,7 @@ def _outcome(future: cf.Future, job: ArmJob, event: Any) -> JobResult:
     try:
         return future.result()
     except Exception as exc:  # the worker process died under the job
-        status = "interrupted" if event.is_set() else "failed"
+        status = Status.INTERRUPTED if event.is_set() else Status.FAILED
         return JobResult(job.dir, status, {}, f"{type(exc).__name__}: {exc}")
 
 
@@ -254,7 +255,7 @@ def run_experiment(exp: Experiment, mode: str = "new", progress: Progress | None
     check_jobs(jobs, mode, locked="error" if exp.ctx.is_main else "ignore")
     if mode == "overwrite" and exp.ctx.is_main:
         clear(jobs)
-        (exp.root / "comparison.csv").unlink(missing_ok=True)
+        ExperimentDir(exp.root).clear_comparison()
     if exp.ctx.enabled:
         dist.barrier()
     shown = progress if progress is not None and exp.ctx.is_main else NoProgress()
@@ -264,6 +265,6 @@ def run_experiment(exp: Experiment, mode: str = "new", progress: Progress | None
             shown.finish(job.meta.label, result.summary)
 
     results = run_jobs(jobs, InProcess(progress), notify, stop)
-    if any(r.status in ("interrupted", "not run") for r in results):
+    if any(r.status in UNFINISHED for r in results):
         raise Interrupted
     return [r.summary or {"arm": r.dir, "status": r.status, "error": r.error} for r in results]

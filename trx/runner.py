@@ -25,11 +25,12 @@ import yaml
 from trx import checkpoint
 from trx import distributed as D
 from trx.config import arm_config
-from trx.errors import FINISHED, UserError, debug
-from trx.io import MetricsWriter, write_json, write_yaml
+from trx.errors import UserError, debug
+from trx.io import MetricsWriter
 from trx.monitor import LossMonitor, MonitorConfig
 from trx.optim import ArmConfig, ConfigError, build_optimizer, lr_ratio, plan_groups
 from trx.provenance import provenance
+from trx.rundir import FINISHED, RunDir
 from trx.tasks import TASKS, DataError, Task
 
 
@@ -180,6 +181,7 @@ class ArmRun:
     def __init__(self, exp: Experiment, arm: str, folder: Path, progress: Progress | None = None,
                  stop: StopFlag | None = None, label: str | None = None, sinks: list[Any] | None = None):
         self.exp, self.arm, self.dir = exp, arm, Path(folder)
+        self.folder = RunDir(folder)
         self.label = label or arm  # the name progress reports use
         self.progress = progress if progress is not None and exp.ctx.is_main else NoProgress()
         self.stop = stop or StopFlag()
@@ -187,7 +189,7 @@ class ArmRun:
         self.arm_cfg: ArmConfig = exp.cfg.optimizers[arm]
         self.ctx = exp.ctx
         self.main = exp.ctx.is_main  # only rank 0 writes
-        self.metrics = MetricsWriter(self.dir / "metrics.csv") if self.main else NullMetrics()
+        self.metrics = MetricsWriter(self.folder.metrics) if self.main else NullMetrics()
         self.sinks = sinks or []  # more writers of every metrics row (TensorBoard)
         self.monitor = new_monitor(exp.cfg)
         self.t = 0
@@ -211,7 +213,7 @@ class ArmRun:
         self.opt.data_parallel = self.ctx.enabled
 
     def _restore(self) -> None:
-        path = self.dir / checkpoint.FILE
+        path = self.folder.checkpoint
         if not path.exists():
             if self.main:
                 self.restarted = self.metrics.rows > 0
@@ -234,7 +236,7 @@ class ArmRun:
         rng = checkpoint.rng_states(self.ctx)  # a collective: every rank calls it
         if not self.main:
             return
-        checkpoint.save(self.dir / checkpoint.FILE, {
+        checkpoint.save(self.folder.checkpoint, {
             "step": self.t,
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
@@ -249,7 +251,7 @@ class ArmRun:
     def run(self) -> dict[str, Any]:
         if self.main:
             self.dir.mkdir(parents=True, exist_ok=True)
-            write_yaml(self.dir / "config.yaml", arm_config(self.cfg, self.arm))
+            self.folder.write_config(arm_config(self.cfg, self.arm))
         status, error = "complete", None
         self.t0 = time.perf_counter()
         try:
@@ -409,9 +411,9 @@ class ArmRun:
             except Exception as exc:  # a summary extra must not lose the run
                 summary["summarize_error"] = f"{type(exc).__name__}: {exc}"
             if not cfg.keep_checkpoint and self.main:
-                (self.dir / checkpoint.FILE).unlink(missing_ok=True)
+                self.folder.checkpoint.unlink(missing_ok=True)
         if self.main:
-            write_json(self.dir / "summary.json", summary)
+            self.folder.write_summary(summary)
         self.progress.finish(self.label, summary)
         return summary
 

@@ -21,11 +21,11 @@ import pandas as pd
 import yaml
 
 from trx.config import MAX_RUNS, UserError, apply_overrides, load_yaml, read_yaml, resolve, set_dotted, yaml_problem
-from trx.errors import FINISHED
-from trx.io import atomic_write, read_json, refuse_links, write_yaml
+from trx.io import atomic_write
 from trx.jobs import ArmJob, CellMeta, JobResult, check_fits, check_jobs
 from trx.optim import ConfigError, plan_groups
 from trx.report import value_text
+from trx.rundir import SWEEP, ExperimentDir, RunDir
 from trx.runner import prepare
 RESERVED_KEYS = {"name": "the experiment name names the output folder", "seed": "use sweep.seeds or --seeds",
                  "sweep": "a sweep cannot sweep its own grid"}
@@ -258,7 +258,7 @@ def plan_sweep(
     check_size(data, grid, seed_list)
     cells = expand(data, grid, seed_list)
     keys = list(dict.fromkeys(k for c in cells for k, _ in c.short))
-    return Plan(base.name, Path(out) / base.name / "sweep", cells, keys, base.model_dump(mode="json"))
+    return Plan(base.name, Path(out) / base.name / SWEEP, cells, keys, base.model_dump(mode="json"))
 
 
 # ---- jobs ------------------------------------------------------------------------------------
@@ -298,11 +298,10 @@ def check_plan(plan: Plan, device: str | None) -> list[ArmJob]:
 
 def write_experiment(plan: Plan, data: dict[str, Any]) -> None:
     """The whole sweep's config (all arms, grid, claims) at its root, for reports."""
-    write_yaml(plan.root / "experiment.yaml", data)
+    ExperimentDir(plan.root).write_experiment(data)
 
 
 # ---- the record -------------------------------------------------------------------------------
-SWEEP_LOCK = ".sweep.lock"
 SUMMARY_COLUMNS = ["status", "steps_done", "final_loss", "best_loss"]
 SUMMARY_TAIL = ["diverged", "diverged_at", "wall_time_s", "threads", "error"]
 
@@ -324,8 +323,8 @@ def sweep_rows(plan: Plan, results: list[JobResult]) -> list[dict[str, Any]]:
 def cell_record(result: JobResult) -> dict[str, Any]:
     """What a cell's row says: its own summary.json when that holds a finished result (another
     sweep may have finished the cell while this one found it locked), else this sweep's result."""
-    summary = read_json(Path(result.dir) / "summary.json")
-    if isinstance(summary, dict) and summary.get("status") in FINISHED:
+    summary = RunDir(result.dir).finished_summary()
+    if summary is not None:
         return summary
     return {**result.summary, "status": result.status, "error": result.error}
 
@@ -333,10 +332,7 @@ def cell_record(result: JobResult) -> dict[str, Any]:
 def save_sweep_csv(plan: Plan, results: list[JobResult]) -> Path:
     """sweep.csv, rebuilt from the cells' records under a lock (two sweeps of one grid may finish
     at once: each rewrites the whole table from what the cell folders hold)."""
-    from filelock import FileLock
-
-    path = plan.root / "sweep.csv"
-    refuse_links(plan.root, (SWEEP_LOCK,))
-    with FileLock(str(plan.root / SWEEP_LOCK)):
-        atomic_write(path, pd.DataFrame(sweep_rows(plan, results)).to_csv(index=False))
-    return path
+    root = ExperimentDir(plan.root)
+    with root.sweep_lock():
+        atomic_write(root.sweep_csv, pd.DataFrame(sweep_rows(plan, results)).to_csv(index=False))
+    return root.sweep_csv
