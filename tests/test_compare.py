@@ -28,7 +28,7 @@ def write_run(folder: Path, arm: str, final_loss: float | None, *, seed: int = 0
     summary: dict[str, Any] = {"name": name, "arm": arm, "task": "logreg", "status": status, "steps": 30,
                                "steps_done": 30, "final_loss": final_loss, "best_loss": final_loss,
                                "first_loss": 2.0, "diverged": diverged, "diverged_at": 20 if diverged else None,
-                               "wall_time_s": wall, "seed": seed}
+                               "wall_time_s": wall, "seed": seed, "loss_unit": "nats"}
     summary.update({f"final_{k}": v for k, v in (val or {}).items()})
     (folder / "summary.json").write_text(json.dumps(summary))
     losses = losses or [2.0, 1.0, final_loss if final_loss is not None else math.inf]

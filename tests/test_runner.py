@@ -33,6 +33,7 @@ def test_outputs_follow_the_step_convention(tmp_path):
         d = root / s["arm"]
         assert {p.name for p in d.iterdir()} == {"config.yaml", "metrics.csv", "summary.json", "cell.json", ".lock"}
         assert json.loads((d / "cell.json").read_text())["arm"] == s["arm"]
+        assert s["loss_unit"] == "nats"  # logreg declares its cross-entropy's unit
         rows = _rows(d / "metrics.csv")
         assert [int(r["step"]) for r in rows] == [0, 5, 10, 15, 19, 20]
         for col in ("loss", "lr", "grad_norm", "update_norm", "param_norm", "update_rms", "wall_time", "val_loss", "val_acc"):

@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from trx.errors import UserError
 from trx.io import atomic_write
-from trx.rundir import CellMeta, RunDir, Status, find_run_dirs, missing_cell
+from trx.rundir import CellMeta, RunDir, Status, find_run_dirs, missing_cell, value_text
 from trx.stats import (TOLERANCES, Band, Paired, failure_difference, holm, lr_band, mean_sd, paired_difference,
                        t_interval)
 
@@ -102,19 +101,6 @@ class RunRecord:
             return RunDir(self.dir).read_metrics()
         except (OSError, ValueError):
             return []
-
-
-def value_text(v: Any) -> str:
-    """A grid value as a cell id writes it: numbers in %.4g, booleans lower case, other values
-    as compact YAML (kept in step with the sweep's cell ids)."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return f"{v:.4g}"
-    if isinstance(v, str):
-        return v
-    text = yaml.safe_dump(v, default_flow_style=True, width=10**6, sort_keys=False).strip()
-    return text.replace(" ", "").replace("/", "_")
 
 
 def split_cell_id(cell_id: str) -> list[tuple[str, str]]:

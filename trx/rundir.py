@@ -21,6 +21,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Iterator
 
+import yaml
+
 from trx.errors import UserError
 from trx.io import metrics_rows, read_json, read_metrics, read_yaml, refuse_links, write_json, write_yaml
 
@@ -95,6 +97,24 @@ class CellMeta:
     @classmethod
     def read(cls, folder: Path) -> CellMeta | None:
         return RunDir(folder).read_cell()
+
+
+def value_text(v: Any) -> str:
+    """A grid value as a cell id writes it: numbers in %.4g, booleans lower case, other values
+    as compact YAML. Reports write grid values the same way."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return f"{v:.4g}"
+    if isinstance(v, str):
+        return v
+    text = yaml.safe_dump(v, default_flow_style=True, width=10**6, sort_keys=False).strip()
+    return text.replace(" ", "").replace("/", "_")
+
+
+def cell_id(short: list[tuple[str, Any]], seed: int) -> str:
+    """A sweep cell's id before it is made a folder name: `lr=0.01,schedule.warmup=0,seed=1`."""
+    return ",".join(f"{k}={value_text(v)}" for k, v in [*short, ("seed", seed)])
 
 
 class Locked(Exception):

@@ -399,6 +399,7 @@ class ArmRun:
             stalled_at=m.stalled_at,
             wall_time_s=round(self.elapsed + time.perf_counter() - self.t0, 3),
             synthetic=bool(self.exp.task.synthetic),
+            loss_unit=self.exp.task.loss_unit,
             error=error,
             restarted=self.restarted,
             seed=cfg.seed,

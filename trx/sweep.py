@@ -24,8 +24,7 @@ from trx.config import MAX_RUNS, UserError, apply_overrides, load_yaml, read_yam
 from trx.io import atomic_write
 from trx.jobs import ArmJob, CellMeta, JobResult, check_fits, check_jobs
 from trx.optim import ConfigError, plan_groups
-from trx.report import value_text
-from trx.rundir import SWEEP, ExperimentDir, RunDir
+from trx.rundir import SWEEP, ExperimentDir, RunDir, cell_id, value_text
 from trx.runner import prepare
 RESERVED_KEYS = {"name": "the experiment name names the output folder", "seed": "use sweep.seeds or --seeds",
                  "sweep": "a sweep cannot sweep its own grid"}
@@ -115,7 +114,7 @@ class Cell:
 
     @property
     def id(self) -> str:
-        return safe_id(",".join(f"{k}={format_value(v)}" for k, v in [*self.short, ("seed", self.seed)]))
+        return safe_id(cell_id(self.short, self.seed))
 
 
 UNSAFE = re.compile(r"[/\\%\x00-\x1f\x7f]")
