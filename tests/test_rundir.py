@@ -69,3 +69,15 @@ def test_a_folder_holding_a_sweep_says_so(tmp_path):
     assert RunDir(exp.path).holds_sweep() is None
     exp.sweep.path.mkdir(parents=True)
     assert RunDir(exp.path).holds_sweep() == rundir.SWEEP
+
+
+def test_yaml_files_of_a_run_have_one_reader_with_one_contract(tmp_path):
+    """Missing: None (the run has not started). Present: its mapping, or a UserError naming the
+    file, as for a config the user passes (one reader, `trx.io.read_yaml`)."""
+    run = RunDir(tmp_path)
+    assert run.read_config() is None
+    run.write_config({"name": "x", "optimizers": {"a": {"lr": 0.1}}})
+    assert run.read_config() == {"name": "x", "optimizers": {"a": {"lr": 0.1}}}
+    run.config.write_text("a: 1\na: 2\n")  # a duplicate key, refused like in a config
+    with pytest.raises(UserError, match=r"RUN_DIR: .*config.yaml: duplicate key 'a'"):
+        run.read_config()

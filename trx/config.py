@@ -13,6 +13,7 @@ import yaml
 from pydantic import BeforeValidator, Field, ValidationError, create_model, field_validator, model_validator
 
 from trx.errors import UserError
+from trx.io import load_yaml, read_yaml, yaml_problem
 from trx.rundir import SWEEP, TENSORBOARD
 from trx.monitor import MonitorConfig
 from trx.optim.base import ConfigError, Strict, config_errors, validate
@@ -238,106 +239,6 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
             raise UserError(f"{key}: {where} is {child!r}, not a mapping")
         node = child
     node[parts[-1]] = value
-
-
-MAX_DEPTH = 50  # nesting levels a config may use (the shipped ones use at most 6)
-MAX_NODES = 100_000  # values a config may hold once its aliases are expanded
-
-
-class YamlRefused(yaml.YAMLError):
-    """YAML that parses but that no config needs: duplicate keys, deep nesting, alias bombs."""
-
-
-class ConfigLoader(yaml.SafeLoader):
-    """Safe YAML with limits: a duplicate key is an error (not the last one silently winning),
-    nesting stops at MAX_DEPTH before Python's recursion limit, and aliases may not expand the
-    document beyond MAX_NODES values (a kilobyte of nested aliases can expand to gigabytes)."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        self._depth += 1
-        try:
-            if self._depth > MAX_DEPTH:
-                raise YamlRefused(f"nested too deep (more than {MAX_DEPTH} levels){_line(self.peek_event())}")
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def compose_document(self) -> Any:
-        node = super().compose_document()
-        if node is not None and _expanded_size(node, {}) > MAX_NODES:
-            raise YamlRefused(f"aliases expand to more than {MAX_NODES} values (an alias bomb?)")
-        return node
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if not isinstance(key, (str, int, float, bool)):
-                continue
-            if key in seen:
-                raise YamlRefused(f"duplicate key {key!r}{_line(key_node)}")
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def _line(where: Any) -> str:
-    mark = getattr(where, "start_mark", None)
-    return f" (line {mark.line + 1})" if mark else ""
-
-
-def _expanded_size(node: Any, sizes: dict[int, int | None]) -> int:
-    """Values under `node` with every alias expanded; memoized, so the count is cheap."""
-    if id(node) in sizes:
-        size = sizes[id(node)]
-        if size is None:
-            raise YamlRefused("an alias refers to the value that holds it")
-        return size
-    sizes[id(node)] = None
-    children = node.value if isinstance(node, yaml.SequenceNode) else \
-        [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
-    size = 1
-    for child in children:
-        size += _expanded_size(child, sizes)
-        if size > MAX_NODES:
-            break
-    sizes[id(node)] = size
-    return size
-
-
-def load_yaml(text: str) -> Any:
-    """YAML text → plain data under ConfigLoader's limits; raises yaml.YAMLError."""
-    try:
-        return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
-    except RecursionError:
-        raise YamlRefused(f"nested too deep (more than {MAX_DEPTH} levels)") from None
-
-
-def yaml_problem(exc: yaml.YAMLError) -> str:
-    """What is wrong with YAML text, in a few words (with the line where known)."""
-    if isinstance(exc, YamlRefused):
-        return str(exc)
-    mark = getattr(exc, "problem_mark", None)
-    return "not valid YAML" + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark else "")
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserError(f"CONFIG: no such file: {path}")
-    try:
-        data = load_yaml(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"CONFIG: {path}: {yaml_problem(exc)}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"CONFIG: cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"CONFIG: {path} must hold a mapping of config keys, got {type(data).__name__}")
-    return data
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:

@@ -140,8 +140,7 @@ class RunDir:
 
     # ---- typed reads and writes -----------------------------------------------------------
     def read_config(self) -> dict[str, Any] | None:
-        data = read_yaml(self.config)
-        return data if isinstance(data, dict) else None
+        return read_yaml(self.config, "RUN_DIR") if self.config.exists() else None
 
     def write_config(self, data: dict[str, Any]) -> None:
         write_yaml(self.config, data)
@@ -254,8 +253,7 @@ class ExperimentDir:
         write_yaml(self.experiment, data)
 
     def read_experiment(self) -> dict[str, Any] | None:
-        data = read_yaml(self.experiment)
-        return data if isinstance(data, dict) else None
+        return read_yaml(self.experiment, "RUN_DIR") if self.experiment.exists() else None
 
     def clear_comparison(self) -> None:
         self.comparison.unlink(missing_ok=True)

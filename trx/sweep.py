@@ -20,8 +20,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from trx.config import MAX_RUNS, UserError, apply_overrides, load_yaml, read_yaml, resolve, set_dotted, yaml_problem
-from trx.io import atomic_write
+from trx.config import MAX_RUNS, UserError, apply_overrides, resolve, set_dotted
+from trx.io import atomic_write, load_yaml, read_yaml, yaml_problem
 from trx.jobs import ArmJob, CellMeta, JobResult, check_fits, check_jobs
 from trx.optim import ConfigError, plan_groups
 from trx.rundir import SWEEP, ExperimentDir, RunDir, cell_id, value_text
