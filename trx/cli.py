@@ -300,7 +300,7 @@ def run(
         _dry_run(cfg, out, device, jobs)
         return
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        from trx.distributed import launch
+        from trx.data_parallel import launch
 
         raise typer.Exit(launch(nproc, _relaunch_argv(nproc)))
     _run(cfg, out, device, "resume" if resume else "overwrite" if overwrite else "new", jobs)

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from trx import checkpoint
-from trx import distributed as D
+from trx import data_parallel as D
 from trx.config import arm_config
 from trx.errors import UserError, debug
 from trx.io import MetricsWriter
