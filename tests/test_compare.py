@@ -15,7 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from trx.cli import app
-from trx.report import find_runs, lr_table, split_cell_id, steps_to_target, value_text
+from trx.compare import find_runs, lr_table, split_cell_id, steps_to_target, value_text
 
 
 def write_run(folder: Path, arm: str, final_loss: float | None, *, seed: int = 0, lr: float | None = None,

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from trx.cli import app
 from trx.config import UserError
 from trx.plots import label, plot_curves, plot_lr, plot_schedule, plot_warmup
-from trx.report import find_runs
+from trx.compare import find_runs
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[1]

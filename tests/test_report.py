@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from trx.cli import app
 from trx.config import UserError
-from trx.report import axis_table, compare_table, failure_table, find_runs, group_runs, paired_table, reference_value
+from trx.compare import axis_table, compare_table, failure_table, find_runs, group_runs, paired_table, reference_value
 from trx.report_md import write_report
 from trx.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED
 

@@ -105,7 +105,7 @@ IDENTIFYING = ("run", "arm", "optimizer", "cell", "group")  # columns that tell 
 def render_table(table, title: str | None = None) -> Table:
     """A rich table of a data frame. Identifying columns are never cut: they keep the width of
     their longest value (other text columns fold onto further lines instead of ending in …)."""
-    from trx.report import cell_text
+    from trx.compare import cell_text
 
     out = Table(title=title, show_lines=False)
     right = table.attrs.get("right", ())
@@ -405,7 +405,7 @@ def _run(cfg: Any, out: Path, device: str | None, mode: str, jobs: int | None) -
 def _report_run(cfg: Any, root: Path, results: list[Any]) -> None:
     """The comparison table: per arm with one seed; over seeds (mean ± sd, interval, paired
     difference to the first arm) with several."""
-    from trx.report import comparison_table, save_comparison
+    from trx.compare import comparison_table, save_comparison
 
     summaries = [r.summary or {"arm": r.dir, "status": r.status} for r in results]
     if len(cfg.seed_list()) == 1:
@@ -420,7 +420,7 @@ def _report_run(cfg: Any, root: Path, results: list[Any]) -> None:
 def _seed_tables(cfg: Any, root: Path, dirs: list[Path]) -> None:
     """Per arm mean ± sd and 95% interval over seeds, and the paired difference (same seed: same
     initial weights and batches) to the first arm with its interval and verdict."""
-    from trx.report import default_metric, find_runs, paired_table, save_comparison
+    from trx.compare import default_metric, find_runs, paired_table, save_comparison
 
     runs = find_runs([d for d in dirs if RunDir(d).summary.exists()])
     if not runs:
@@ -503,7 +503,7 @@ def sweep(
 
 
 def _report_sweep(plan: Any, results: list[Any]) -> None:
-    from trx.report import compare_table, default_metric, find_runs, lr_table
+    from trx.compare import compare_table, default_metric, find_runs, lr_table
 
     done = [Path(r.dir) for r in results if RunDir(r.dir).summary.exists()]
     runs = find_runs(done) if done else []
@@ -521,7 +521,7 @@ def _next_steps(plan: Any, results: list[Any]) -> None:
     """Commands that work on this sweep, one per line."""
     lr_axis = any(k == "lr" for k in plan.keys)
     warmup_axis = any(k.endswith("schedule.warmup") for k in plan.keys)
-    from trx.report import default_metric, find_runs
+    from trx.compare import default_metric, find_runs
 
     done = [Path(r.dir) for r in results if RunDir(r.dir).summary.exists()]
     metric = default_metric(find_runs(done)) if done else "loss"
@@ -535,7 +535,7 @@ def _next_steps(plan: Any, results: list[Any]) -> None:
 
 
 def _display(table):
-    from trx.report import display_frame
+    from trx.compare import display_frame
 
     shown = display_frame(table)
     for col in shown.columns:  # keep numeric columns right-aligned in render_table
@@ -555,7 +555,7 @@ def compare(
     format_: Annotated[str, typer.Option("--format", help="table | csv | md")] = "table",
 ) -> None:
     """Compare arms, experiments and sweeps: means over seeds, steps to a target, lr tolerance."""
-    from trx.report import (check_metric, compare_table, default_metric, find_runs, lr_table, to_csv,
+    from trx.compare import (check_metric, compare_table, default_metric, find_runs, lr_table, to_csv,
                             to_markdown)
 
     if format_ not in ("table", "csv", "md"):
@@ -598,7 +598,7 @@ def plot(
 ) -> None:
     """Draw a figure from run folders: loss curves, result vs lr, schedules, warmup ablation."""
     from trx.plots import KINDS, make_plot
-    from trx.report import default_metric, find_runs
+    from trx.compare import default_metric, find_runs
 
     if kind not in KINDS:
         raise UserError(f"--kind: must be one of {', '.join(KINDS)}, got {kind!r}")

@@ -25,7 +25,7 @@ from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from trx.errors import UserError  # noqa: E402
 from trx.io import atomic_write  # noqa: E402
-from trx.report import (RunRecord, group_label, group_runs, higher_is_better, lr_table, natural_key,  # noqa: E402
+from trx.compare import (RunRecord, group_label, group_runs, higher_is_better, lr_table, natural_key,  # noqa: E402
                         result, tolerance_curve_table)
 from trx.stats import mean_sd  # noqa: E402
 

@@ -19,7 +19,7 @@ from trx.io import atomic_write
 from trx.rundir import CONFIG, EXPERIMENT, ExperimentDir, RunDir
 from trx.config import Claim, GroupSelector
 from trx.optim.base import ConfigError, validate
-from trx.report import (RunRecord, axis_table, check_metric, compare_table, curve_band, curve_values,
+from trx.compare import (RunRecord, axis_table, check_metric, compare_table, curve_band, curve_values,
                         default_metric, failure_table, find_runs, higher_is_better, interval_text, lr_curves, lr_table, natural_key,
                         paired_table, reference_value, result, seed_failures, seed_values, to_markdown,
                         tolerance_curve_table, value_text)
