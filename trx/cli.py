@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from rich.table import Table
 
 from trx.errors import UserError, debug
 from trx.rundir import ExperimentDir, RunDir
+
+if TYPE_CHECKING:
+    from trx.config import ExperimentConfig
 
 # Torch is imported only by the commands that train (run, sweep, list): --help, compare, plot
 # and report start in well under a second.
@@ -306,7 +309,7 @@ def run(
     _run(cfg, out, device, "resume" if resume else "overwrite" if overwrite else "new", jobs)
 
 
-def _dry_run(cfg: Any, out: Path, device: str | None, jobs: int | None) -> None:
+def _dry_run(cfg: ExperimentConfig, out: Path, device: str | None, jobs: int | None) -> None:
     import yaml
 
     from trx.config import dump
@@ -328,7 +331,7 @@ def _dry_run(cfg: Any, out: Path, device: str | None, jobs: int | None) -> None:
     _print_estimate(exp, _at_a_time(cfg, len(cfg.optimizers) * len(cfg.seed_list()), jobs))
 
 
-def _at_a_time(cfg: Any, runs: int, jobs: int | None) -> int:
+def _at_a_time(cfg: ExperimentConfig, runs: int, jobs: int | None) -> int:
     """Runs in parallel: --jobs, else every core when there are several seeds; never more than
     runs or cores."""
     from trx.executors import cpu_cores
@@ -356,7 +359,7 @@ def _print_estimate(exp: Any, n: int) -> None:
                   "logging and checkpoints add to it)", highlight=False)
 
 
-def _run(cfg: Any, out: Path, device: str | None, mode: str, jobs: int | None) -> None:
+def _run(cfg: ExperimentConfig, out: Path, device: str | None, mode: str, jobs: int | None) -> None:
     from trx.config import dump
     from trx.executors import InProcess, LocalProcesses, run_jobs
     from trx.jobs import arm_jobs, check_fits, check_jobs, clear
@@ -402,7 +405,7 @@ def _run(cfg: Any, out: Path, device: str | None, mode: str, jobs: int | None) -
         raise typer.Exit(1)
 
 
-def _report_run(cfg: Any, root: Path, results: list[Any]) -> None:
+def _report_run(cfg: ExperimentConfig, root: Path, results: list[Any]) -> None:
     """The comparison table: per arm with one seed; over seeds (mean ± sd, interval, paired
     difference to the first arm) with several."""
     from trx.compare import comparison_table, save_comparison
@@ -417,7 +420,7 @@ def _report_run(cfg: Any, root: Path, results: list[Any]) -> None:
     console.print(f"results in {root}", highlight=False)
 
 
-def _seed_tables(cfg: Any, root: Path, dirs: list[Path]) -> None:
+def _seed_tables(cfg: ExperimentConfig, root: Path, dirs: list[Path]) -> None:
     """Per arm mean ± sd and 95% interval over seeds, and the paired difference (same seed: same
     initial weights and batches) to the first arm with its interval and verdict."""
     from trx.compare import default_metric, find_runs, paired_table, save_comparison

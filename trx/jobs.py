@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from trx.config import arm_config, diff_keys, dump, resolve
+from trx.config import ExperimentConfig, arm_config, diff_keys, dump, resolve
 from trx.errors import UserError, debug
 from trx.rundir import FINISHED, CellMeta, Locked, RunDir, Status
 
@@ -49,7 +49,7 @@ Notify = Callable[[str, ArmJob, "JobResult | None"], None]
 
 
 # ---- making jobs ------------------------------------------------------------------------------
-def arm_jobs(cfg: Any, root: Path, device: str | None = None) -> list[ArmJob]:
+def arm_jobs(cfg: ExperimentConfig, root: Path, device: str | None = None) -> list[ArmJob]:
     """`trx run`: one job per arm and seed, arms in config order. One seed writes
     `root/<arm>/`; several write `root/<arm>/seed=<s>/`."""
     seeds = cfg.seed_list()
@@ -286,7 +286,7 @@ def _summary_result(job: ArmJob, summary: dict[str, Any]) -> JobResult:
     return JobResult(job.dir, summary["status"], summary, summary.get("error"))
 
 
-def _sinks(cfg: Any, folder: RunDir, meta: CellMeta) -> list[Any]:
+def _sinks(cfg: ExperimentConfig, folder: RunDir, meta: CellMeta) -> list[Any]:
     """Writers of metrics rows besides metrics.csv."""
     if not cfg.tensorboard:
         return []

@@ -24,7 +24,7 @@ import yaml
 
 from trx import checkpoint
 from trx import data_parallel as D
-from trx.config import arm_config
+from trx.config import ExperimentConfig, arm_config
 from trx.errors import UserError, debug
 from trx.io import MetricsWriter
 from trx.monitor import LossMonitor, MonitorConfig
@@ -102,7 +102,7 @@ _TASKS: dict[str, Task] = {}  # tasks with their data loaded, newest last
 _TASK_CACHE_SIZE = 4
 
 
-def make_task(cfg: Any, device: torch.device) -> Task:
+def make_task(cfg: ExperimentConfig, device: torch.device) -> Task:
     """The experiment's task with its data loaded. Runs in one process that share the task
     config, seed and device share one task, so data is read once (batches are a pure function
     of seed and step, so sharing changes nothing)."""
@@ -132,7 +132,7 @@ def build_model(task: Task, seed: int) -> torch.nn.Module:
 class Experiment:
     """A validated experiment on its device, with its task: nothing has been written yet."""
 
-    cfg: Any
+    cfg: ExperimentConfig
     task: Task
     device: torch.device
     root: Path
@@ -141,7 +141,7 @@ class Experiment:
     ctx: D.DistContext = D.SINGLE
 
 
-def prepare(cfg: Any, out: Path, device: str | None = None, shapes_only: bool = False) -> Experiment:
+def prepare(cfg: ExperimentConfig, out: Path, device: str | None = None, shapes_only: bool = False) -> Experiment:
     """Resolve the device, load data, build the model once and check every arm against it.
     `shapes_only`: read no data, only what the model's shapes need (dry runs)."""
     if cfg.threads:
@@ -164,7 +164,7 @@ def prepare(cfg: Any, out: Path, device: str | None = None, shapes_only: bool = 
     return Experiment(cfg, task, dev, Path(out) / cfg.name, task.param_roles(model), plan_arms(cfg, model, task), ctx)
 
 
-def plan_arms(cfg: Any, model: torch.nn.Module, task: Task) -> dict[str, list[dict[str, Any]]]:
+def plan_arms(cfg: ExperimentConfig, model: torch.nn.Module, task: Task) -> dict[str, list[dict[str, Any]]]:
     """Every arm's parameter groups on `model` (a config error names the arm)."""
     roles, plans = task.param_roles(model), {}
     for name, arm in cfg.optimizers.items():
@@ -419,7 +419,7 @@ class ArmRun:
         return summary
 
 
-def new_monitor(cfg: Any) -> LossMonitor:
+def new_monitor(cfg: ExperimentConfig) -> LossMonitor:
     """The loss monitor of one run of `cfg`, with the experiment's rules."""
     rules = cfg.monitor or MonitorConfig()
     return LossMonitor(cfg.divergence_threshold, rules.rule, rules.stall, cfg.steps)
