@@ -66,7 +66,7 @@ def test_run_makes_one_job_per_arm_and_seed_in_config_order(tmp_path):
     jobs = arm_jobs(cfg, tmp_path / "q")
     assert [(j.meta.arm, j.meta.seed) for j in jobs] == [("gd", 0), ("gd", 1), ("hb", 0), ("hb", 1)]
     assert [Path(j.dir).relative_to(tmp_path).as_posix() for j in jobs][:2] == ["q/gd/seed=0", "q/gd/seed=1"]
-    assert all(list(j.data["optimizers"]) == [j.meta.arm] and j.data["seed"] == j.meta.seed for j in jobs)
+    assert all(list(j.config.optimizers) == [j.meta.arm] and j.config.seed == j.meta.seed for j in jobs)
     one = arm_jobs(resolve(quad()), tmp_path / "q")
     assert [Path(j.dir).name for j in one] == ["gd", "hb"]  # one seed keeps the plain layout
 
@@ -261,3 +261,18 @@ def test_an_interrupt_between_loss_checks_resumes_exactly(tmp_path):
     assert run_job(job).status == "complete"
     assert without_wall_time(Path(job.dir) / "metrics.csv") == without_wall_time(Path(clean.dir) / "metrics.csv")
     assert json.loads((Path(job.dir) / "summary.json").read_text())["loss_spikes"] == clean.summary["loss_spikes"]
+
+
+def test_a_job_validates_nothing_again_and_builds_its_model_once(tmp_path, monkeypatch):
+    """The job carries its validated config; running it loads the task and builds one model
+    (the arms' shape checks happened when the run was planned)."""
+    from trx import config
+    from trx.tasks import TASKS
+
+    job = arm_jobs(resolve(quad()), tmp_path / "q")[0]
+    built, validated = [], []
+    task_type = TASKS["quadratic1d"]
+    monkeypatch.setattr(task_type, "build_model", lambda self, f=task_type.build_model: built.append(1) or f(self))
+    monkeypatch.setattr(config.ExperimentConfig, "model_validate", staticmethod(lambda *a, **k: validated.append(1)))
+    assert run_job(job).status == "complete"
+    assert (len(built), validated) == (1, [])

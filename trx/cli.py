@@ -211,7 +211,7 @@ class JobProgress:
         with self.guard:
             for folder, job in self.handed.items():
                 if folder not in self.rows and RunDir(folder).is_held():
-                    self.rows[folder] = self.bar.add_task(_run_label(job), total=job.data.get("steps") or 1, info="starting")
+                    self.rows[folder] = self.bar.add_task(_run_label(job), total=job.config.steps, info="starting")
                 seen = last_logged(Path(folder)) if folder in self.rows else None
                 if seen is not None:
                     step, loss = seen

@@ -305,6 +305,12 @@ def arm_config(cfg: ExperimentConfig, arm: str) -> dict[str, Any]:
     return data
 
 
+def run_config(cfg: ExperimentConfig, arm: str, seed: int) -> ExperimentConfig:
+    """The config of one run: the experiment with only `arm`, run with `seed` (validated here,
+    once, for the job that carries it)."""
+    return resolve({**arm_config(cfg, arm), "seed": seed}, default_name=cfg.name or "experiment")
+
+
 def diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two plain-data configs."""
     if isinstance(old, dict) and isinstance(new, dict):

@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from trx.config import ExperimentConfig, arm_config, diff_keys, dump, resolve
+from trx.config import ExperimentConfig, arm_config, diff_keys, run_config
 from trx.errors import UserError, debug
 from trx.rundir import FINISHED, CellMeta, Locked, RunDir, Status
 
 @dataclass
 class ArmJob:
-    """One run to do: the resolved config of one arm and seed as plain data, and its folder."""
+    """One run to do: the validated config of one arm and seed (it pickles), and its folder."""
 
-    data: dict[str, Any]
+    config: ExperimentConfig
     dir: str
     meta: CellMeta
     device: str | None = None
@@ -53,12 +53,10 @@ def arm_jobs(cfg: ExperimentConfig, root: Path, device: str | None = None) -> li
     """`trx run`: one job per arm and seed, arms in config order. One seed writes
     `root/<arm>/`; several write `root/<arm>/seed=<s>/`."""
     seeds = cfg.seed_list()
-    data = dump(cfg)
     jobs = []
     for arm in cfg.optimizers:
         for seed in seeds:
-            one = {**data, "seed": seed}
-            one = arm_config(resolve(one), arm)
+            one = run_config(cfg, arm, seed)
             folder = Path(root) / arm if len(seeds) == 1 else Path(root) / arm / f"seed={seed}"
             jobs.append(ArmJob(one, str(folder), CellMeta(cfg.name, arm, seed), device))
     return jobs
@@ -66,7 +64,7 @@ def arm_jobs(cfg: ExperimentConfig, root: Path, device: str | None = None) -> li
 
 def job_config(job: ArmJob) -> dict[str, Any]:
     """The job's config as its folder's config.yaml holds it."""
-    return arm_config(resolve(job.data), job.meta.arm)
+    return arm_config(job.config, job.meta.arm)
 
 
 # ---- the folder lock --------------------------------------------------------------------------
@@ -95,11 +93,12 @@ def check_writable(path: Path) -> None:
         raise UserError(f"--out: cannot write to {base}", hint="choose another folder with --out")
 
 
-def check_resumable(folder: Path, config: dict[str, Any]) -> None:
+def check_resumable(job: ArmJob) -> None:
     """An earlier result in `folder` must come from the same config (as config.yaml and the
     checkpoint record it), and its checkpoint and metrics must be ones this run can continue
     (`trx.checkpoint.check`); raises UserError (nothing is written)."""
-    run = RunDir(folder)
+    run, config = RunDir(job.dir), job_config(job)
+    folder = run.path
     old = run.read_config()
     if old is not None:
         differ = diff_keys(old, config)
@@ -112,7 +111,7 @@ def check_resumable(folder: Path, config: dict[str, Any]) -> None:
 
     rows = run.metrics_rows()  # a damaged file is refused here
     path = run.checkpoint
-    ckpt = checkpoint.verify(path, config, _fresh_model(config) if path.exists() else None)
+    ckpt = checkpoint.verify(path, config, _fresh_model(job.config) if path.exists() else None)
     if ckpt is not None:
         kept = sum(1 for r in rows if int(r["step"]) < ckpt["step"])
         if kept != ckpt["metrics_rows"]:
@@ -121,14 +120,13 @@ def check_resumable(folder: Path, config: dict[str, Any]) -> None:
                             hint="delete the run folder (or use --overwrite) to run it again")
 
 
-def _fresh_model(config: dict[str, Any]) -> Any:
+def _fresh_model(cfg: ExperimentConfig) -> Any:
     """The run's model on the CPU, for the names, shapes and dtypes of its weights (None when its
     task cannot build it here, e.g. without its data: the resume checks the weights then)."""
     import torch
 
     from trx.tasks import TASKS, DataError
 
-    cfg = resolve(config)
     task = TASKS[cfg.task.name](cfg.task, cfg.seed, torch.device("cpu"))
     try:
         task.prepare_shapes()
@@ -220,7 +218,7 @@ def check_jobs(jobs: list[ArmJob], mode: str, locked: str = "error") -> None:
                             hint="add --resume to continue them or --overwrite to start over")
     if mode == "resume":
         for job in jobs:
-            check_resumable(Path(job.dir), job_config(job))
+            check_resumable(job)
 
 
 def clear(jobs: list[ArmJob]) -> None:
@@ -254,14 +252,14 @@ def run_job(job: ArmJob, stop: Any = None, progress: Any = None) -> JobResult:
     interrupted: the status says so (TRX_DEBUG=1 and data-parallel runs re-raise)."""
     import torch
 
-    from trx.runner import ArmRun, Interrupted, StopFlag, prepare
+    from trx.runner import ArmRun, Interrupted, StopFlag, load_experiment
 
     folder = RunDir(job.dir)
     try:
-        cfg = resolve(job.data)
+        cfg = job.config
         if job.threads and not cfg.threads:
             torch.set_num_threads(job.threads)
-        exp = prepare(cfg, folder.path.parent, job.device)
+        exp = load_experiment(cfg, folder.path.parent, job.device)
         if not exp.ctx.is_main:  # rank 0 holds the lock and writes; the others compute
             return _summary_result(job, ArmRun(exp, job.meta.arm, folder.path, progress, stop, job.meta.label).run())
         with folder.lock():

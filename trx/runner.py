@@ -142,16 +142,27 @@ class Experiment:
 
 
 def prepare(cfg: ExperimentConfig, out: Path, device: str | None = None, shapes_only: bool = False) -> Experiment:
-    """Resolve the device, load data, build the model once and check every arm against it.
-    `shapes_only`: read no data, only what the model's shapes need (dry runs)."""
+    """Resolve the device, load data, build the model once and check every arm against it (the
+    shape checks of planning). `shapes_only`: read no data, only what the model's shapes need
+    (dry runs)."""
+    if shapes_only:
+        dev = resolve_device(device or cfg.device)
+        task = TASKS[cfg.task.name](cfg.task, cfg.seed, dev)
+        task.prepare_shapes()
+        exp = Experiment(cfg, task, dev, Path(out) / cfg.name, {})
+    else:
+        exp = load_experiment(cfg, out, device)
+    model = build_model(exp.task, cfg.seed)
+    exp.roles, exp.group_plans = exp.task.param_roles(model), plan_arms(cfg, model, exp.task)
+    return exp
+
+
+def load_experiment(cfg: ExperimentConfig, out: Path, device: str | None = None) -> Experiment:
+    """The device, the process group and the task with its data: what a run needs before it
+    builds its model (its arms were checked when it was planned)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dev = resolve_device(device or cfg.device)
-    if shapes_only:
-        task = TASKS[cfg.task.name](cfg.task, cfg.seed, dev)
-        task.prepare_shapes()
-        model = build_model(task, cfg.seed)
-        return Experiment(cfg, task, dev, Path(out) / cfg.name, task.param_roles(model), plan_arms(cfg, model, task))
     ctx = D.init_from_env(dev)
     dev = D.device_for(ctx, dev)
     task = make_task(cfg, dev)
@@ -160,8 +171,7 @@ def prepare(cfg: ExperimentConfig, out: Path, device: str | None = None, shapes_
             D.shard(task.batch(0), ctx)
         except ValueError as exc:
             raise UserError(f"task: {cfg.task.name} cannot run data-parallel on {ctx.world} ranks: {exc}") from None
-    model = build_model(task, cfg.seed)
-    return Experiment(cfg, task, dev, Path(out) / cfg.name, task.param_roles(model), plan_arms(cfg, model, task), ctx)
+    return Experiment(cfg, task, dev, Path(out) / cfg.name, {}, ctx=ctx)
 
 
 def plan_arms(cfg: ExperimentConfig, model: torch.nn.Module, task: Task) -> dict[str, list[dict[str, Any]]]:
@@ -206,9 +216,8 @@ class ArmRun:
         self.model.train()
         if self.ctx.enabled:  # ranks draw different dropout masks, like different examples
             torch.manual_seed(self.cfg.seed * 1009 + self.ctx.rank + 1)
-        self.opt = build_optimizer(
-            self.model, self.arm_cfg, self.cfg.steps, roles=self.exp.roles, grad_clip=self.cfg.grad_clip
-        )
+        roles = self.exp.task.param_roles(self.model)
+        self.opt = build_optimizer(self.model, self.arm_cfg, self.cfg.steps, roles=roles, grad_clip=self.cfg.grad_clip)
         self.schedule = self.opt.stages[0].schedule
         self.opt.data_parallel = self.ctx.enabled
 

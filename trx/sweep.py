@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from trx.config import MAX_RUNS, UserError, apply_overrides, resolve, set_dotted
+from trx.config import MAX_RUNS, ExperimentConfig, UserError, apply_overrides, resolve, set_dotted
 from trx.io import atomic_write, load_yaml, read_yaml, yaml_problem
 from trx.jobs import ArmJob, CellMeta, JobResult, check_fits, check_jobs
 from trx.optim import ConfigError, plan_groups
@@ -104,7 +104,7 @@ class Cell:
     arm: str
     overrides: list[tuple[str, Any]]
     seed: int
-    data: dict[str, Any] = field(repr=False)  # the resolved config as plain data (one arm, no sweep)
+    config: ExperimentConfig = field(repr=False)  # the validated config of this cell (one arm, no sweep)
 
     @property
     def short(self) -> list[tuple[str, Any]]:
@@ -187,7 +187,7 @@ def expand(data: dict[str, Any], grid: dict[str, list[Any]], seeds: list[int]) -
             for seed in seeds:
                 overrides = list(zip(keys, point))
                 try:
-                    cells.append(Cell(arm, overrides, seed, _cell_data(data, arm, overrides, seed)))
+                    cells.append(Cell(arm, overrides, seed, _cell_config(data, arm, overrides, seed)))
                 except UserError as exc:
                     where = ",".join(f"{k}={format_value(v)}" for k, v in overrides)
                     raise UserError(f"sweep cell {arm} [{where}, seed={seed}]: {exc}", exc.hint) from None
@@ -218,20 +218,20 @@ def check_axes(data: dict[str, Any], arm: str, axes: list[tuple[str, list[Any]]]
         grid_key = key if key in grid else star
         for value in values:
             try:
-                _cell_data(data, arm, [(key, value)], data.get("seed", 0))
+                _cell_config(data, arm, [(key, value)], data.get("seed", 0))
             except UserError as exc:
                 raise UserError(f"sweep.grid.{grid_key} = {format_value(value)} (arm {arm}): {exc}", exc.hint) from None
 
 
-def _cell_data(data: dict[str, Any], arm: str, overrides: list[tuple[str, Any]], seed: int) -> dict[str, Any]:
-    """The cell's resolved config as plain data: only `arm`, no sweep block, overrides applied."""
+def _cell_config(data: dict[str, Any], arm: str, overrides: list[tuple[str, Any]], seed: int) -> ExperimentConfig:
+    """The cell's validated config: only `arm`, no sweep block, overrides applied."""
     raw = {k: v for k, v in data.items() if k not in ("sweep", "seeds", "claims")}
     raw["optimizers"] = {arm: data["optimizers"][arm]}
     raw = copy.deepcopy(raw)  # set_dotted below must not touch the shared config data
     for key, value in overrides:
         set_dotted(raw, key, value)
     raw["seed"] = seed
-    return resolve(raw, default_name=data["name"]).model_dump(mode="json")
+    return resolve(raw, default_name=data["name"])
 
 
 def plan_sweep(
@@ -263,7 +263,7 @@ def plan_sweep(
 # ---- jobs ------------------------------------------------------------------------------------
 def plan_jobs(plan: Plan, device: str | None = None) -> list[ArmJob]:
     """One job per cell, in plan order; the cell's metadata goes into its folder as data."""
-    return [ArmJob(cell.data, str(plan.cell_dir(cell)),
+    return [ArmJob(cell.config, str(plan.cell_dir(cell)),
                    CellMeta(plan.name, cell.arm, cell.seed, dict(cell.overrides), cell.id), device)
             for cell in plan.cells]
 
@@ -274,8 +274,8 @@ def check_plan(plan: Plan, device: str | None) -> list[ArmJob]:
     one task per distinct task config; writes nothing. Returns the jobs."""
     models: dict[str, Any] = {}
     for cell in plan.cells:
-        cfg = resolve(cell.data)
-        key = yaml.safe_dump([cell.data["task"], cell.data["device"]])  # shapes do not depend on the seed
+        cfg = cell.config
+        key = yaml.safe_dump([cfg.task.model_dump(mode="json"), cfg.device])  # shapes do not depend on the seed
         try:
             if key not in models:
                 exp = prepare(cfg, plan.root, device)
