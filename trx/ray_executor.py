@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from trx.errors import UserError
+from trx.executors import register_executor
 from trx.rundir import RunDir, Status
 from trx.jobs import ArmJob, JobResult, Notify, run_job
 from trx.runner import StopFlag, stop_on_signals
@@ -347,3 +348,10 @@ def on_record(job: ArmJob) -> JobResult:
 def first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else ""
+
+
+def _make(argument: str | None, options: dict[str, Any]) -> RayExecutor:
+    return RayExecutor(argument or "auto", options.get("cpus_per_cell", 1.0), options.get("gpus_per_cell", 0.0))
+
+
+register_executor("ray", "ray:ADDRESS, Ray tasks on a cluster (auto | local | HEAD:PORT)")(_make)
