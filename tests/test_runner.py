@@ -13,7 +13,8 @@ from trx.config import UserError, resolve
 from trx.executors import InProcess
 from trx.service import run_experiment
 from trx.optim import newton_schulz as ns
-from trx.runner import Interrupted, StopFlag, prepare
+from trx.runner import Interrupted, prepare
+from trx.stop import StopFlag
 from trx.tasks.logreg import Logreg
 
 

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from trx.cli import app
 from trx.config import UserError, dump
-from trx.runner import ArmRun, StopFlag
+from trx.runner import ArmRun
+from trx.stop import StopFlag
 from trx.executors import InProcess, run_jobs
 from trx.sweep import axis_values, format_value, parse_grid_option, plan_jobs, plan_sweep
 

@@ -319,18 +319,18 @@ def _dry_run(cfg: ExperimentConfig, out: Path, device: str | None, jobs: int | N
     import yaml
 
     from trx.config import dump
-    from trx.runner import prepare
+    from trx.service import check_experiment
     from trx.tasks import DataError
 
     console.print(yaml.safe_dump(dump(cfg), sort_keys=False, allow_unicode=True))
     try:
-        exp = prepare(cfg, out, device, shapes_only=True)
+        exp = check_experiment(cfg, out, device, shapes_only=True)
     except (UserError, DataError) as exc:  # a task whose model shape comes from its data, missing here
         console.print(f"parameter groups not shown: {exc}", highlight=False)
         return
     _print_groups(exp)
     try:
-        exp = prepare(cfg, out, device)  # the data, for a few timed updates (nothing is written)
+        exp = check_experiment(cfg, out, device)  # the data, for a few timed updates (nothing is written)
     except (UserError, DataError) as exc:
         console.print(f"time not estimated: {exc}", highlight=False)
         return
@@ -367,7 +367,7 @@ def _print_estimate(exp: Any, n: int) -> None:
 
 def _run(cfg: ExperimentConfig, out: Path, device: str | None, mode: str, executor: Any) -> None:
     from trx.executors import InProcess
-    from trx.runner import StopFlag, stop_on_signals
+    from trx.stop import StopFlag, stop_on_signals
     from trx.service import run_experiment
 
     main = "RANK" not in os.environ or os.environ.get("RANK") == "0"
@@ -482,7 +482,7 @@ def sweep(
     executor: ExecutorOpt = None,
 ) -> None:
     """Run every cell (arm × grid point × seed) of a sweep; finished cells are skipped."""
-    from trx.runner import StopFlag, stop_on_signals
+    from trx.stop import StopFlag, stop_on_signals
     from trx.service import run_sweep
     from trx.sweep import plan_sweep
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Protocol
 from trx.errors import UserError
 from trx.jobs import ArmJob, JobResult, Notify, finished_result, run_job
 from trx.rundir import UNFINISHED, Status
-from trx.runner import StopFlag
+from trx.stop import StopFlag
 
 
 class Executor(Protocol):

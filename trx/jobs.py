@@ -252,7 +252,8 @@ def run_job(job: ArmJob, stop: Any = None, progress: Any = None) -> JobResult:
     interrupted: the status says so (TRX_DEBUG=1 and data-parallel runs re-raise)."""
     import torch
 
-    from trx.runner import ArmRun, Interrupted, StopFlag, load_experiment
+    from trx.runner import ArmRun, Interrupted, load_experiment
+    from trx.stop import StopFlag
 
     folder = RunDir(job.dir)
     try:

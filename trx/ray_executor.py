@@ -32,7 +32,7 @@ from trx.errors import UserError
 from trx.executors import register_executor
 from trx.rundir import RunDir, Status
 from trx.jobs import ArmJob, JobResult, Notify, run_job
-from trx.runner import StopFlag, stop_on_signals
+from trx.stop import StopFlag, stop_on_signals
 
 INSTALL_HINT = "--ray needs Ray: pip install -e '.[ray]'"
 TOKEN_HINT = ("export RAY_AUTH_MODE=token where the driver runs, with the cluster's token in ~/.ray/auth_token "

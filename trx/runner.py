@@ -10,10 +10,7 @@ Who runs which run, where, and how often is `trx.jobs`' business.
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +28,7 @@ from trx.monitor import LossMonitor, MonitorConfig
 from trx.optim import ArmConfig, ConfigError, build_optimizer, lr_ratio, plan_groups
 from trx.provenance import provenance
 from trx.rundir import FINISHED, RunDir
+from trx.stop import StopFlag
 from trx.tasks import TASKS, DataError, Task
 
 
@@ -60,34 +58,6 @@ class NoProgress:
     def start(self, arm, total, done): ...
     def advance(self, arm, step, loss): ...
     def finish(self, arm, summary): ...
-
-
-@dataclass
-class StopFlag:
-    """Set by SIGINT/SIGTERM; the training loop checks it between updates."""
-
-    requested: bool = False
-    signal_name: str = ""
-
-
-@contextlib.contextmanager
-def stop_on_signals(flag: StopFlag):
-    """First SIGINT/SIGTERM asks the loop to stop cleanly; a second SIGINT interrupts at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum, frame):
-        if flag.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        flag.requested, flag.signal_name = True, signal.Signals(signum).name
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -14,7 +14,7 @@ from trx.config import ExperimentConfig, dump
 from trx.executors import Executor, InProcess, run_jobs
 from trx.jobs import ArmJob, JobResult, Notify, arm_jobs, check_fits, check_jobs, clear
 from trx.rundir import UNFINISHED, ExperimentDir, Status
-from trx.runner import prepare
+from trx.runner import Experiment, prepare
 from trx.sweep import Plan, check_plan, save_sweep_csv, write_experiment
 
 
@@ -37,6 +37,13 @@ class Outcome:
 
     def with_status(self, status: Status) -> list[tuple[ArmJob, JobResult]]:
         return [(job, r) for job, r in zip(self.jobs, self.results) if r.status == status]
+
+
+def check_experiment(cfg: ExperimentConfig, out: Path, device: str | None = None,
+                     shapes_only: bool = False) -> Experiment:
+    """The plan's checks alone (`trx run --dry-run`): the model and every arm's parameter groups
+    (`shapes_only`: without reading data); nothing is written."""
+    return prepare(cfg, out, device, shapes_only)
 
 
 def run_experiment(cfg: ExperimentConfig, out: Path, *, device: str | None = None, mode: str = "new",
