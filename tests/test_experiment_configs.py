@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from trx.cli import app
 from trx.io import read_yaml
-from trx.sweep import axis_values, check_plan, plan_sweep
+from trx.sweep_plan import axis_values, check_plan, plan_sweep
 
 FOLDER = Path(__file__).resolve().parents[1] / "configs" / "experiments"
 CONFIGS = sorted(FOLDER.glob("*.yaml"))

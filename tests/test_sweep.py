@@ -22,7 +22,7 @@ from trx.config import UserError, dump
 from trx.runner import ArmRun
 from trx.stop import StopFlag
 from trx.executors import InProcess, run_jobs
-from trx.sweep import axis_values, format_value, parse_grid_option, plan_jobs, plan_sweep
+from trx.sweep_plan import axis_values, format_value, parse_grid_option, plan_jobs, plan_sweep
 
 
 def quad_config(**over: Any) -> dict[str, Any]:

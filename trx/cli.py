@@ -368,20 +368,19 @@ def _print_estimate(exp: Any, n: int) -> None:
 def _run(cfg: ExperimentConfig, out: Path, device: str | None, mode: str, executor: Any) -> None:
     from trx.executors import InProcess
     from trx.stop import StopFlag, stop_on_signals
-    from trx.service import run_experiment
+    from trx import api
 
     main = "RANK" not in os.environ or os.environ.get("RANK") == "0"
     with stop_on_signals(StopFlag()) as stop:
         if isinstance(executor, InProcess):
             with RichProgress() if main else contextlib.nullcontext() as progress:
                 executor.progress = progress
-                outcome = run_experiment(cfg, out, device=device, mode=mode, executor=executor, stop=stop)
+                outcome = api.run(cfg, out, device=device, mode=mode, executor=executor, stop=stop)
         else:
             n = len(cfg.optimizers) * len(cfg.seed_list())
             console.print(f"{cfg.name}: {n} runs on {_where(executor)}", highlight=False)
             with JobProgress(n) as progress:
-                outcome = run_experiment(cfg, out, device=device, mode=mode, executor=executor, notify=progress.event,
-                                         stop=stop)
+                outcome = api.run(cfg, out, device=device, mode=mode, executor=executor, notify=progress.event, stop=stop)
     if not outcome.main:
         return  # rank 0 reports
     if outcome.interrupted:
@@ -483,8 +482,8 @@ def sweep(
 ) -> None:
     """Run every cell (arm × grid point × seed) of a sweep; finished cells are skipped."""
     from trx.stop import StopFlag, stop_on_signals
-    from trx.service import run_sweep
-    from trx.sweep import plan_sweep
+    from trx import api
+    from trx.sweep_plan import plan_sweep
 
     chosen = _executor(executor, jobs, ray, 1, cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell)
     sets = [*(set_ or []), *(["tensorboard=true"] if tensorboard else [])]
@@ -493,7 +492,7 @@ def sweep(
     console.print(f"sweep {plan.name}: {len(plan.cells)} cells ({', '.join(arms)}), {_where(chosen)}, into {plan.root}",
                   highlight=False)
     with stop_on_signals(StopFlag()) as stop, JobProgress(len(plan.cells), "sweep") as progress:
-        outcome = run_sweep(plan, executor=chosen, notify=progress.event, stop=stop)
+        outcome = api.sweep(plan, executor=chosen, notify=progress.event, stop=stop)
     if progress.skipped:
         console.print(f"{len(progress.skipped)} cell(s) were already finished and skipped")
     if outcome.interrupted:

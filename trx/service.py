@@ -15,7 +15,7 @@ from trx.executors import Executor, InProcess, run_jobs
 from trx.jobs import ArmJob, JobResult, Notify, arm_jobs, check_fits, check_jobs, clear
 from trx.rundir import UNFINISHED, ExperimentDir, Status
 from trx.runner import Experiment, prepare
-from trx.sweep import Plan, check_plan, save_sweep_csv, write_experiment
+from trx.sweep_plan import Plan, check_plan, save_sweep_csv, write_experiment
 
 
 @dataclass

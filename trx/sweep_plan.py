@@ -235,12 +235,13 @@ def _cell_config(data: dict[str, Any], arm: str, overrides: list[tuple[str, Any]
 
 
 def plan_sweep(
-    config: Path, sets: list[str], grid_options: list[str], seeds: int | None, out: Path
+    config: Path | dict[str, Any], sets: list[str], grid_options: list[str], seeds: int | None, out: Path
 ) -> Plan:
-    """Read CONFIG, apply --set, merge the grids (command line wins), expand and validate."""
-    data = read_yaml(Path(config))
+    """Read CONFIG (a YAML file, or its data), apply --set, merge the grids (command line wins),
+    expand and validate."""
+    data = copy.deepcopy(config) if isinstance(config, dict) else read_yaml(Path(config))
     apply_overrides(data, sets)
-    base = resolve(data, default_name=Path(config).stem)
+    base = resolve(data, default_name="experiment" if isinstance(config, dict) else Path(config).stem)
     data["name"] = base.name
     sweep = base.sweep
     grid = {k: axis_values(k, v) for k, v in (sweep.grid if sweep else {}).items()}
