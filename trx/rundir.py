@@ -122,21 +122,30 @@ class Locked(Exception):
 
 
 @dataclass(frozen=True)
-class RunDir:
-    """One run's folder and its files."""
+class _Folder:
+    """A folder trx owns, given as a path or a string."""
 
     path: Path
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
 
-    config = property(lambda self: self.path / CONFIG)
-    cell = property(lambda self: self.path / CELL)
-    metrics = property(lambda self: self.path / METRICS)
-    summary = property(lambda self: self.path / SUMMARY)
-    checkpoint = property(lambda self: self.path / CHECKPOINT)
-    holder_file = property(lambda self: self.path / HOLDER)
-    tensorboard = property(lambda self: self.path / TENSORBOARD)
+
+def _file(name: str) -> property:
+    return property(lambda self: self.path / name)
+
+
+@dataclass(frozen=True)
+class RunDir(_Folder):
+    """One run's folder and its files."""
+
+    config = _file(CONFIG)
+    cell = _file(CELL)
+    metrics = _file(METRICS)
+    summary = _file(SUMMARY)
+    checkpoint = _file(CHECKPOINT)
+    holder_file = _file(HOLDER)
+    tensorboard = _file(TENSORBOARD)
 
     # ---- typed reads and writes -----------------------------------------------------------
     def read_config(self) -> dict[str, Any] | None:
@@ -231,18 +240,13 @@ class RunDir:
 
 
 @dataclass(frozen=True)
-class ExperimentDir:
+class ExperimentDir(_Folder):
     """An experiment's folder (`<out>/<name>`) or a sweep's (`<out>/<name>/sweep`): the files
     that describe all its runs."""
 
-    path: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path))
-
-    experiment = property(lambda self: self.path / EXPERIMENT)
-    comparison = property(lambda self: self.path / COMPARISON)
-    sweep_csv = property(lambda self: self.path / SWEEP_CSV)
+    experiment = _file(EXPERIMENT)
+    comparison = _file(COMPARISON)
+    sweep_csv = _file(SWEEP_CSV)
 
     @property
     def sweep(self) -> ExperimentDir:
