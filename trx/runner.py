@@ -174,6 +174,7 @@ class ArmRun:
         self.monitor = new_monitor(exp.cfg)
         self.t = 0
         self.diverged_at: int | None = None
+        self.pending: list[tuple[int, torch.Tensor]] = []  # losses the monitor has not seen yet
         self.elapsed = 0.0
         self.final_eval: dict[str, float] = {}
         self.history: list[dict[str, Any]] = []
@@ -269,22 +270,20 @@ class ArmRun:
     def _train(self) -> None:
         task, opt, steps = self.exp.task, self.opt, self.cfg.steps
         every = self.cfg.checkpoint_interval()
-        pending: list[tuple[int, torch.Tensor]] = []
+        self.pending = []
         while self.t < steps:
             t = self.t
             if self._stop_requested(t):
-                if pending and self._diverged(pending):  # the monitor sees every loss before the checkpoint
+                if self._diverged():  # the monitor sees every loss before the checkpoint
                     return
                 raise Interrupted(self.stop.signal_name)
             loss = task.loss(self.net, D.shard(task.batch(t), self.ctx))
-            pending.append((t, loss.detach()))
+            self.pending.append((t, loss.detach()))
             if self.monitor.first_loss is None:
                 self.monitor.first(float(loss.detach()))
             row_due = self._row_due(t)
-            if row_due or len(pending) >= self.cfg.log_every:
-                if self._diverged(pending):
-                    return
-                pending = []
+            if (row_due or len(self.pending) >= self.cfg.log_every) and self._diverged():
+                return
             row: dict[str, Any] = {}
             if row_due:
                 row = {"step": t, "loss": self.monitor.last_loss, "lr": opt.current_lr(),
@@ -299,11 +298,10 @@ class ArmRun:
             if row_due:
                 self._write_row(row, opt.diagnostics)
             if every and self.t % every == 0 and self.t < steps:
-                if pending and self._diverged(pending):
+                if self._diverged():
                     return
-                pending = []
                 self._save_checkpoint()
-        if pending and self._diverged(pending):
+        if self._diverged():
             return
         self._final_row()
 
@@ -313,9 +311,12 @@ class ArmRun:
             return self.stop.requested
         return t % self.cfg.log_every == 0 and D.any_rank(self.stop.requested, self.ctx, self.exp.device)
 
-    def _diverged(self, pending: list[tuple[int, torch.Tensor]]) -> bool:
-        """Check buffered losses (one host sync per check; averaged over ranks); on divergence
-        write its row."""
+    def _diverged(self) -> bool:
+        """The one divergence path: hand the buffered losses to the monitor (one host sync per
+        check; averaged over ranks) and empty the buffer; on divergence write its row."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return False
         values = D.mean_over_ranks(torch.stack([l for _, l in pending]).float(), self.ctx).cpu().tolist()
         for (t, _), value in zip(pending, values):
             if self.monitor.observe(value, t):
