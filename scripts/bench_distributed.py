@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from trx.optim.distributed import balance, newton_schulz_flops, sharded_map
+from trx.optim.matrix_sharding import balance, newton_schulz_flops, sharded_map
 from trx.optim.normalizers import orthogonalize_all
 
 

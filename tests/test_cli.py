@@ -228,9 +228,14 @@ def test_job_progress_counts_only_runs_that_run_and_shows_their_steps(tmp_path):
     from rich.console import Console
 
     from trx.cli import JobProgress
-    from trx.jobs import HOLDER_FILE, ArmJob, CellMeta, JobResult
+    from trx.jobs import ArmJob, CellMeta, JobResult
+    from trx.rundir import HOLDER as HOLDER_FILE
 
-    jobs = [ArmJob({"steps": 100}, str(tmp_path / f"c{i}"), CellMeta("x", "adam", 0, {"optimizers.adam.lr": i}, f"lr={i}"))
+    from conftest import tiny_config
+    from trx.config import resolve
+
+    config = resolve(tiny_config(steps=100))
+    jobs = [ArmJob(config, str(tmp_path / f"c{i}"), CellMeta("x", "adam", 0, {"optimizers.adam.lr": i}, f"lr={i}"))
             for i in range(4)]
     for job in jobs[:2]:  # two run (their folders are locked); two wait in the pool's queue
         Path(job.dir).mkdir()

@@ -15,19 +15,20 @@ import yaml
 from typer.testing import CliRunner
 
 from trx.cli import app
-from trx.report import find_runs, lr_table, split_cell_id, steps_to_target
+from trx.compare import find_runs, lr_table, split_cell_id, steps_to_target, value_text
 
 
 def write_run(folder: Path, arm: str, final_loss: float | None, *, seed: int = 0, lr: float | None = None,
               status: str = "complete", name: str = "hand", losses: list[float] | None = None,
-              val: dict[str, float] | None = None, wall: float = 1.0) -> Path:
-    """A run folder as the runner writes it: summary.json, metrics.csv, config.yaml."""
+              val: dict[str, float] | None = None, wall: float = 1.0, short: dict[str, Any] | None = None) -> Path:
+    """A run folder as the runner writes it: summary.json, metrics.csv, config.yaml, cell.json
+    (`short`: the grid values of a sweep cell, keys below the arm)."""
     folder.mkdir(parents=True, exist_ok=True)
     diverged = status == "diverged"
     summary: dict[str, Any] = {"name": name, "arm": arm, "task": "logreg", "status": status, "steps": 30,
                                "steps_done": 30, "final_loss": final_loss, "best_loss": final_loss,
                                "first_loss": 2.0, "diverged": diverged, "diverged_at": 20 if diverged else None,
-                               "wall_time_s": wall, "seed": seed}
+                               "wall_time_s": wall, "seed": seed, "loss_unit": "nats"}
     summary.update({f"final_{k}": v for k, v in (val or {}).items()})
     (folder / "summary.json").write_text(json.dumps(summary))
     losses = losses or [2.0, 1.0, final_loss if final_loss is not None else math.inf]
@@ -35,6 +36,10 @@ def write_run(folder: Path, arm: str, final_loss: float | None, *, seed: int = 0
     (folder / "metrics.csv").write_text("\n".join(rows) + "\n")
     config = {"name": name, "seed": seed, "optimizers": {arm: {"lr": lr if lr is not None else 0.1}}}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    cell = None if short is None else ",".join([*(f"{k}={value_text(v)}" for k, v in short.items()), f"seed={seed}"])
+    meta = {"name": name, "arm": arm, "seed": seed, "overrides": {f"optimizers.{arm}.{k}": v for k, v in (short or {}).items()},
+            "cell": cell, "short": short or {}}
+    (folder / "cell.json").write_text(json.dumps(meta))
     return folder
 
 
@@ -46,7 +51,7 @@ def make_sweep(root: Path, results: dict[str, dict[float, list[float | None]]], 
             for seed, value in enumerate(values):
                 cell = sweep / arm / f"lr={lr:.4g},seed={seed}"
                 write_run(cell, arm, value if value is not None else 1e6, seed=seed, lr=lr,
-                          status="complete" if value is not None else "diverged", name=name,
+                          status="complete" if value is not None else "diverged", name=name, short={"lr": lr},
                           val={"val_loss": (value or 1e6) + 0.05, "val_acc": 1.0 - (value or 1.0) / 2})
     return sweep
 

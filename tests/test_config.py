@@ -95,3 +95,15 @@ def test_arm_config_and_diff():
     other = arm_config(resolve(tiny_config(), ["optimizers.adam.lr=0.2", "seed=3"]), "adam")
     assert diff_keys(one, other) == ["optimizers.adam.lr", "seed"]
     assert diff_keys(one, one) == []
+
+
+def test_the_experiment_config_is_one_module_level_type_that_pickles():
+    """Validated once where it enters trx, then carried typed, across processes too."""
+    import pickle
+
+    from trx.config import ExperimentConfig
+
+    cfg = resolve(tiny_config())
+    assert isinstance(cfg, ExperimentConfig)
+    back = pickle.loads(pickle.dumps(cfg))
+    assert back == cfg and type(back.task) is type(cfg.task) and back.seed_list() == cfg.seed_list()

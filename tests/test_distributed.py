@@ -13,7 +13,7 @@ import torch
 import yaml
 from conftest import SAFETY_S, wait_until
 
-from trx.distributed import DistContext, shard
+from trx.data_parallel import DistContext, shard
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,7 +108,7 @@ def _sharded_worker(rank: int, world: int, init: str, out: str) -> None:
     import torch.distributed as dist
 
     from trx.optim import build_optimizer
-    from trx.optim.distributed import sharded_map
+    from trx.optim.matrix_sharding import sharded_map
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from trx.cli import app
-from trx.config import read_yaml
-from trx.sweep import axis_values, check_plan, plan_sweep
+from trx.io import read_yaml
+from trx.sweep_plan import axis_values, check_plan, plan_sweep
 
 FOLDER = Path(__file__).resolve().parents[1] / "configs" / "experiments"
 CONFIGS = sorted(FOLDER.glob("*.yaml"))

@@ -11,8 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trx.config import UserError, resolve
-from trx.executors import run_experiment
-from trx.runner import prepare
+from trx.service import run_experiment
 
 KEYS = [
     "steps", "seed", "log_every", "eval_every", "divergence_threshold", "grad_clip", "checkpoint_every",
@@ -55,7 +54,7 @@ def test_overrides_never_end_in_a_traceback(tmp_path_factory, overrides):
         cfg = resolve(base, texts)
         if cfg.steps > 50:
             return  # valid, but too long to run here
-        summaries = run_experiment(prepare(cfg, tmp_path_factory.mktemp("fuzz"), "cpu"))
+        summaries = run_experiment(cfg, tmp_path_factory.mktemp("fuzz"), device="cpu").summaries
     except UserError as exc:
         message = str(exc)
         assert message and "\n" not in message and "Traceback" not in message

@@ -165,7 +165,7 @@ def test_a_grid_value_cannot_lead_a_cell_folder_out_of_the_sweep(tmp_path):
 
 def test_a_link_planted_in_a_sweep_cannot_lead_a_cell_out_of_it(tmp_path):
     from trx.errors import UserError
-    from trx.sweep import plan_jobs, plan_sweep
+    from trx.sweep_plan import plan_jobs, plan_sweep
 
     data = tiny_config(optimizers={"sgd": {"lr": 0.1}}, sweep={"grid": {"optimizers.sgd.lr": [0.1]}})
     plan = plan_sweep(config_text(tmp_path, yaml.safe_dump(data)), [], [], None, tmp_path / "runs")
@@ -178,7 +178,7 @@ def test_a_link_planted_in_a_sweep_cannot_lead_a_cell_out_of_it(tmp_path):
 
 def test_cell_ids_encode_separators_and_stay_one_folder():
     from trx.errors import UserError
-    from trx.sweep import safe_id
+    from trx.sweep_plan import safe_id
 
     for text in ["a/b", "../x", "a\\b", "x\x00y", "100%"]:
         name = safe_id(text)
@@ -366,7 +366,7 @@ def test_sweep_csv_lists_cells_another_sweep_finished(tmp_path):
     import pandas as pd
 
     from trx.jobs import JobResult
-    from trx.sweep import plan_sweep, save_sweep_csv
+    from trx.sweep_plan import plan_sweep, save_sweep_csv
 
     cfg, out = two_cell_sweep(tmp_path)
     whole = pd.read_csv(out / "tiny" / "sweep" / "sweep.csv")

@@ -66,7 +66,7 @@ def test_run_makes_one_job_per_arm_and_seed_in_config_order(tmp_path):
     jobs = arm_jobs(cfg, tmp_path / "q")
     assert [(j.meta.arm, j.meta.seed) for j in jobs] == [("gd", 0), ("gd", 1), ("hb", 0), ("hb", 1)]
     assert [Path(j.dir).relative_to(tmp_path).as_posix() for j in jobs][:2] == ["q/gd/seed=0", "q/gd/seed=1"]
-    assert all(list(j.data["optimizers"]) == [j.meta.arm] and j.data["seed"] == j.meta.seed for j in jobs)
+    assert all(list(j.config.optimizers) == [j.meta.arm] and j.config.seed == j.meta.seed for j in jobs)
     one = arm_jobs(resolve(quad()), tmp_path / "q")
     assert [Path(j.dir).name for j in one] == ["gd", "hb"]  # one seed keeps the plain layout
 
@@ -263,6 +263,21 @@ def test_an_interrupt_between_loss_checks_resumes_exactly(tmp_path):
     assert json.loads((Path(job.dir) / "summary.json").read_text())["loss_spikes"] == clean.summary["loss_spikes"]
 
 
+def test_a_job_validates_nothing_again_and_builds_its_model_once(tmp_path, monkeypatch):
+    """The job carries its validated config; running it loads the task and builds one model
+    (the arms' shape checks happened when the run was planned)."""
+    from trx import config
+    from trx.tasks import TASKS
+
+    job = arm_jobs(resolve(quad()), tmp_path / "q")[0]
+    built, validated = [], []
+    task_type = TASKS["quadratic1d"]
+    monkeypatch.setattr(task_type, "build_model", lambda self, f=task_type.build_model: built.append(1) or f(self))
+    monkeypatch.setattr(config.ExperimentConfig, "model_validate", staticmethod(lambda *a, **k: validated.append(1)))
+    assert run_job(job).status == "complete"
+    assert (len(built), validated) == (1, [])
+
+
 # ---- a recorded config read through today's schema -------------------------------------------
 def _recorded(cfg: dict[str, Any], arm: str) -> dict[str, Any]:
     """What config.yaml (and a checkpoint) record for one arm of `cfg`."""
@@ -271,30 +286,36 @@ def _recorded(cfg: dict[str, Any], arm: str) -> dict[str, Any]:
     return arm_config(resolve(cfg), arm)
 
 
+def _with_record(tmp_path: Path, old: dict[str, Any]) -> Any:
+    """The `hb` job of quad() with `old` recorded as its folder's config.yaml."""
+    from trx.io import write_yaml
+
+    job = next(j for j in arm_jobs(resolve(quad()), tmp_path / "q") if j.meta.arm == "hb")
+    Path(job.dir).mkdir(parents=True)
+    write_yaml(Path(job.dir) / "config.yaml", old)
+    return job
+
+
 def test_an_option_added_since_a_run_was_written_is_no_change(tmp_path):
     """A folder written before an option existed lacks it; at its default it changes nothing."""
     from trx.config import config_changes
-    from trx.io import write_yaml
     from trx.jobs import check_resumable
 
     new = _recorded(quad(), "hb")
     old = json.loads(json.dumps(new))
     del old["divergence_threshold"], old["optimizers"]["hb"]["filter"]["gamma"]
     assert config_changes(old, new) == []
-    write_yaml(tmp_path / "config.yaml", old)
-    check_resumable(tmp_path, new)  # no error: nothing to refuse
+    check_resumable(_with_record(tmp_path, old))  # no error: nothing to refuse
 
 
 def test_a_real_change_is_still_named_after_normalizing(tmp_path):
     from trx.config import config_changes
     from trx.errors import UserError
-    from trx.io import write_yaml
     from trx.jobs import check_resumable
 
     new = _recorded(quad(), "hb")
     old = _recorded(quad(divergence_threshold=50.0), "hb")
     del old["optimizers"]["hb"]["filter"]["gamma"]
     assert config_changes(old, new) == ["divergence_threshold"]
-    write_yaml(tmp_path / "config.yaml", old)
     with pytest.raises(UserError, match="differs at divergence_threshold"):
-        check_resumable(tmp_path, new)
+        check_resumable(_with_record(tmp_path, old))

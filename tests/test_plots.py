@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from trx.cli import app
 from trx.config import UserError
 from trx.plots import label, plot_curves, plot_lr, plot_schedule, plot_warmup
-from trx.report import find_runs
+from trx.compare import find_runs
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +37,7 @@ def warmup_sweep(root: Path) -> Path:
                 diverged = arm == "muon" and warmup == "0" and seed == 1
                 write_run(sweep / arm / f"lr=0.01,schedule.warmup={warmup},seed={seed}", arm, losses[-1], seed=seed,
                           lr=0.01, name="ab", losses=losses + ([500.0] if diverged else []),
+                          short={"lr": 0.01, "schedule.warmup": float(warmup)},
                           status="diverged" if diverged else "complete")
     return sweep
 

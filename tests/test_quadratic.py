@@ -9,8 +9,7 @@ import pytest
 from conftest import tiny_config
 
 from trx.config import resolve
-from trx.executors import run_experiment
-from trx.runner import prepare
+from trx.service import run_experiment
 from trx.tasks.quadratic1d import contraction_rate, stable_limit, stationary_variance
 
 HEAVY = lambda beta: ([1.0], [1.0, -beta])  # noqa: E731
@@ -49,7 +48,7 @@ def _run(tmp_path, arms, **task):
         task={"name": "quadratic1d", **task},
         optimizers=arms,
     )
-    return {s["arm"]: s for s in run_experiment(prepare(resolve(data), tmp_path))}
+    return {s["arm"]: s for s in run_experiment(resolve(data), tmp_path).summaries}
 
 
 def test_measured_rate_matches_prediction(tmp_path):
@@ -82,7 +81,7 @@ def test_noise_variance_matches_prediction(tmp_path):
         task={"name": "quadratic1d", "curvature": 1.0, "init": 0.0, "noise": 1.0},
         optimizers={"hb": {"lr": 0.1, "filter": {"name": "heavy_ball", "beta": 0.5}}},
     )
-    s = run_experiment(prepare(resolve(data), tmp_path))[0]
+    s = run_experiment(resolve(data), tmp_path).summaries[0]
     th = s["theory"]
     assert th["measured_variance"] == pytest.approx(th["predicted_variance"], rel=0.15)
 

@@ -1,4 +1,4 @@
-"""Run folders read back from cell.json (older folders from their names), seeds of `trx run`
+"""Run folders read back from cell.json (older folders refused until converted), seeds of `trx run`
 grouped per arm, paired tables with verdicts, and `write_report` on hand-made folders (claims)
 and on a small real sweep (its linked figures exist)."""
 
@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from trx.cli import app
 from trx.config import UserError
-from trx.report import (axis_table, compare_table, failure_table, find_runs, group_runs, paired_table, reference_value,
-                        tolerance_curve_table)
+from trx.compare import (axis_table, compare_table, failure_table, find_runs, group_runs, paired_table, reference_value,
+                         tolerance_curve_table)
 from trx.report_md import write_report
 from trx.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED
 
@@ -55,12 +55,20 @@ def test_cell_json_is_read_in_preference_to_the_folder_name(tmp_path):
     assert run.overrides == [("lr", "0.01"), ("schedule.warmup", "5")] and run.lr == 0.01
 
 
-def test_folders_without_cell_json_still_read_from_their_names(tmp_path):
-    folder = write_run(tmp_path / "x" / "sweep" / "adam" / "lr=0.01,seed=3", "adam", 0.4, seed=3, lr=0.01, name="x")
-    plain = write_run(tmp_path / "y" / "sgd", "sgd", 0.3, name="y")
-    runs = {r.arm: r for r in find_runs([folder, plain])}
-    assert runs["adam"].cell == "lr=0.01,seed=3" and runs["adam"].overrides == [("lr", "0.01")]
-    assert runs["adam"].seed == 3 and runs["sgd"].cell is None and runs["sgd"].overrides == []
+def test_a_folder_without_cell_json_is_refused_until_resume_writes_it(tmp_path):
+    """What a folder is is never parsed from its name: an older folder (no cell.json) is refused
+    with the way to convert it, and `--resume` over its finished runs writes cell.json."""
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(steps=5, eval_every=0)))
+    out = tmp_path / "runs"
+    assert CliRunner().invoke(app, ["run", str(path), "--out", str(out)]).exit_code == 0
+    (out / "tiny" / "sgd" / "cell.json").unlink()
+    with pytest.raises(UserError, match="sgd has no cell.json") as err:
+        find_runs([out / "tiny"])
+    assert "--resume" in err.value.hint
+    res = CliRunner().invoke(app, ["run", str(path), "--out", str(out), "--resume"])
+    assert res.exit_code == 0, res.output
+    assert {r.arm for r in find_runs([out / "tiny"])} == {"sgd", "adam"}
 
 
 def test_seeds_of_trx_run_group_per_arm(tmp_path):

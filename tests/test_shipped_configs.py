@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from trx.config import load_config
-from trx.executors import run_experiment
-from trx.runner import prepare
+from trx.service import run_experiment
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -34,7 +33,7 @@ def test_shipped_config_runs_a_few_steps(path, tmp_path):
     n = 3 + max([w for w in warm if isinstance(w, int)], default=0)  # warmups in updates must still fit
     steps = [f"steps={n}", "log_every=1", "eval_every=2", "checkpoint_every=0", "device=cpu"]
     cfg = load_config(path, [*steps, *small])
-    summaries = run_experiment(prepare(cfg, tmp_path))
+    summaries = run_experiment(cfg, tmp_path).summaries
     assert len(summaries) == len(cfg.optimizers) * len(cfg.seed_list())  # one run per arm and seed
     for s in summaries:
         assert s["status"] in ("complete", "diverged"), (s["arm"], s.get("error"))

@@ -18,10 +18,11 @@ from conftest import SAFETY_S, wait_until
 from typer.testing import CliRunner
 
 from trx.cli import app
-from trx.config import UserError
-from trx.runner import ArmRun, StopFlag
+from trx.config import UserError, dump
+from trx.runner import ArmRun
+from trx.stop import StopFlag
 from trx.executors import InProcess, run_jobs
-from trx.sweep import axis_values, format_value, parse_grid_option, plan_jobs, plan_sweep
+from trx.sweep_plan import axis_values, format_value, parse_grid_option, plan_jobs, plan_sweep
 
 
 def quad_config(**over: Any) -> dict[str, Any]:
@@ -87,9 +88,9 @@ def test_each_arm_multiplies_only_its_own_axes_stars_and_global_keys(tmp_path):
     assert ids(plan, "gd")[0] == "lr=0.1,schedule.warmup=0,task.noise=0,seed=0"
     assert plan.keys == ["lr", "schedule.warmup", "task.noise"]
     cell = next(c for c in plan.cells if c.arm == "hb" and c.id == "lr=0.6,schedule.warmup=2,task.noise=0.1,seed=1")
-    assert list(cell.data["optimizers"]) == ["hb"]
-    assert cell.data["optimizers"]["hb"]["lr"] == 0.6 and cell.data["optimizers"]["hb"]["schedule"]["warmup"] == 2
-    assert cell.data["task"]["noise"] == 0.1 and cell.data["seed"] == 1 and cell.data["sweep"] is None
+    assert list(dump(cell.config)["optimizers"]) == ["hb"]
+    assert dump(cell.config)["optimizers"]["hb"]["lr"] == 0.6 and dump(cell.config)["optimizers"]["hb"]["schedule"]["warmup"] == 2
+    assert dump(cell.config)["task"]["noise"] == 0.1 and dump(cell.config)["seed"] == 1 and dump(cell.config)["sweep"] is None
 
 
 def test_a_named_arm_key_beats_star_for_the_same_leaf(tmp_path):
@@ -109,7 +110,7 @@ def test_ids_use_full_keys_below_the_arm_and_4_significant_digits(tmp_path):
     cfg = quad_config(sweep={"grid": {"optimizers.gd.lr": {"log": [1e-4, 1e-1], "num": 7}, "optimizers.hb.lr": [0.2]}})
     plan = plan_sweep(write(tmp_path, cfg), [], [], 2, tmp_path)
     assert ids(plan, "gd")[:4] == ["lr=0.0001,seed=0", "lr=0.0001,seed=1", "lr=0.0003162,seed=0", "lr=0.0003162,seed=1"]
-    assert plan.cells[2].data["optimizers"]["gd"]["lr"] == pytest.approx(10**-3.5)
+    assert dump(plan.cells[2].config)["optimizers"]["gd"]["lr"] == pytest.approx(10**-3.5)
     assert format_value(0) == "0" and format_value(0.05) == "0.05" and format_value(True) == "true"
     assert format_value({"name": "ema", "beta": 0.9}) == "{name:ema,beta:0.9}"
 
@@ -125,8 +126,8 @@ def test_seeds_option_and_the_command_line_grid_win(tmp_path):
 def test_set_applies_to_every_cell_and_the_grid_beats_it(tmp_path):
     path = write(tmp_path, quad_config())
     plan = plan_sweep(path, ["steps=5", "optimizers.gd.lr=9"], [], None, tmp_path)
-    assert {c.data["steps"] for c in plan.cells} == {5}
-    assert [c.data["optimizers"]["gd"]["lr"] for c in plan.cells if c.arm == "gd"] == [0.1, 0.5]
+    assert {dump(c.config)["steps"] for c in plan.cells} == {5}
+    assert [dump(c.config)["optimizers"]["gd"]["lr"] for c in plan.cells if c.arm == "gd"] == [0.1, 0.5]
 
 
 @pytest.mark.parametrize(

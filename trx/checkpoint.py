@@ -17,11 +17,9 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.distributed as dist
 
-from trx.distributed import DistContext
+from trx.data_parallel import DistContext
 from trx.errors import UserError
 from trx.io import atomic_write
-
-FILE = "checkpoint.pt"
 
 
 def rng_states(ctx: DistContext) -> dict[str, Any]:

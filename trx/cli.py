@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,6 +16,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from trx.errors import UserError, debug
+from trx.rundir import ExperimentDir, RunDir, Status
+
+if TYPE_CHECKING:
+    from trx.config import ExperimentConfig
 
 # Torch is imported only by the commands that train (run, sweep, list): --help, compare, plot
 # and report start in well under a second.
@@ -104,7 +108,7 @@ IDENTIFYING = ("run", "arm", "optimizer", "cell", "group")  # columns that tell 
 def render_table(table, title: str | None = None) -> Table:
     """A rich table of a data frame. Identifying columns are never cut: they keep the width of
     their longest value (other text columns fold onto further lines instead of ending in …)."""
-    from trx.report import cell_text
+    from trx.compare import cell_text
 
     out = Table(title=title, show_lines=False)
     right = table.attrs.get("right", ())
@@ -141,6 +145,8 @@ def _print_groups(exp) -> None:
 
 JobsOpt = Annotated[int | None, typer.Option("--jobs", help="runs in parallel processes (default: as many as cores allow when there are several seeds)")]
 SeedsOpt = Annotated[int | None, typer.Option("--seeds", help="run seeds seed … seed+N−1 (overrides the config's seeds)")]
+ExecutorOpt = Annotated[str | None, typer.Option("--executor", show_default=False, help="where runs run: inprocess | "
+                        "local:N (N processes here; --jobs N) | ray:ADDRESS (a Ray cluster; --ray ADDRESS)")]
 TensorBoardOpt = Annotated[bool, typer.Option("--tensorboard", help="also write TensorBoard scalars into each run folder")]
 
 
@@ -148,7 +154,7 @@ def last_logged(folder: Path) -> tuple[int, float | None] | None:
     """The step and loss of the last row of `folder/metrics.csv` (its header and tail only: the
     file may be long), or None before the first row."""
     try:
-        with (folder / "metrics.csv").open("rb") as f:
+        with RunDir(folder).metrics.open("rb") as f:
             header = f.readline().decode().strip().split(",")
             f.seek(0, os.SEEK_END)
             f.seek(max(len(",".join(header)) + 1, f.tell() - 4096))
@@ -204,12 +210,10 @@ class JobProgress:
 
     def poll(self) -> None:
         """Refresh the bars of running runs; a run runs while its folder's lock has a holder."""
-        from trx.jobs import HOLDER_FILE
-
         with self.guard:
             for folder, job in self.handed.items():
-                if folder not in self.rows and (Path(folder) / HOLDER_FILE).exists():
-                    self.rows[folder] = self.bar.add_task(_run_label(job), total=job.data.get("steps") or 1, info="starting")
+                if folder not in self.rows and RunDir(folder).is_held():
+                    self.rows[folder] = self.bar.add_task(_run_label(job), total=job.config.steps, info="starting")
                 seen = last_logged(Path(folder)) if folder in self.rows else None
                 if seen is not None:
                     step, loss = seen
@@ -283,6 +287,7 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the resolved config and parameter groups only")] = False,
     nproc: Annotated[int, typer.Option("--nproc", min=1, help="data-parallel processes on this machine (via torchrun)")] = 1,
     tensorboard: TensorBoardOpt = False,
+    executor: ExecutorOpt = None,
 ) -> None:
     """Run every optimizer arm of CONFIG (once per seed) and print a comparison table."""
     from trx.config import load_config
@@ -301,35 +306,38 @@ def run(
         _dry_run(cfg, out, device, jobs)
         return
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        from trx.distributed import launch
+        from trx.data_parallel import launch
 
         raise typer.Exit(launch(nproc, _relaunch_argv(nproc)))
-    _run(cfg, out, device, "resume" if resume else "overwrite" if overwrite else "new", jobs)
+    runs = len(cfg.optimizers) * len(cfg.seed_list())
+    ranks = "WORLD_SIZE" in os.environ  # a rank of torchrun: its arms run in this process
+    chosen = _executor(executor, jobs and _at_a_time(cfg, runs, jobs), None, 1 if ranks else _at_a_time(cfg, runs, None))
+    _run(cfg, out, device, "resume" if resume else "overwrite" if overwrite else "new", chosen)
 
 
-def _dry_run(cfg: Any, out: Path, device: str | None, jobs: int | None) -> None:
+def _dry_run(cfg: ExperimentConfig, out: Path, device: str | None, jobs: int | None) -> None:
     import yaml
 
     from trx.config import dump
-    from trx.runner import prepare
+    from trx.service import check_experiment
     from trx.tasks import DataError
 
     console.print(yaml.safe_dump(dump(cfg), sort_keys=False, allow_unicode=True))
     try:
-        exp = prepare(cfg, out, device, shapes_only=True)
+        exp = check_experiment(cfg, out, device, shapes_only=True)
     except (UserError, DataError) as exc:  # a task whose model shape comes from its data, missing here
         console.print(f"parameter groups not shown: {exc}", highlight=False)
         return
     _print_groups(exp)
     try:
-        exp = prepare(cfg, out, device)  # the data, for a few timed updates (nothing is written)
+        exp = check_experiment(cfg, out, device)  # the data, for a few timed updates (nothing is written)
     except (UserError, DataError) as exc:
         console.print(f"time not estimated: {exc}", highlight=False)
         return
     _print_estimate(exp, _at_a_time(cfg, len(cfg.optimizers) * len(cfg.seed_list()), jobs))
 
 
-def _at_a_time(cfg: Any, runs: int, jobs: int | None) -> int:
+def _at_a_time(cfg: ExperimentConfig, runs: int, jobs: int | None) -> int:
     """Runs in parallel: --jobs, else every core when there are several seeds; never more than
     runs or cores."""
     from trx.executors import cpu_cores
@@ -357,46 +365,33 @@ def _print_estimate(exp: Any, n: int) -> None:
                   "logging and checkpoints add to it)", highlight=False)
 
 
-def _run(cfg: Any, out: Path, device: str | None, mode: str, jobs: int | None) -> None:
-    from trx.config import dump
-    from trx.executors import InProcess, LocalProcesses, run_jobs
-    from trx.io import write_yaml
-    from trx.jobs import arm_jobs, check_fits, check_jobs, clear
-    from trx.runner import StopFlag, prepare, stop_on_signals
+def _run(cfg: ExperimentConfig, out: Path, device: str | None, mode: str, executor: Any) -> None:
+    from trx.executors import InProcess
+    from trx.stop import StopFlag, stop_on_signals
+    from trx import api
 
-    exp = prepare(cfg, out, device)  # data, model and every arm's groups, checked once
-    check_fits(exp.task, exp.task.build_model(), exp.device)
-    todo = arm_jobs(cfg, exp.root, device)
-    check_jobs(todo, mode, locked="error" if exp.ctx.is_main else "ignore")
-    if exp.ctx.is_main:
-        if mode == "overwrite":
-            clear(todo)
-            (exp.root / "comparison.csv").unlink(missing_ok=True)
-        write_yaml(exp.root / "experiment.yaml", dump(cfg))
-    if exp.ctx.enabled:
-        import torch.distributed as dist
-
-        dist.barrier()
-    n = 1 if exp.ctx.enabled else _at_a_time(cfg, len(todo), jobs)
+    main = "RANK" not in os.environ or os.environ.get("RANK") == "0"
     with stop_on_signals(StopFlag()) as stop:
-        if n == 1:
-            with RichProgress() if exp.ctx.is_main else contextlib.nullcontext() as progress:
-                results = run_jobs(todo, InProcess(progress), None, stop)
+        if isinstance(executor, InProcess):
+            with RichProgress() if main else contextlib.nullcontext() as progress:
+                executor.progress = progress
+                outcome = api.run(cfg, out, device=device, mode=mode, executor=executor, stop=stop)
         else:
-            console.print(f"{cfg.name}: {len(todo)} runs, {n} at a time", highlight=False)
-            with JobProgress(len(todo)) as progress:
-                results = run_jobs(todo, LocalProcesses(n), progress.event, stop)
-    if not exp.ctx.is_main:
+            n = len(cfg.optimizers) * len(cfg.seed_list())
+            console.print(f"{cfg.name}: {n} runs on {_where(executor)}", highlight=False)
+            with JobProgress(n) as progress:
+                outcome = api.run(cfg, out, device=device, mode=mode, executor=executor, notify=progress.event, stop=stop)
+    if not outcome.main:
         return  # rank 0 reports
-    if any(r.status in ("interrupted", "not run") for r in results):
+    if outcome.interrupted:
         err_console.print("interrupted: the running arm was saved; continue with --resume")
         raise typer.Exit(130)
-    _report_run(cfg, exp.root, results)
-    locked = [r for r in results if r.status == "locked"]
-    for r in locked:
+    _report_run(cfg, outcome.root, outcome.results)
+    locked = outcome.with_status(Status.LOCKED)
+    for _, r in locked:
         err_console.print(f"[red]error:[/] {r.dir} is being written by {r.error}", highlight=False)
-    failed = [r for r in results if r.status == "failed"]
-    for r in failed:
+    failed = outcome.with_status(Status.FAILED)
+    for _, r in failed:
         err_console.print(f"[red]arm {r.summary.get('arm', r.dir)} failed:[/] {r.error}", highlight=False)
     if locked:
         raise typer.Exit(2)
@@ -404,32 +399,60 @@ def _run(cfg: Any, out: Path, device: str | None, mode: str, jobs: int | None) -
         raise typer.Exit(1)
 
 
-def _report_run(cfg: Any, root: Path, results: list[Any]) -> None:
+def _where(executor: Any) -> str:
+    """How progress lines name an executor: `2 job(s) × 1 thread(s)`, `Ray cluster auto, …`."""
+    from trx.executors import LocalProcesses, threads_per_job
+
+    if isinstance(executor, LocalProcesses):
+        return f"{executor.n} job(s) × {threads_per_job(executor.n)} thread(s)"
+    if hasattr(executor, "address"):
+        gpus = f" and {executor.gpus:g} GPU(s)" if executor.gpus else ""
+        return f"Ray cluster {executor.address}, {executor.cpus:g} CPU(s){gpus} per cell"
+    return "1 job in this process"
+
+
+def _executor(spec: str | None, jobs: int | None, ray: str | None, default_jobs: int, **options: Any) -> Any:
+    """--executor, or its older spellings --jobs N (local:N) and --ray ADDRESS (ray:ADDRESS)."""
+    from trx.executors import cpu_cores, make_executor
+
+    given = [name for name, v in (("--executor", spec), ("--jobs", jobs), ("--ray", ray)) if v is not None]
+    if len(given) > 1:
+        raise UserError(f"{' and '.join(given)} exclude each other", hint="--executor local:N or --executor ray:ADDRESS says both")
+    if jobs is not None and jobs < 1:
+        raise UserError(f"--jobs: must be ≥ 1, got {jobs}")
+    n = jobs or default_jobs
+    if spec is None and ray is None and n > cpu_cores():
+        err_console.print(f"--jobs {n} is more than the {cpu_cores()} CPU cores here: running {cpu_cores()} at a time")
+    spec = spec or (f"ray:{ray}" if ray is not None else f"local:{n}")
+    return make_executor(spec, **options)
+
+
+def _report_run(cfg: ExperimentConfig, root: Path, results: list[Any]) -> None:
     """The comparison table: per arm with one seed; over seeds (mean ± sd, interval, paired
     difference to the first arm) with several."""
-    from trx.report import comparison_table, save_comparison
+    from trx.compare import comparison_table, save_comparison
 
     summaries = [r.summary or {"arm": r.dir, "status": r.status} for r in results]
     if len(cfg.seed_list()) == 1:
         table = comparison_table(summaries)
-        save_comparison(table, root / "comparison.csv")
+        save_comparison(table, ExperimentDir(root).comparison)
         show(render_table(table, title=f"{cfg.name} ({cfg.task.name}, {cfg.steps} steps)"))
     else:
         _seed_tables(cfg, root, [Path(r.dir) for r in results])
     console.print(f"results in {root}", highlight=False)
 
 
-def _seed_tables(cfg: Any, root: Path, dirs: list[Path]) -> None:
+def _seed_tables(cfg: ExperimentConfig, root: Path, dirs: list[Path]) -> None:
     """Per arm mean ± sd and 95% interval over seeds, and the paired difference (same seed: same
     initial weights and batches) to the first arm with its interval and verdict."""
-    from trx.report import default_metric, find_runs, paired_table, save_comparison
+    from trx.compare import default_metric, find_runs, paired_table, save_comparison
 
-    runs = find_runs([d for d in dirs if (d / "summary.json").exists()])
+    runs = find_runs([d for d in dirs if RunDir(d).summary.exists()])
     if not runs:
         return
     metric = default_metric(runs)
     table = paired_table(runs, metric, baseline_arm=next(iter(cfg.optimizers)))
-    save_comparison(table, root / "comparison.csv")
+    save_comparison(table, ExperimentDir(root).comparison)
     n = len(cfg.seed_list())
     show(render_table(_display(table), title=f"{cfg.name} ({cfg.task.name}, {cfg.steps} steps), final {metric}: "
                                              f"mean ± sd over {n} seeds, 95% intervals; diff = arm − {next(iter(cfg.optimizers))}, "
@@ -448,56 +471,40 @@ def sweep(
     config: ConfigArg,
     grid: GridOpt = None,
     seeds: Annotated[int | None, typer.Option("--seeds", help="run seeds seed … seed+N−1 (default: sweep.seeds)")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", help="cells run in parallel processes on this machine")] = 1,
+    jobs: Annotated[int | None, typer.Option("--jobs", show_default=False, help="cells run in parallel processes on this machine (default 1)")] = None,
     set_: SetOpt = None,
     out: OutOpt = Path("runs"),
     ray: Annotated[str | None, typer.Option("--ray", help="run cells on a Ray cluster: auto | local | HEAD:PORT")] = None,
     cpus_per_cell: Annotated[float, typer.Option("--cpus-per-cell", help="with --ray: CPUs each cell reserves")] = 1.0,
     gpus_per_cell: Annotated[float, typer.Option("--gpus-per-cell", help="with --ray: GPUs each cell reserves")] = 0.0,
     tensorboard: TensorBoardOpt = False,
+    executor: ExecutorOpt = None,
 ) -> None:
     """Run every cell (arm × grid point × seed) of a sweep; finished cells are skipped."""
-    from trx.executors import InProcess, LocalProcesses, cpu_cores, run_jobs, threads_per_job
-    from trx.runner import StopFlag, stop_on_signals
-    from trx.sweep import check_plan, plan_sweep, save_sweep_csv, write_experiment
+    from trx.stop import StopFlag, stop_on_signals
+    from trx import api
+    from trx.sweep_plan import plan_sweep
 
-    if jobs < 1:
-        raise UserError(f"--jobs: must be ≥ 1, got {jobs}")
-    if ray is not None and jobs != 1:
-        raise UserError("--jobs and --ray exclude each other", hint="with --ray, the cluster's CPUs set the parallelism")
-    if jobs > cpu_cores():
-        err_console.print(f"--jobs {jobs} is more than the {cpu_cores()} CPU cores here: running {cpu_cores()} at a time")
-        jobs = cpu_cores()
+    chosen = _executor(executor, jobs, ray, 1, cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell)
     sets = [*(set_ or []), *(["tensorboard=true"] if tensorboard else [])]
     plan = plan_sweep(config, sets, grid or [], seeds, out)
-    if ray is not None:
-        from trx.ray_executor import RayExecutor
-
-        executor: Any = RayExecutor(ray, cpus_per_cell, gpus_per_cell)
-        where = f"Ray cluster {ray}, {cpus_per_cell:g} CPU(s)" + (f" and {gpus_per_cell:g} GPU(s)" if gpus_per_cell else "") + " per cell"
-    else:
-        executor = InProcess() if jobs == 1 else LocalProcesses(jobs)
-        where = f"{jobs} job(s) × {threads_per_job(jobs)} thread(s)"
-    todo = check_plan(plan, None)
-    write_experiment(plan, plan.config)
     arms = sorted({c.arm for c in plan.cells})
-    console.print(f"sweep {plan.name}: {len(plan.cells)} cells ({', '.join(arms)}), {where}, into {plan.root}",
+    console.print(f"sweep {plan.name}: {len(plan.cells)} cells ({', '.join(arms)}), {_where(chosen)}, into {plan.root}",
                   highlight=False)
     with stop_on_signals(StopFlag()) as stop, JobProgress(len(plan.cells), "sweep") as progress:
-        results = run_jobs(todo, executor, progress.event, stop)
+        outcome = api.sweep(plan, executor=chosen, notify=progress.event, stop=stop)
     if progress.skipped:
         console.print(f"{len(progress.skipped)} cell(s) were already finished and skipped")
-    if any(r.status in ("interrupted", "not run") for r in results):
+    if outcome.interrupted:
         err_console.print("interrupted: running cells were saved; run the same command again to finish the sweep")
         raise typer.Exit(130)
-    path = save_sweep_csv(plan, results)
-    _report_sweep(plan, results)
-    console.print(f"results in {plan.root} (one row per cell in {path.name})", highlight=False)
-    _next_steps(plan, results)
+    _report_sweep(plan, outcome.results)
+    console.print(f"results in {plan.root} (one row per cell in {ExperimentDir(plan.root).sweep_csv.name})", highlight=False)
+    _next_steps(plan, outcome.results)
     for job, r in progress.locked:
         err_console.print(f"[yellow]cell {job.meta.label} skipped:[/] another process is running it ({r.error}); "
                           "run the same command again once it has finished", highlight=False)
-    failed = [(job, r) for job, r in zip(todo, results) if r.status == "failed"]
+    failed = outcome.with_status(Status.FAILED)
     for job, r in failed:
         err_console.print(f"[red]cell {job.meta.label} failed:[/] {r.error}", highlight=False)
     if failed:
@@ -505,9 +512,9 @@ def sweep(
 
 
 def _report_sweep(plan: Any, results: list[Any]) -> None:
-    from trx.report import compare_table, default_metric, find_runs, lr_table
+    from trx.compare import compare_table, default_metric, find_runs, lr_table
 
-    done = [Path(r.dir) for r in results if (Path(r.dir) / "summary.json").exists()]
+    done = [Path(r.dir) for r in results if RunDir(r.dir).summary.exists()]
     runs = find_runs(done) if done else []
     if runs:
         metric = default_metric(runs)  # the one the next commands and the report judge by
@@ -523,9 +530,9 @@ def _next_steps(plan: Any, results: list[Any]) -> None:
     """Commands that work on this sweep, one per line."""
     lr_axis = any(k == "lr" for k in plan.keys)
     warmup_axis = any(k.endswith("schedule.warmup") for k in plan.keys)
-    from trx.report import default_metric, find_runs
+    from trx.compare import default_metric, find_runs
 
-    done = [Path(r.dir) for r in results if (Path(r.dir) / "summary.json").exists()]
+    done = [Path(r.dir) for r in results if RunDir(r.dir).summary.exists()]
     metric = default_metric(find_runs(done)) if done else "loss"
     lines = [f"trx compare {plan.root} --metric {metric} --format md", f"trx report {plan.root}"]
     if lr_axis:
@@ -537,7 +544,7 @@ def _next_steps(plan: Any, results: list[Any]) -> None:
 
 
 def _display(table):
-    from trx.report import display_frame
+    from trx.compare import display_frame
 
     shown = display_frame(table)
     for col in shown.columns:  # keep numeric columns right-aligned in render_table
@@ -557,7 +564,7 @@ def compare(
     format_: Annotated[str, typer.Option("--format", help="table | csv | md")] = "table",
 ) -> None:
     """Compare arms, experiments and sweeps: means over seeds, steps to a target, lr tolerance."""
-    from trx.report import (check_metric, compare_table, default_metric, find_runs, lr_table, to_csv,
+    from trx.compare import (check_metric, compare_table, default_metric, find_runs, lr_table, to_csv,
                             to_markdown)
 
     if format_ not in ("table", "csv", "md"):
@@ -600,7 +607,7 @@ def plot(
 ) -> None:
     """Draw a figure from run folders: loss curves, result vs lr, schedules, warmup ablation, lr-band width vs tolerance."""
     from trx.plots import KINDS, make_plot
-    from trx.report import find_runs
+    from trx.compare import find_runs
 
     if kind not in KINDS:
         raise UserError(f"--kind: must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -617,7 +624,7 @@ def _plot_metric(kind: str, runs: list[Any]) -> str:
     """The default metric of a figure: the one every command judges by where metrics.csv logs it
     (`curves` of the train loss draw the validation loss beside it anyway)."""
     from trx.plots import columns
-    from trx.report import default_metric
+    from trx.compare import default_metric
 
     metric = default_metric(runs)
     return metric if kind != "curves" and metric in columns(runs) else "loss"

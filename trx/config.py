@@ -13,7 +13,8 @@ import yaml
 from pydantic import BeforeValidator, Field, ValidationError, create_model, field_validator, model_validator
 
 from trx.errors import UserError
-from trx.io import load_yaml, yaml_problem
+from trx.io import load_yaml, read_yaml, yaml_problem
+from trx.rundir import SWEEP, TENSORBOARD
 from trx.monitor import MonitorConfig
 from trx.optim.base import ConfigError, Strict, config_errors
 from trx.optim.spec import ArmConfig
@@ -25,7 +26,7 @@ ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 # Names an arm folder cannot take: they sit beside arm folders in an experiment or sweep folder.
-RESERVED_NAMES = {"sweep": "`trx sweep` writes its cells there", "tb": "TensorBoard writes there"}
+RESERVED_NAMES = {SWEEP: "`trx sweep` writes its cells there", TENSORBOARD: "TensorBoard writes there"}
 RESERVED_SUFFIXES = (".csv", ".yaml", ".yml", ".json", ".md", ".png", ".pt", ".lock", ".holder", ".tmp")
 
 
@@ -42,9 +43,11 @@ def reserved_name(name: str) -> str | None:
 def task_config_type() -> Any:
     """The `task:` block: a union of every registered task's options, tagged by `name`."""
     members = [
-        create_model(f"{name}_options", __base__=cls.Options, name=(Literal[name], ...))  # type: ignore[call-overload]
+        create_model(f"{name}_options", __base__=cls.Options, __module__=__name__,  # type: ignore[call-overload]
+                     name=(Literal[name], ...))
         for name, cls in sorted(TASKS.items())
     ]
+    globals().update({m.__name__: m for m in members})  # importable by name: configs pickle
 
     def shorthand(v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
@@ -107,102 +110,96 @@ class Claim(Strict):
         return self
 
 
-def _experiment_model() -> type[Strict]:
-    class ExperimentConfig(Strict):
-        """One experiment: a task, one or more optimizer arms, and how to run them."""
+class ExperimentConfig(Strict):
+    """One experiment: a task, one or more optimizer arms, and how to run them. Validated once
+    where it enters trx (`resolve`: the CLI or the Python API) and passed typed from there on;
+    it pickles (task options are module-level classes), so jobs carry it across processes."""
 
-        name: str | None = Field(None, description="experiment name (default: the file's stem)")
-        seed: int = Field(0, ge=0, le=MAX_SEED, description="same seed ⇒ same initial weights and batch order in every arm")
-        device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda")
-        steps: int = Field(ge=1, description="τ, updates per arm")
-        eval_every: int = Field(100, ge=0, description="evaluate every N updates (0: only at the end)")
-        log_every: int = Field(10, ge=1, description="write a metrics row every N updates")
-        seeds: int | list[int] | None = Field(
-            None, description="N (seeds seed … seed+N−1) or a list: every arm runs once per seed (trx run)")
-        checkpoint_every: int | None = Field(
-            None, ge=0, description="checkpoint every N updates (default: at every eval, else every τ/10; 0: never)")
-        keep_checkpoint: bool = Field(False, description="keep checkpoint.pt after the arm completes")
-        divergence_threshold: float = Field(100.0, gt=1.0, description="loss > this × first loss ⇒ diverged")
-        monitor: MonitorConfig | None = Field(
-            None, description="spike/divergence rule (first_loss | running_min) and stall rule; default first_loss")
-        grad_clip: float | None = Field(None, gt=0.0, description="max global gradient norm, before the filter")
-        threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
-        task: task_config_type() = Field(description="the task and its options")  # type: ignore[valid-type]
-        optimizers: dict[str, ArmConfig] = Field(description="named optimizer arms")
-        sweep: SweepConfig | None = Field(None, description="grid for `trx sweep`")
-        claims: list[Claim] = Field(default_factory=list, description="claims `trx report` gives a verdict on")
-        tensorboard: bool = Field(False, description="also write metrics rows as TensorBoard scalars (needs the extra)")
+    name: str | None = Field(None, description="experiment name (default: the file's stem)")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="same seed ⇒ same initial weights and batch order in every arm")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda")
+    steps: int = Field(ge=1, description="τ, updates per arm")
+    eval_every: int = Field(100, ge=0, description="evaluate every N updates (0: only at the end)")
+    log_every: int = Field(10, ge=1, description="write a metrics row every N updates")
+    seeds: int | list[int] | None = Field(
+        None, description="N (seeds seed … seed+N−1) or a list: every arm runs once per seed (trx run)")
+    checkpoint_every: int | None = Field(
+        None, ge=0, description="checkpoint every N updates (default: at every eval, else every τ/10; 0: never)")
+    keep_checkpoint: bool = Field(False, description="keep checkpoint.pt after the arm completes")
+    divergence_threshold: float = Field(100.0, gt=1.0, description="loss > this × first loss ⇒ diverged")
+    monitor: MonitorConfig | None = Field(
+        None, description="spike/divergence rule (first_loss | running_min) and stall rule; default first_loss")
+    grad_clip: float | None = Field(None, gt=0.0, description="max global gradient norm, before the filter")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
+    task: task_config_type() = Field(description="the task and its options")  # type: ignore[valid-type]
+    optimizers: dict[str, ArmConfig] = Field(description="named optimizer arms")
+    sweep: SweepConfig | None = Field(None, description="grid for `trx sweep`")
+    claims: list[Claim] = Field(default_factory=list, description="claims `trx report` gives a verdict on")
+    tensorboard: bool = Field(False, description="also write metrics rows as TensorBoard scalars (needs the extra)")
 
-        @field_validator("optimizers")
-        @classmethod
-        def _arm_names(cls, arms: dict[str, ArmConfig]) -> dict[str, ArmConfig]:
-            if not arms:
-                raise ValueError("needs at least one arm")
-            for name in arms:
-                if not ARM_NAME.match(name):
-                    raise ValueError(f"arm name {name!r} must be letters, digits, '_', '.', '-'")
-                if reserved_name(name):
-                    raise ValueError(f"arm name {name!r} is reserved: {reserved_name(name)}")
-            return arms
+    @field_validator("optimizers")
+    @classmethod
+    def _arm_names(cls, arms: dict[str, ArmConfig]) -> dict[str, ArmConfig]:
+        if not arms:
+            raise ValueError("needs at least one arm")
+        for name in arms:
+            if not ARM_NAME.match(name):
+                raise ValueError(f"arm name {name!r} must be letters, digits, '_', '.', '-'")
+            if reserved_name(name):
+                raise ValueError(f"arm name {name!r} is reserved: {reserved_name(name)}")
+        return arms
 
-        @field_validator("name")
-        @classmethod
-        def _name(cls, name: str | None) -> str | None:
-            if name is not None and not ARM_NAME.match(name):
-                raise ValueError(f"{name!r} must be letters, digits, '_', '.', '-'")
-            return name
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str | None) -> str | None:
+        if name is not None and not ARM_NAME.match(name):
+            raise ValueError(f"{name!r} must be letters, digits, '_', '.', '-'")
+        return name
 
-        @field_validator("seeds")
-        @classmethod
-        def _seeds(cls, seeds: int | list[int] | None) -> int | list[int] | None:
-            if isinstance(seeds, int) and not 1 <= seeds <= MAX_RUNS:
-                raise ValueError(f"must be from 1 to {MAX_RUNS}, got {seeds}")
-            if isinstance(seeds, list) and (not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0
-                                            or max(seeds) > MAX_SEED):
-                raise ValueError(f"a list of distinct seeds from 0 to {MAX_SEED}")
-            return seeds
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: int | list[int] | None) -> int | list[int] | None:
+        if isinstance(seeds, int) and not 1 <= seeds <= MAX_RUNS:
+            raise ValueError(f"must be from 1 to {MAX_RUNS}, got {seeds}")
+        if isinstance(seeds, list) and (not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0
+                                        or max(seeds) > MAX_SEED):
+            raise ValueError(f"a list of distinct seeds from 0 to {MAX_SEED}")
+        return seeds
 
-        @model_validator(mode="after")
-        def _claims_name_arms(self) -> ExperimentConfig:
-            for i, claim in enumerate(self.claims):
-                for side in ("a", "b"):
-                    arm = getattr(claim, side).arm
-                    if arm not in self.optimizers:
-                        raise ValueError(f"claims.{i}.{side}.arm: no arm named {arm!r}; arms: {', '.join(self.optimizers)}")
-            if sum(c.primary for c in self.claims) > 1:
-                raise ValueError("claims: at most one claim is primary: true")
-            return self
+    @model_validator(mode="after")
+    def _claims_name_arms(self) -> ExperimentConfig:
+        for i, claim in enumerate(self.claims):
+            for side in ("a", "b"):
+                arm = getattr(claim, side).arm
+                if arm not in self.optimizers:
+                    raise ValueError(f"claims.{i}.{side}.arm: no arm named {arm!r}; arms: {', '.join(self.optimizers)}")
+        if sum(c.primary for c in self.claims) > 1:
+            raise ValueError("claims: at most one claim is primary: true")
+        return self
 
-        def seed_list(self) -> list[int]:
-            """The seeds `trx run` runs every arm with."""
-            if isinstance(self.seeds, list):
-                return list(self.seeds)
-            return [self.seed + i for i in range(self.seeds or 1)]
+    def seed_list(self) -> list[int]:
+        """The seeds `trx run` runs every arm with."""
+        if isinstance(self.seeds, list):
+            return list(self.seeds)
+        return [self.seed + i for i in range(self.seeds or 1)]
 
-        def checkpoint_interval(self) -> int:
-            """Updates between checkpoints (0: none): by default at every evaluation."""
-            if self.checkpoint_every is not None:
-                return self.checkpoint_every
-            return self.eval_every or max(1, self.steps // 10)
+    def checkpoint_interval(self) -> int:
+        """Updates between checkpoints (0: none): by default at every evaluation."""
+        if self.checkpoint_every is not None:
+            return self.checkpoint_every
+        return self.eval_every or max(1, self.steps // 10)
 
-        @model_validator(mode="after")
-        def _windows_fit(self) -> ExperimentConfig:
-            for arm_name, arm in self.optimizers.items():
-                for block, block_arm in (("", arm), ("aux.", arm.aux_arm() if arm.aux else None)):
-                    if block_arm is None:
-                        continue
-                    try:
-                        block_arm.schedule.build(self.steps)
-                    except ConfigError as exc:
-                        raise ValueError(f"optimizers.{arm_name}.{block}schedule.{exc.key}: {exc.message}") from None
-            return self
-
-    return ExperimentConfig
-
-
-@functools.cache
-def experiment_model() -> type[Strict]:
-    return _experiment_model()
+    @model_validator(mode="after")
+    def _windows_fit(self) -> ExperimentConfig:
+        for arm_name, arm in self.optimizers.items():
+            for block, block_arm in (("", arm), ("aux.", arm.aux_arm() if arm.aux else None)):
+                if block_arm is None:
+                    continue
+                try:
+                    block_arm.schedule.build(self.steps)
+                except ConfigError as exc:
+                    raise ValueError(f"optimizers.{arm_name}.{block}schedule.{exc.key}: {exc.message}") from None
+        return self
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -240,20 +237,6 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserError(f"CONFIG: no such file: {path}")
-    try:
-        data = load_yaml(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"CONFIG: {path}: {yaml_problem(exc)}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"CONFIG: cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"CONFIG: {path} must hold a mapping of config keys, got {type(data).__name__}")
-    return data
-
-
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
     """Apply `--set KEY=VALUE`s in place. A key below `optimizers.<arm>` must name an arm the
     config has: a typo there would otherwise add an arm silently."""
@@ -285,7 +268,8 @@ def check_numbers(value: Any, key: str = "") -> None:
         raise UserError(f"{key}: must be at most 2**63 − 1 in size, got {value}")
 
 
-def resolve(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), default_name: str = "experiment") -> Any:
+def resolve(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = (),
+            default_name: str = "experiment") -> ExperimentConfig:
     """Validate raw config data after applying `--set` overrides; raises UserError. Types are
     strict: `true` is not a number and "40" or 40.5 not an integer."""
     data = copy.deepcopy(data)  # plain data; key order kept: arms run in the order the config gives
@@ -293,23 +277,23 @@ def resolve(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), d
     data.setdefault("name", default_name)
     check_numbers(data)
     try:
-        return experiment_model().model_validate(data, strict=True)
+        return ExperimentConfig.model_validate(data, strict=True)
     except ValidationError as exc:
         raise UserError(str(config_errors(exc)[0])) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """Read, override and validate a config file."""
     path = Path(path)
     return resolve(read_yaml(path), overrides, default_name=path.stem)
 
 
-def dump(cfg: Any) -> dict[str, Any]:
+def dump(cfg: ExperimentConfig) -> dict[str, Any]:
     """The fully resolved config as plain data (every default filled in)."""
     return cfg.model_dump(mode="json")
 
 
-def arm_config(cfg: Any, arm: str) -> dict[str, Any]:
+def arm_config(cfg: ExperimentConfig, arm: str) -> dict[str, Any]:
     """The resolved config of one arm and one seed: the experiment with only that arm, without
     what belongs to the whole experiment (sweep grid, seed list, claims)."""
     data = dump(cfg)
@@ -332,6 +316,12 @@ def config_changes(old: Any, new: dict[str, Any]) -> list[str]:
         except UserError:
             pass  # not valid today: compared as written
     return diff_keys(old, new)
+
+
+def run_config(cfg: ExperimentConfig, arm: str, seed: int) -> ExperimentConfig:
+    """The config of one run: the experiment with only `arm`, run with `seed` (validated here,
+    once, for the job that carries it)."""
+    return resolve({**arm_config(cfg, arm), "seed": seed}, default_name=cfg.name or "experiment")
 
 
 def diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:

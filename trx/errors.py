@@ -1,11 +1,9 @@
-"""What every layer of trx shares without importing torch: the user-error type, the debug
-switch, and the statuses of a run."""
+"""What every layer of trx shares without importing torch: the user-error type and the debug
+switch. (The statuses of a run live with the run folder: `trx.rundir.Status`.)"""
 
 from __future__ import annotations
 
 import os
-
-FINISHED = ("complete", "diverged")  # a run in one of these states is never run again
 
 
 class UserError(Exception):

@@ -1,7 +1,9 @@
-"""Where jobs run: in this process, in local worker processes, or (`trx.ray_executor`) on a
-Ray cluster; and `run_experiment`, every arm of a prepared experiment in this process. Every executor has `run(jobs, notify, stop) -> list[JobResult]` (results in job
-order) and the same semantics: a stop request lets running jobs save themselves as
-`interrupted` and leaves queued ones untouched (`not run`)."""
+"""Where jobs run, chosen by name (`--executor inprocess | local:N | ray:ADDRESS`): in this
+process, in local worker processes, or (`trx.ray_executor`) on a Ray cluster. Every executor has
+`run(jobs, notify, stop) -> list[JobResult]` (results in job order) and the same semantics: a
+stop request lets running jobs save themselves as `interrupted` and leaves queued ones untouched
+(`not run`). A new executor is one module `trx/<name>_executor.py` that registers itself with
+`register_executor`; it is found and imported by its file name."""
 
 from __future__ import annotations
 
@@ -16,11 +18,12 @@ import threading
 from dataclasses import dataclass, replace
 from multiprocessing import forkserver
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from trx.errors import UserError
-from trx.jobs import ArmJob, JobResult, Notify, arm_jobs, check_jobs, clear, finished_result, run_job
-from trx.runner import Experiment, Interrupted, NoProgress, Progress, StopFlag
+from trx.jobs import ArmJob, JobResult, Notify, finished_result, run_job
+from trx.rundir import UNFINISHED, Status
+from trx.stop import StopFlag
 
 
 class Executor(Protocol):
@@ -41,6 +44,48 @@ def run_jobs(jobs: list[ArmJob], executor: Executor, notify: Notify | None = Non
     return [r for r in results if r is not None]
 
 
+@dataclass(frozen=True)
+class ExecutorKind:
+    """A registered executor: `make(argument, options)` builds it from the text after the colon
+    of its spec (None without one) and the command's options (cpus_per_cell, gpus_per_cell)."""
+
+    name: str
+    make: Callable[[str | None, dict[str, Any]], Executor]
+    description: str
+
+
+EXECUTORS: dict[str, ExecutorKind] = {}
+
+
+def register_executor(name: str, description: str) -> Callable:
+    def add(make: Callable[[str | None, dict[str, Any]], Executor]) -> Callable:
+        EXECUTORS[name] = ExecutorKind(name, make, description)
+        return make
+    return add
+
+
+def make_executor(spec: str, **options: Any) -> Executor:
+    """`inprocess`, `local:2`, `ray:auto` → the executor; a UserError names --executor."""
+    _discover()
+    name, _, argument = spec.partition(":")
+    if name not in EXECUTORS:
+        raise UserError(f"--executor: no executor named {name!r}",
+                        hint="one of: " + "; ".join(f"{k.name} ({k.description})" for k in EXECUTORS.values()))
+    return EXECUTORS[name].make(argument or None, options)
+
+
+def _discover() -> None:
+    """Import every `trx/*_executor.py` once, so that each registers itself."""
+    import importlib
+    import pkgutil
+
+    import trx
+
+    for module in pkgutil.iter_modules(trx.__path__):
+        if module.name.endswith("_executor"):
+            importlib.import_module(f"trx.{module.name}")
+
+
 def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -51,7 +96,7 @@ def threads_per_job(jobs: int) -> int:
 
 
 def interrupted(results: list[JobResult]) -> bool:
-    return any(r.status in ("interrupted", "not run") for r in results)
+    return any(r.status in UNFINISHED for r in results)
 
 
 @dataclass
@@ -65,7 +110,7 @@ class InProcess:
         results = []
         for job in jobs:
             if stop.requested or interrupted(results):
-                results.append(JobResult(job.dir, "not run"))
+                results.append(JobResult(job.dir, Status.NOT_RUN))
                 continue
             notify("start", job, None)
             results.append(run_job(job, stop, self.progress))
@@ -111,7 +156,7 @@ class LocalProcesses:
                         results[i] = _outcome(f, jobs[i], event)
                         notify("done", jobs[i], results[i])
                 pending = {f for f in pending if not f.cancelled()}
-        return [results.get(i) or JobResult(job.dir, "not run") for i, job in enumerate(jobs)]
+        return [results.get(i) or JobResult(job.dir, Status.NOT_RUN) for i, job in enumerate(jobs)]
 
 
 def _trx_file() -> str | None:
@@ -186,7 +231,7 @@ def _exit_with_parent(parent_alive: Any) -> None:
 def _worker_run(job: ArmJob) -> JobResult:
     with _BUSY:
         if _WORKER_STOP.requested:  # queued before the stop: leave its folder untouched
-            return JobResult(job.dir, "not run")
+            return JobResult(job.dir, Status.NOT_RUN)
         return run_job(job, _WORKER_STOP)
 
 
@@ -224,7 +269,7 @@ def _outcome(future: cf.Future, job: ArmJob, event: Any) -> JobResult:
     try:
         return future.result()
     except Exception as exc:  # the worker process died under the job
-        status = "interrupted" if event.is_set() else "failed"
+        status = Status.INTERRUPTED if event.is_set() else Status.FAILED
         return JobResult(job.dir, status, {}, f"{type(exc).__name__}: {exc}")
 
 
@@ -244,26 +289,19 @@ def _ignoring_ctrl_c():
         signal.signal(signal.SIGINT, old)
 
 
-def run_experiment(exp: Experiment, mode: str = "new", progress: Progress | None = None,
-                   stop: StopFlag | None = None) -> list[dict[str, Any]]:
-    """Every arm (and seed) of a prepared experiment in this process, in config order; returns
-    their summaries. mode: new | resume | overwrite. Raises Interrupted when a run was stopped."""
-    import torch.distributed as dist
+@register_executor("inprocess", "one run after another in this process, with live progress")
+def _inprocess(argument: str | None, options: dict[str, Any]) -> Executor:
+    if argument:
+        raise UserError(f"--executor inprocess:{argument}: inprocess takes no argument")
+    return InProcess()
 
-    jobs = arm_jobs(exp.cfg, exp.root, str(exp.device))
-    check_jobs(jobs, mode, locked="error" if exp.ctx.is_main else "ignore")
-    if mode == "overwrite" and exp.ctx.is_main:
-        clear(jobs)
-        (exp.root / "comparison.csv").unlink(missing_ok=True)
-    if exp.ctx.enabled:
-        dist.barrier()
-    shown = progress if progress is not None and exp.ctx.is_main else NoProgress()
 
-    def notify(kind: str, job: Any, result: Any) -> None:
-        if kind == "skip":
-            shown.finish(job.meta.label, result.summary)
-
-    results = run_jobs(jobs, InProcess(progress), notify, stop)
-    if any(r.status in ("interrupted", "not run") for r in results):
-        raise Interrupted
-    return [r.summary or {"arm": r.dir, "status": r.status, "error": r.error} for r in results]
+@register_executor("local", "local:N, N worker processes on this machine (cores split between them)")
+def _local(argument: str | None, options: dict[str, Any]) -> Executor:
+    try:
+        n = int(argument or cpu_cores())
+    except ValueError:
+        raise UserError(f"--executor local:{argument}: expected a number of processes, e.g. local:2") from None
+    if n < 1:
+        raise UserError(f"--executor local:{n}: must be ≥ 1")
+    return InProcess() if n == 1 else LocalProcesses(min(n, cpu_cores()))

@@ -1,4 +1,4 @@
-"""Output files: atomic writes, the appendable metrics CSV, run-folder reading."""
+"""File formats: atomic writes, the one YAML reader (with its limits), the appendable metrics CSV."""
 
 from __future__ import annotations
 
@@ -178,12 +178,21 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     return "not valid YAML" + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark else "")
 
 
-def read_yaml(path: Path) -> Any:
-    """A YAML file's data, or None when it is missing or unreadable (e.g. a run folder's config)."""
+def read_yaml(path: Path, name: str = "CONFIG") -> dict[str, Any]:
+    """The one YAML file reader of trx (a config, a run folder's config.yaml or experiment.yaml):
+    the file's mapping, read under ConfigLoader's limits, or a UserError that starts with `name`
+    (the argument or file the user can fix)."""
+    if not path.is_file():
+        raise UserError(f"{name}: no such file: {path}")
     try:
-        return load_yaml(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
+        data = load_yaml(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{name}: {path}: {yaml_problem(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{name}: cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{name}: {path} must hold a mapping of config keys, got {type(data).__name__}")
+    return data
 
 
 def _cell(value: Any) -> str:

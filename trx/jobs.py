@@ -12,63 +12,21 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import socket
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from trx.config import arm_config, config_changes, dump, resolve
-from trx.errors import FINISHED, UserError, debug
-from trx.io import metrics_rows, read_json, read_yaml, refuse_links, write_json
-
-META_FILE = "cell.json"
-LOCK_FILE = ".lock"
-HOLDER_FILE = ".lock.holder"
-
-
-@dataclass(frozen=True)
-class CellMeta:
-    """What a run folder is: experiment, arm, seed and the grid values that made it."""
-
-    name: str
-    arm: str
-    seed: int
-    overrides: dict[str, Any] = field(default_factory=dict)  # full dotted keys → grid value
-    cell: str | None = None  # the sweep cell id; None for an arm of `trx run`
-
-    @property
-    def short(self) -> dict[str, Any]:
-        """Overrides with keys below the arm (`lr`); keys outside optimizers stay full."""
-        prefix = f"optimizers.{self.arm}."
-        return {k.removeprefix(prefix): v for k, v in self.overrides.items()}
-
-    @property
-    def label(self) -> str:
-        """How progress lines name the run: `arm`, `arm seed=1`, `arm/lr=0.01,seed=1`."""
-        return f"{self.arm}/{self.cell}" if self.cell else self.arm
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "short": self.short}
-
-    @classmethod
-    def read(cls, folder: Path) -> CellMeta | None:
-        data = read_json(Path(folder) / META_FILE)
-        if not isinstance(data, dict):
-            return None
-        try:
-            return cls(str(data["name"]), str(data["arm"]), int(data["seed"]), dict(data.get("overrides") or {}),
-                       data.get("cell"))
-        except (KeyError, TypeError, ValueError):
-            return None
-
+from trx.config import ExperimentConfig, arm_config, config_changes, run_config
+from trx.errors import UserError, debug
+from trx.rundir import FINISHED, CellMeta, Locked, RunDir, Status
 
 @dataclass
 class ArmJob:
-    """One run to do: the resolved config of one arm and seed as plain data, and its folder."""
+    """One run to do: the validated config of one arm and seed (it pickles), and its folder."""
 
-    data: dict[str, Any]
+    config: ExperimentConfig
     dir: str
     meta: CellMeta
     device: str | None = None
@@ -91,16 +49,14 @@ Notify = Callable[[str, ArmJob, "JobResult | None"], None]
 
 
 # ---- making jobs ------------------------------------------------------------------------------
-def arm_jobs(cfg: Any, root: Path, device: str | None = None) -> list[ArmJob]:
+def arm_jobs(cfg: ExperimentConfig, root: Path, device: str | None = None) -> list[ArmJob]:
     """`trx run`: one job per arm and seed, arms in config order. One seed writes
     `root/<arm>/`; several write `root/<arm>/seed=<s>/`."""
     seeds = cfg.seed_list()
-    data = dump(cfg)
     jobs = []
     for arm in cfg.optimizers:
         for seed in seeds:
-            one = {**data, "seed": seed}
-            one = arm_config(resolve(one), arm)
+            one = run_config(cfg, arm, seed)
             folder = Path(root) / arm if len(seeds) == 1 else Path(root) / arm / f"seed={seed}"
             jobs.append(ArmJob(one, str(folder), CellMeta(cfg.name, arm, seed), device))
     return jobs
@@ -108,71 +64,27 @@ def arm_jobs(cfg: Any, root: Path, device: str | None = None) -> list[ArmJob]:
 
 def job_config(job: ArmJob) -> dict[str, Any]:
     """The job's config as its folder's config.yaml holds it."""
-    return arm_config(resolve(job.data), job.meta.arm)
+    return arm_config(job.config, job.meta.arm)
 
 
 # ---- the folder lock --------------------------------------------------------------------------
-class Locked(Exception):
-    """Another live process holds the folder."""
-
-
 @contextmanager
 def folder_lock(folder: Path) -> Iterator[None]:
-    """Hold `folder/.lock` (an OS file lock: released by the kernel when the holder dies, so a
-    killed run never blocks the next) and record the holder beside it."""
-    from filelock import FileLock, Timeout
-
-    folder.mkdir(parents=True, exist_ok=True)
-    refuse_links(folder, (LOCK_FILE, HOLDER_FILE))
-    lock = FileLock(str(folder / LOCK_FILE), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise Locked(holder(folder) or "another process") from None
-    try:
-        write_json(folder / HOLDER_FILE, {"host": socket.gethostname(), "pid": os.getpid(),
-                                          "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    """Hold the run folder's lock while a job writes it (`RunDir.lock`)."""
+    with RunDir(folder).lock():
         yield
-    finally:
-        (folder / HOLDER_FILE).unlink(missing_ok=True)
-        lock.release()
-
-
-def holder(folder: Path) -> str | None:
-    data = read_json(Path(folder) / HOLDER_FILE)
-    if not isinstance(data, dict):
-        return None
-    return f"{data.get('host')}:{data.get('pid')} (since {data.get('since')})"
 
 
 def lock_holder(folder: Path) -> str | None:
-    """Who holds the folder now, or None when nobody does (probes the lock without waiting)."""
-    from filelock import FileLock, Timeout
-
-    refuse_links(Path(folder), (LOCK_FILE, HOLDER_FILE))
-    path = Path(folder) / LOCK_FILE
-    if not path.exists():
-        return None
-    lock = FileLock(str(path), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        return holder(Path(folder)) or "another process"
-    lock.release()
-    return None
+    """Who holds the folder now, or None when nobody does (`RunDir.lock_holder`)."""
+    return RunDir(folder).lock_holder()
 
 
 # ---- checks before anything is written --------------------------------------------------------
-RESULT_FILES = ("metrics.csv", "summary.json", "checkpoint.pt")
-
-
 def writable_ancestor(path: Path) -> Path:
     while not path.exists():
         path = path.parent
     return path
-
-
-OWN_FILES = (*RESULT_FILES, "config.yaml", META_FILE, LOCK_FILE, HOLDER_FILE)  # what a run writes in its folder
 
 
 def check_writable(path: Path) -> None:
@@ -181,11 +93,13 @@ def check_writable(path: Path) -> None:
         raise UserError(f"--out: cannot write to {base}", hint="choose another folder with --out")
 
 
-def check_resumable(folder: Path, config: dict[str, Any]) -> None:
+def check_resumable(job: ArmJob) -> None:
     """An earlier result in `folder` must come from the same config (as config.yaml and the
     checkpoint record it), and its checkpoint and metrics must be ones this run can continue
     (`trx.checkpoint.check`); raises UserError (nothing is written)."""
-    old = read_yaml(folder / "config.yaml")
+    run, config = RunDir(job.dir), job_config(job)
+    folder = run.path
+    old = run.read_config()
     if old is not None:
         differ = config_changes(old, config)
         if differ:
@@ -195,25 +109,24 @@ def check_resumable(folder: Path, config: dict[str, Any]) -> None:
             )
     from trx import checkpoint  # imports torch
 
-    rows = metrics_rows(folder / "metrics.csv")[1]  # a damaged file is refused here
-    path = folder / checkpoint.FILE
-    ckpt = checkpoint.verify(path, config, _fresh_model(config) if path.exists() else None)
+    rows = run.metrics_rows()  # a damaged file is refused here
+    path = run.checkpoint
+    ckpt = checkpoint.verify(path, config, _fresh_model(job.config) if path.exists() else None)
     if ckpt is not None:
         kept = sum(1 for r in rows if int(r["step"]) < ckpt["step"])
         if kept != ckpt["metrics_rows"]:
-            raise UserError(f"{folder / 'metrics.csv'}: {kept} rows before step {ckpt['step']}, but the checkpoint "
+            raise UserError(f"{run.metrics}: {kept} rows before step {ckpt['step']}, but the checkpoint "
                             f"was taken after {ckpt['metrics_rows']}: rows were lost",
                             hint="delete the run folder (or use --overwrite) to run it again")
 
 
-def _fresh_model(config: dict[str, Any]) -> Any:
+def _fresh_model(cfg: ExperimentConfig) -> Any:
     """The run's model on the CPU, for the names, shapes and dtypes of its weights (None when its
     task cannot build it here, e.g. without its data: the resume checks the weights then)."""
     import torch
 
     from trx.tasks import TASKS, DataError
 
-    cfg = resolve(config)
     task = TASKS[cfg.task.name](cfg.task, cfg.seed, torch.device("cpu"))
     try:
         task.prepare_shapes()
@@ -273,10 +186,6 @@ def free_memory(device: Any) -> int | None:
     return None
 
 
-def holds_results(folder: Path) -> bool:
-    return any((folder / f).exists() for f in RESULT_FILES)
-
-
 def _can_write(folder: Path) -> bool:
     try:
         with open(folder / f".trx-write-test-{time.time_ns()}", "wb") as f:
@@ -295,7 +204,7 @@ def check_jobs(jobs: list[ArmJob], mode: str, locked: str = "error") -> None:
         check_writable(Path(job.dir))
     if mode != "overwrite":
         for job in jobs:
-            refuse_links(Path(job.dir), OWN_FILES)
+            RunDir(job.dir).refuse_links()
     if locked == "error":
         for job in jobs:
             who = lock_holder(Path(job.dir))
@@ -303,35 +212,38 @@ def check_jobs(jobs: list[ArmJob], mode: str, locked: str = "error") -> None:
                 raise UserError(f"{job.dir} is being written by {who}",
                                 hint="wait for that run to finish (one process per run folder)")
     if mode == "new":
-        held = [job.dir for job in jobs if holds_results(Path(job.dir))]
+        held = [job.dir for job in jobs if RunDir(job.dir).holds_results()]
         if held:
             raise UserError(f"{Path(held[0]).parent} already holds results ({', '.join(Path(h).name for h in held[:6])})",
                             hint="add --resume to continue them or --overwrite to start over")
     if mode == "resume":
         for job in jobs:
-            check_resumable(Path(job.dir), job_config(job))
-
-
-SWEEP_MARKS = ("sweep.csv", "sweep")  # what a sweep root or an experiment holding one has
+            check_resumable(job)
 
 
 def clear(jobs: list[ArmJob]) -> None:
     """--overwrite: delete the jobs' folders. A folder holding a sweep is never one of them
     (reserved arm names keep them apart; this refuses should they ever meet)."""
     for job in jobs:
-        marks = [m for m in SWEEP_MARKS if (Path(job.dir) / m).exists()]
-        if marks:
-            raise UserError(f"--overwrite: {job.dir} holds a sweep ({marks[0]}); refusing to delete it",
+        mark = RunDir(job.dir).holds_sweep()
+        if mark:
+            raise UserError(f"--overwrite: {job.dir} holds a sweep ({mark}); refusing to delete it",
                             hint="delete it yourself if that is what you want")
     for job in jobs:
         shutil.rmtree(job.dir, ignore_errors=True)
 
 
 def finished_result(job: ArmJob) -> JobResult | None:
-    summary = read_json(Path(job.dir) / "summary.json")
-    if summary and summary.get("status") in FINISHED:
-        return JobResult(job.dir, summary["status"], summary)
-    return None
+    """The job's result when its folder holds a finished one. A finished folder written before
+    cell.json existed gets its cell.json here (from the job, which says what the folder is), so
+    `--resume` converts it for reports."""
+    run = RunDir(job.dir)
+    summary = run.finished_summary()
+    if summary is None:
+        return None
+    if not run.cell.exists():
+        run.write_cell(job.meta)
+    return JobResult(job.dir, summary["status"], summary)
 
 
 # ---- running one ------------------------------------------------------------------------------
@@ -340,42 +252,43 @@ def run_job(job: ArmJob, stop: Any = None, progress: Any = None) -> JobResult:
     interrupted: the status says so (TRX_DEBUG=1 and data-parallel runs re-raise)."""
     import torch
 
-    from trx.runner import ArmRun, Interrupted, StopFlag, prepare
+    from trx.runner import ArmRun, Interrupted, load_experiment
+    from trx.stop import StopFlag
 
-    folder = Path(job.dir)
+    folder = RunDir(job.dir)
     try:
-        cfg = resolve(job.data)
+        cfg = job.config
         if job.threads and not cfg.threads:
             torch.set_num_threads(job.threads)
-        exp = prepare(cfg, folder.parent, job.device)
+        exp = load_experiment(cfg, folder.path.parent, job.device)
         if not exp.ctx.is_main:  # rank 0 holds the lock and writes; the others compute
-            return _summary_result(job, ArmRun(exp, job.meta.arm, folder, progress, stop, job.meta.label).run())
-        with folder_lock(folder):
+            return _summary_result(job, ArmRun(exp, job.meta.arm, folder.path, progress, stop, job.meta.label).run())
+        with folder.lock():
             done = finished_result(job)  # another process may have finished it meanwhile
             if done:
                 return done
-            write_json(folder / META_FILE, job.meta.to_json())
+            folder.write_cell(job.meta)
             sinks = _sinks(cfg, folder, job.meta)
-            run = ArmRun(exp, job.meta.arm, folder, progress, stop or StopFlag(), job.meta.label, sinks)
+            run = ArmRun(exp, job.meta.arm, folder.path, progress, stop or StopFlag(), job.meta.label, sinks)
             return _summary_result(job, run.run())
     except Locked as exc:
-        return JobResult(job.dir, "locked", {}, f"locked by {exc}")
+        return JobResult(job.dir, Status.LOCKED, {}, f"locked by {exc}")
     except Interrupted:
-        return JobResult(job.dir, "interrupted", read_json(folder / "summary.json") or {})
+        return JobResult(job.dir, Status.INTERRUPTED, folder.read_summary() or {})
     except Exception as exc:  # a run that cannot even start is a recorded failure
         if debug() or int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise
-        return JobResult(job.dir, "failed", {"arm": job.meta.arm, "status": "failed"}, f"{type(exc).__name__}: {exc}")
+        return JobResult(job.dir, Status.FAILED, {"arm": job.meta.arm, "status": Status.FAILED}, f"{type(exc).__name__}: {exc}")
 
 
 def _summary_result(job: ArmJob, summary: dict[str, Any]) -> JobResult:
     return JobResult(job.dir, summary["status"], summary, summary.get("error"))
 
 
-def _sinks(cfg: Any, folder: Path, meta: CellMeta) -> list[Any]:
+def _sinks(cfg: ExperimentConfig, folder: RunDir, meta: CellMeta) -> list[Any]:
     """Writers of metrics rows besides metrics.csv."""
     if not cfg.tensorboard:
         return []
     from trx.tensorboard import TensorBoardSink
 
-    return [TensorBoardSink(folder / "tb", meta.label)]
+    return [TensorBoardSink(folder.tensorboard, meta.label)]

@@ -25,7 +25,7 @@ from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from trx.errors import UserError  # noqa: E402
 from trx.io import atomic_write  # noqa: E402
-from trx.report import (RunRecord, group_label, group_runs, higher_is_better, lr_table, natural_key,  # noqa: E402
+from trx.compare import (RunRecord, group_label, group_runs, higher_is_better, lr_table, natural_key,  # noqa: E402
                         result, tolerance_curve_table)
 from trx.stats import mean_sd  # noqa: E402
 
@@ -38,7 +38,6 @@ MANY = 8  # more lines than this along one numeric grid axis: a colormap and a c
 ZOOM = 0.1  # the warmup figure's lower row shows this fraction of the run, where warmup acts
 ZOOM_COLUMN = "loss"  # ... of the train loss: evaluations are too sparse to show the first updates
 LINESTYLES = ["-", "--", "-.", ":"]
-CROSS_ENTROPY_TASKS = {"logreg", "cifar_resnet", "small_gpt"}  # their losses are in nats
 LABELS = {  # metrics.csv column -> axis label (the unit of a loss depends on the task: see `label`)
     "step": "update",
     "loss": "train loss",
@@ -94,11 +93,12 @@ def columns(runs: list[RunRecord]) -> list[str]:
 
 
 def label(column: str, runs: list[RunRecord]) -> str:
-    """Axis label in words, with the unit: losses of cross-entropy tasks are in nats."""
+    """Axis label in words, with the unit of a loss when every run's task declares the same one
+    (`Task.loss_unit`, recorded in summary.json)."""
     text = LABELS.get(column, column)
-    tasks = {r.summary.get("task") for r in runs}
-    if column in ("loss", "val_loss") and tasks and tasks <= CROSS_ENTROPY_TASKS:
-        text += " (nats)"
+    units = {r.summary.get("loss_unit") for r in runs}
+    if column in ("loss", "val_loss") and len(units) == 1 and None not in units:
+        text += f" ({units.pop()})"
     return text
 
 

@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from trx.errors import UserError
-from trx.io import read_json
+from trx.executors import register_executor
+from trx.rundir import RunDir, Status
 from trx.jobs import ArmJob, JobResult, Notify, run_job
-from trx.runner import StopFlag, stop_on_signals
+from trx.stop import StopFlag, stop_on_signals
 
 INSTALL_HINT = "--ray needs Ray: pip install -e '.[ray]'"
 TOKEN_HINT = ("export RAY_AUTH_MODE=token where the driver runs, with the cluster's token in ~/.ray/auth_token "
@@ -300,7 +301,7 @@ class Waiter:
             for ref in pending:
                 self.ray.cancel(ref, force=True)
             raise
-        results = [self.results.get(i) or JobResult(job.dir, "not run", {}) for i, job in enumerate(self.jobs)]
+        results = [self.results.get(i) or JobResult(job.dir, Status.NOT_RUN, {}) for i, job in enumerate(self.jobs)]
         return results, self.blind
 
     def maybe_stop(self, pending: list[Any]) -> None:
@@ -322,7 +323,7 @@ class Waiter:
             item = on_record(job)
         except self.ray.exceptions.RayError as exc:  # its worker died more often than max_retries, or
             # the task could not run there at all (trx missing on that node)
-            item = JobResult(job.dir, "failed", {}, f"its Ray task failed: {type(exc).__name__}: {first_line(exc)}")
+            item = JobResult(job.dir, Status.FAILED, {}, f"its Ray task failed: {type(exc).__name__}: {first_line(exc)}")
         except StopIteration:
             item = on_record(job)
         if item == "started":
@@ -331,7 +332,7 @@ class Waiter:
             return False
         if isinstance(item, Blind):
             self.blind = self.blind or item
-            item = JobResult(job.dir, "not run", {}, item.message())
+            item = JobResult(job.dir, Status.NOT_RUN, {}, item.message())
         self.results[i] = item
         if i in self.started:
             self.notify("done", job, item)
@@ -341,10 +342,17 @@ class Waiter:
 def on_record(job: ArmJob) -> JobResult:
     """What the folder says of a task that ended without a result (cancelled): its summary.json,
     `interrupted` when it ran, else nothing: the cell did not run."""
-    summary = read_json(Path(job.dir) / "summary.json") or {}
-    return JobResult(job.dir, summary.get("status", "not run"), summary, summary.get("error"))
+    summary = RunDir(job.dir).read_summary() or {}
+    return JobResult(job.dir, summary.get("status", Status.NOT_RUN), summary, summary.get("error"))
 
 
 def first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else ""
+
+
+def _make(argument: str | None, options: dict[str, Any]) -> RayExecutor:
+    return RayExecutor(argument or "auto", options.get("cpus_per_cell", 1.0), options.get("gpus_per_cell", 0.0))
+
+
+register_executor("ray", "ray:ADDRESS, Ray tasks on a cluster (auto | local | HEAD:PORT)")(_make)

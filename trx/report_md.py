@@ -15,10 +15,11 @@ import pandas as pd
 
 import trx
 from trx.errors import UserError
-from trx.io import atomic_write, read_yaml
+from trx.io import atomic_write
+from trx.rundir import CONFIG, EXPERIMENT, ExperimentDir, RunDir
 from trx.config import Claim, GroupSelector
 from trx.optim.base import ConfigError, validate
-from trx.report import (RunRecord, axis_table, check_metric, compare_table, curve_band, curve_values,
+from trx.compare import (RunRecord, axis_table, check_metric, compare_table, curve_band, curve_values,
                         default_metric, failure_table, find_runs, higher_is_better, interval_text, lr_curves, lr_table, natural_key,
                         paired_table, reference_value, seed_failures, seed_values, to_markdown,
                         tolerance_curve_table, value_text)
@@ -65,8 +66,8 @@ def find_experiment(paths: list[Path], runs: list[RunRecord]) -> dict[str, Any] 
     places = [p if p.is_dir() else p.parent for p in paths]
     places += [parent for r in runs for parent in list(r.dir.parents)[:3]]
     for place in dict.fromkeys(p.resolve() for p in places):
-        data = read_yaml(place / "experiment.yaml")
-        if isinstance(data, dict):
+        data = ExperimentDir(place).read_experiment()
+        if data is not None:
             return data
     return None
 
@@ -134,8 +135,8 @@ def environment(runs: list[RunRecord]) -> list[str]:
         return ", ".join(found) or "unknown"
 
     wall = sum(float(r.summary.get("wall_time_s") or 0.0) for r in runs)
-    times = sorted(dt.datetime.fromtimestamp((r.dir / "summary.json").stat().st_mtime, dt.timezone.utc)
-                   for r in runs if (r.dir / "summary.json").exists())
+    files = [RunDir(r.dir).summary for r in runs]
+    times = sorted(dt.datetime.fromtimestamp(f.stat().st_mtime, dt.timezone.utc) for f in files if f.exists())
     when = (f"{times[0]:%Y-%m-%d %H:%M} – {times[-1]:%Y-%m-%d %H:%M} UTC" if times else "unknown")
     statuses = pd.Series([str(r.summary.get("status")) for r in runs]).value_counts()
     ns_runs = any(r.summary.get("ns_dtype") for r in runs)
@@ -153,7 +154,7 @@ def what_ran(runs: list[RunRecord], experiment: dict[str, Any] | None, paths: li
     task = first.get("task") or {"name": runs[0].summary.get("task")}
     steps = sorted({str(r.summary.get("steps")) for r in runs if r.summary.get("steps") is not None})
     seeds = sorted({r.seed for r in runs if r.seed is not None})
-    source = "experiment.yaml" if experiment else "each arm's config.yaml"
+    source = EXPERIMENT if experiment else f"each arm's {CONFIG}"
     lines = ["## What ran", "",
              f"- folders: {', '.join(f'`{Path(p).name}`' for p in paths)}",
              f"- task: {inline(task)}",

@@ -10,10 +10,7 @@ Who runs which run, where, and how often is `trx.jobs`' business.
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +20,15 @@ import torch
 import yaml
 
 from trx import checkpoint
-from trx import distributed as D
-from trx.config import arm_config
-from trx.errors import FINISHED, UserError, debug
-from trx.io import MetricsWriter, write_json, write_yaml
+from trx import data_parallel as D
+from trx.config import ExperimentConfig, arm_config
+from trx.errors import UserError, debug
+from trx.io import MetricsWriter
 from trx.monitor import LossMonitor, MonitorConfig
 from trx.optim import ArmConfig, ConfigError, build_optimizer, lr_ratio, plan_groups
 from trx.provenance import provenance
+from trx.rundir import FINISHED, RunDir
+from trx.stop import StopFlag
 from trx.tasks import TASKS, DataError, Task
 
 
@@ -61,34 +60,6 @@ class NoProgress:
     def finish(self, arm, summary): ...
 
 
-@dataclass
-class StopFlag:
-    """Set by SIGINT/SIGTERM; the training loop checks it between updates."""
-
-    requested: bool = False
-    signal_name: str = ""
-
-
-@contextlib.contextmanager
-def stop_on_signals(flag: StopFlag):
-    """First SIGINT/SIGTERM asks the loop to stop cleanly; a second SIGINT interrupts at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum, frame):
-        if flag.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        flag.requested, flag.signal_name = True, signal.Signals(signum).name
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -101,7 +72,7 @@ _TASKS: dict[str, Task] = {}  # tasks with their data loaded, newest last
 _TASK_CACHE_SIZE = 4
 
 
-def make_task(cfg: Any, device: torch.device) -> Task:
+def make_task(cfg: ExperimentConfig, device: torch.device) -> Task:
     """The experiment's task with its data loaded. Runs in one process that share the task
     config, seed and device share one task, so data is read once (batches are a pure function
     of seed and step, so sharing changes nothing)."""
@@ -131,7 +102,7 @@ def build_model(task: Task, seed: int) -> torch.nn.Module:
 class Experiment:
     """A validated experiment on its device, with its task: nothing has been written yet."""
 
-    cfg: Any
+    cfg: ExperimentConfig
     task: Task
     device: torch.device
     root: Path
@@ -140,17 +111,28 @@ class Experiment:
     ctx: D.DistContext = D.SINGLE
 
 
-def prepare(cfg: Any, out: Path, device: str | None = None, shapes_only: bool = False) -> Experiment:
-    """Resolve the device, load data, build the model once and check every arm against it.
-    `shapes_only`: read no data, only what the model's shapes need (dry runs)."""
+def prepare(cfg: ExperimentConfig, out: Path, device: str | None = None, shapes_only: bool = False) -> Experiment:
+    """Resolve the device, load data, build the model once and check every arm against it (the
+    shape checks of planning). `shapes_only`: read no data, only what the model's shapes need
+    (dry runs)."""
+    if shapes_only:
+        dev = resolve_device(device or cfg.device)
+        task = TASKS[cfg.task.name](cfg.task, cfg.seed, dev)
+        task.prepare_shapes()
+        exp = Experiment(cfg, task, dev, Path(out) / cfg.name, {})
+    else:
+        exp = load_experiment(cfg, out, device)
+    model = build_model(exp.task, cfg.seed)
+    exp.roles, exp.group_plans = exp.task.param_roles(model), plan_arms(cfg, model, exp.task)
+    return exp
+
+
+def load_experiment(cfg: ExperimentConfig, out: Path, device: str | None = None) -> Experiment:
+    """The device, the process group and the task with its data: what a run needs before it
+    builds its model (its arms were checked when it was planned)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dev = resolve_device(device or cfg.device)
-    if shapes_only:
-        task = TASKS[cfg.task.name](cfg.task, cfg.seed, dev)
-        task.prepare_shapes()
-        model = build_model(task, cfg.seed)
-        return Experiment(cfg, task, dev, Path(out) / cfg.name, task.param_roles(model), plan_arms(cfg, model, task))
     ctx = D.init_from_env(dev)
     dev = D.device_for(ctx, dev)
     task = make_task(cfg, dev)
@@ -159,11 +141,10 @@ def prepare(cfg: Any, out: Path, device: str | None = None, shapes_only: bool = 
             D.shard(task.batch(0), ctx)
         except ValueError as exc:
             raise UserError(f"task: {cfg.task.name} cannot run data-parallel on {ctx.world} ranks: {exc}") from None
-    model = build_model(task, cfg.seed)
-    return Experiment(cfg, task, dev, Path(out) / cfg.name, task.param_roles(model), plan_arms(cfg, model, task), ctx)
+    return Experiment(cfg, task, dev, Path(out) / cfg.name, {}, ctx=ctx)
 
 
-def plan_arms(cfg: Any, model: torch.nn.Module, task: Task) -> dict[str, list[dict[str, Any]]]:
+def plan_arms(cfg: ExperimentConfig, model: torch.nn.Module, task: Task) -> dict[str, list[dict[str, Any]]]:
     """Every arm's parameter groups on `model` (a config error names the arm)."""
     roles, plans = task.param_roles(model), {}
     for name, arm in cfg.optimizers.items():
@@ -180,6 +161,7 @@ class ArmRun:
     def __init__(self, exp: Experiment, arm: str, folder: Path, progress: Progress | None = None,
                  stop: StopFlag | None = None, label: str | None = None, sinks: list[Any] | None = None):
         self.exp, self.arm, self.dir = exp, arm, Path(folder)
+        self.folder = RunDir(folder)
         self.label = label or arm  # the name progress reports use
         self.progress = progress if progress is not None and exp.ctx.is_main else NoProgress()
         self.stop = stop or StopFlag()
@@ -187,11 +169,12 @@ class ArmRun:
         self.arm_cfg: ArmConfig = exp.cfg.optimizers[arm]
         self.ctx = exp.ctx
         self.main = exp.ctx.is_main  # only rank 0 writes
-        self.metrics = MetricsWriter(self.dir / "metrics.csv") if self.main else NullMetrics()
+        self.metrics = MetricsWriter(self.folder.metrics) if self.main else NullMetrics()
         self.sinks = sinks or []  # more writers of every metrics row (TensorBoard)
         self.monitor = new_monitor(exp.cfg)
         self.t = 0
         self.diverged_at: int | None = None
+        self.pending: list[tuple[int, torch.Tensor]] = []  # losses the monitor has not seen yet
         self.elapsed = 0.0
         self.final_eval: dict[str, float] = {}
         self.history: list[dict[str, Any]] = []
@@ -204,14 +187,13 @@ class ArmRun:
         self.model.train()
         if self.ctx.enabled:  # ranks draw different dropout masks, like different examples
             torch.manual_seed(self.cfg.seed * 1009 + self.ctx.rank + 1)
-        self.opt = build_optimizer(
-            self.model, self.arm_cfg, self.cfg.steps, roles=self.exp.roles, grad_clip=self.cfg.grad_clip
-        )
+        roles = self.exp.task.param_roles(self.model)
+        self.opt = build_optimizer(self.model, self.arm_cfg, self.cfg.steps, roles=roles, grad_clip=self.cfg.grad_clip)
         self.schedule = self.opt.stages[0].schedule
         self.opt.data_parallel = self.ctx.enabled
 
     def _restore(self) -> None:
-        path = self.dir / checkpoint.FILE
+        path = self.folder.checkpoint
         if not path.exists():
             if self.main:
                 self.restarted = self.metrics.rows > 0
@@ -234,7 +216,7 @@ class ArmRun:
         rng = checkpoint.rng_states(self.ctx)  # a collective: every rank calls it
         if not self.main:
             return
-        checkpoint.save(self.dir / checkpoint.FILE, {
+        checkpoint.save(self.folder.checkpoint, {
             "step": self.t,
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
@@ -255,7 +237,7 @@ class ArmRun:
             self._build()
             self._restore()
             if self.main:  # only once a checkpoint is accepted: a refused one leaves the old record as it was
-                write_yaml(self.dir / "config.yaml", arm_config(self.cfg, self.arm))
+                self.folder.write_config(arm_config(self.cfg, self.arm))
             self.t0 = time.perf_counter()
             self.progress.start(self.label, self.cfg.steps, self.t)
             self._train()
@@ -289,22 +271,20 @@ class ArmRun:
     def _train(self) -> None:
         task, opt, steps = self.exp.task, self.opt, self.cfg.steps
         every = self.cfg.checkpoint_interval()
-        pending: list[tuple[int, torch.Tensor]] = []
+        self.pending = []
         while self.t < steps:
             t = self.t
             if self._stop_requested(t):
-                if pending and self._diverged(pending):  # the monitor sees every loss before the checkpoint
+                if self._diverged():  # the monitor sees every loss before the checkpoint
                     return
                 raise Interrupted(self.stop.signal_name)
             loss = task.loss(self.net, D.shard(task.batch(t), self.ctx))
-            pending.append((t, loss.detach()))
+            self.pending.append((t, loss.detach()))
             if self.monitor.first_loss is None:
                 self.monitor.first(float(loss.detach()))
             row_due = self._row_due(t)
-            if row_due or len(pending) >= self.cfg.log_every:
-                if self._diverged(pending):
-                    return
-                pending = []
+            if (row_due or len(self.pending) >= self.cfg.log_every) and self._diverged():
+                return
             row: dict[str, Any] = {}
             if row_due:
                 row = {"step": t, "loss": self.monitor.last_loss, "lr": opt.current_lr(),
@@ -319,11 +299,10 @@ class ArmRun:
             if row_due:
                 self._write_row(row, opt.diagnostics)
             if every and self.t % every == 0 and self.t < steps:
-                if pending and self._diverged(pending):
+                if self._diverged():
                     return
-                pending = []
                 self._save_checkpoint()
-        if pending and self._diverged(pending):
+        if self._diverged():
             return
         self._final_row()
 
@@ -333,9 +312,12 @@ class ArmRun:
             return self.stop.requested
         return t % self.cfg.log_every == 0 and D.any_rank(self.stop.requested, self.ctx, self.exp.device)
 
-    def _diverged(self, pending: list[tuple[int, torch.Tensor]]) -> bool:
-        """Check buffered losses (one host sync per check; averaged over ranks); on divergence
-        write its row."""
+    def _diverged(self) -> bool:
+        """The one divergence path: hand the buffered losses to the monitor (one host sync per
+        check; averaged over ranks) and empty the buffer; on divergence write its row."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return False
         values = D.mean_over_ranks(torch.stack([l for _, l in pending]).float(), self.ctx).cpu().tolist()
         for (t, _), value in zip(pending, values):
             if self.monitor.observe(value, t):
@@ -398,6 +380,7 @@ class ArmRun:
             stalled_at=m.stalled_at,
             wall_time_s=round(self.elapsed + time.perf_counter() - self.t0, 3),
             synthetic=bool(self.exp.task.synthetic),
+            loss_unit=self.exp.task.loss_unit,
             error=error,
             restarted=self.restarted,
             seed=cfg.seed,
@@ -410,14 +393,14 @@ class ArmRun:
             except Exception as exc:  # a summary extra must not lose the run
                 summary["summarize_error"] = f"{type(exc).__name__}: {exc}"
             if not cfg.keep_checkpoint and self.main:
-                (self.dir / checkpoint.FILE).unlink(missing_ok=True)
+                self.folder.checkpoint.unlink(missing_ok=True)
         if self.main:
-            write_json(self.dir / "summary.json", summary)
+            self.folder.write_summary(summary)
         self.progress.finish(self.label, summary)
         return summary
 
 
-def new_monitor(cfg: Any) -> LossMonitor:
+def new_monitor(cfg: ExperimentConfig) -> LossMonitor:
     """The loss monitor of one run of `cfg`, with the experiment's rules."""
     rules = cfg.monitor or MonitorConfig()
     return LossMonitor(cfg.divergence_threshold, rules.rule, rules.stall, cfg.steps)

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from trx.errors import UserError
+from trx.rundir import TENSORBOARD
 
 INSTALL = "pip install -e '.[tensorboard]'"
-FOLDER = "tb"
+FOLDER = TENSORBOARD  # the folder inside a run folder
 """The sub-folder of an arm's or cell's folder that holds its event files."""
 
 

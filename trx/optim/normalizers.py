@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 from torch import Tensor
 
 from trx.optim import newton_schulz as ns
-from trx.optim.distributed import data_parallel_world, newton_schulz_flops, sharded_map
+from trx.optim.matrix_sharding import data_parallel_world, newton_schulz_flops, sharded_map
 from trx.optim.base import Registry, StepContext, Strict, component_union
 from trx.optim.matrix_stats import (
     energy_clip,

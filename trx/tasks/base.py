@@ -46,6 +46,10 @@ class Task(ABC):
     synthetic: bool = False
     """True when the task trains on made-up data (recorded in summary.json)."""
 
+    loss_unit: ClassVar[str | None] = None
+    """The unit of `loss` and `val_loss` ("nats" for a cross-entropy); recorded in summary.json,
+    where plots read it for their axis labels."""
+
     def prepare(self) -> None:
         """Load or check data; raise DataError when it is missing. Called before any output."""
 

@@ -100,6 +100,7 @@ def resnet18(in_channels: int, classes: int) -> nn.Module:
 @register_task
 class CifarResnet(Task):
     name = "cifar_resnet"
+    loss_unit = "nats"  # a cross-entropy
     description = "ResNet (fast ResNet-9 or ResNet-18) on CIFAR-10, Fashion-MNIST or synthetic 32×32 images"
     Options = CifarResnetOptions
 

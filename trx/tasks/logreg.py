@@ -32,6 +32,7 @@ def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
 @register_task
 class Logreg(Task):
     name = "logreg"
+    loss_unit = "nats"  # a cross-entropy
     description = "softmax regression on scikit-learn's digits, breast_cancer or wine (standardized)"
     Options = LogregOptions
 

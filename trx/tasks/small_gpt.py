@@ -143,6 +143,7 @@ class GPT(nn.Module):
 @register_task
 class SmallGpt(Task):
     name = "small_gpt"
+    loss_unit = "nats"  # a cross-entropy
     description = "character-level GPT (nanoGPT-style) on Shakespeare's works or any UTF-8 text"
     Options = SmallGptOptions
 

@@ -2,8 +2,8 @@
 and sweep folders with means over seeds (± = sample sd, with a 95% t interval), steps to a
 target, the learning-rate tolerance (`trx.stats.lr_band`) and paired differences by seed.
 
-What a run folder is (experiment, arm, seed, grid values) is read from its `cell.json`; folders
-written before cell.json existed fall back to their summary and folder names."""
+What a run folder is (experiment, arm, seed, grid values) is read from its `cell.json`
+(`trx.rundir`); a folder written before cell.json existed is refused with the way to convert it."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from trx.errors import UserError
-from trx.io import atomic_write, read_json, read_metrics
+from trx.io import atomic_write
+from trx.rundir import CellMeta, RunDir, Status, find_run_dirs, missing_cell, value_text
 from trx.stats import (TOLERANCES, Band, Paired, failure_difference, holm, lr_band, mean_sd, paired_difference,
                        t_interval, two_sided)
 
@@ -49,32 +49,27 @@ class RunRecord:
     dir: Path
     summary: dict[str, Any]
     config: dict[str, Any] | None
-    cell: str | None  # the sweep cell id, None for an arm of `trx run`
-    meta: dict[str, Any] | None = None  # cell.json: name, arm, seed, overrides, cell, short
+    meta: CellMeta  # cell.json: name, arm, seed, grid values, cell id
 
-    @property
-    def arm(self) -> str:
-        return str((self.meta or {}).get("arm") or self.summary.get("arm") or self.dir.name)
+    @classmethod
+    def read(cls, run: RunDir) -> RunRecord:
+        summary, meta = run.read_summary(), run.read_cell()
+        if summary is None:
+            raise UserError(f"RUN_DIR: {run.summary} is not a readable summary")
+        if meta is None:
+            raise missing_cell(run)
+        return cls(run.path, summary, run.read_config(), meta)
 
-    @property
-    def name(self) -> str:
-        return str((self.meta or {}).get("name") or self.summary.get("name") or "")
-
-    @property
-    def seed(self) -> int | None:
-        for source in (self.meta or {}, self.summary, dict(split_cell_id(self.cell or "")), self.config or {}):
-            value = _float(source.get("seed"))
-            if value is not None:
-                return int(value)
-        return None
+    arm = property(lambda self: self.meta.arm)
+    name = property(lambda self: self.meta.name)
+    seed = property(lambda self: self.meta.seed)
+    cell = property(lambda self: self.meta.cell)  # the sweep cell id, None for an arm of `trx run`
 
     @property
     def overrides(self) -> list[tuple[str, str]]:
         """The grid values without the seed as `(key below the arm, value text)`, as a cell id
-        writes them: from cell.json's `short`, else parsed from the cell id of an older folder."""
-        if self.meta is not None:
-            return [(str(k), value_text(v)) for k, v in (self.meta.get("short") or {}).items()]
-        return [(k, v) for k, v in split_cell_id(self.cell or "") if k != "seed"]
+        writes them."""
+        return [(str(k), value_text(v)) for k, v in self.meta.short.items()]
 
     @property
     def lr(self) -> float | None:
@@ -86,11 +81,11 @@ class RunRecord:
 
     @property
     def diverged(self) -> bool:
-        return bool(self.summary.get("diverged")) or self.summary.get("status") == "diverged"
+        return bool(self.summary.get("diverged")) or self.summary.get("status") == Status.DIVERGED
 
     @property
     def complete(self) -> bool:
-        return self.summary.get("status") == "complete" and not self.diverged
+        return self.summary.get("status") == Status.COMPLETE and not self.diverged
 
     @property
     def failed(self) -> bool | None:
@@ -103,22 +98,9 @@ class RunRecord:
     @functools.cached_property
     def metrics(self) -> list[dict[str, float | None]]:
         try:
-            return read_metrics(self.dir / "metrics.csv")
+            return RunDir(self.dir).read_metrics()
         except (OSError, ValueError):
             return []
-
-
-def value_text(v: Any) -> str:
-    """A grid value as a cell id writes it: numbers in %.4g, booleans lower case, other values
-    as compact YAML (kept in step with the sweep's cell ids)."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return f"{v:.4g}"
-    if isinstance(v, str):
-        return v
-    text = yaml.safe_dump(v, default_flow_style=True, width=10**6, sort_keys=False).strip()
-    return text.replace(" ", "").replace("/", "_")
 
 
 def split_cell_id(cell_id: str) -> list[tuple[str, str]]:
@@ -141,39 +123,8 @@ def _float(text: Any) -> float | None:
 
 
 def find_runs(paths: list[Path]) -> list[RunRecord]:
-    """Every summary.json at or below the given arm, experiment or sweep folders."""
-    found: dict[Path, RunRecord] = {}
-    for path in paths:
-        path = Path(path)
-        if not path.exists():
-            raise UserError(f"RUN_DIR: no such file or folder: {path}")
-        files = [path] if path.is_file() else sorted(path.rglob("summary.json"))
-        files = [f for f in files if f.name == "summary.json"]
-        if not files:
-            raise UserError(f"RUN_DIR: no summary.json in or below {path}",
-                            hint="pass folders written by trx run or trx sweep (arm, experiment or sweep folders)")
-        for f in files:
-            summary = read_json(f)
-            if not isinstance(summary, dict):
-                raise UserError(f"RUN_DIR: {f} is not a readable summary")
-            run_dir = f.parent.resolve()
-            if run_dir not in found:
-                found[run_dir] = _record(run_dir, summary)
-    return list(found.values())
-
-
-def _record(run_dir: Path, summary: dict[str, Any]) -> RunRecord:
-    try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        config = None
-    config = config if isinstance(config, dict) else None
-    meta = read_json(run_dir / "cell.json")
-    if isinstance(meta, dict) and meta.get("arm"):
-        cell = meta.get("cell")
-        return RunRecord(run_dir, summary, config, str(cell) if cell is not None else None, meta)
-    in_sweep = run_dir.parent.parent.name == "sweep" and run_dir.parent.name == summary.get("arm")
-    return RunRecord(run_dir, summary, config, run_dir.name if in_sweep else None)
+    """Every run at or below the given arm, experiment or sweep folders, read from its files."""
+    return [RunRecord.read(run) for run in find_run_dirs(paths)]
 
 
 def higher_is_better(metric: str) -> bool:

@@ -20,12 +20,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from trx.config import MAX_RUNS, UserError, apply_overrides, load_yaml, read_yaml, resolve, set_dotted, yaml_problem
-from trx.errors import FINISHED
-from trx.io import atomic_write, read_json, refuse_links, write_yaml
+from trx.config import MAX_RUNS, ExperimentConfig, UserError, apply_overrides, resolve, set_dotted
+from trx.io import atomic_write, load_yaml, read_yaml, yaml_problem
 from trx.jobs import ArmJob, CellMeta, JobResult, check_fits, check_jobs
 from trx.optim import ConfigError, plan_groups
-from trx.report import value_text
+from trx.rundir import SWEEP, ExperimentDir, RunDir, cell_id, value_text
 from trx.runner import prepare
 RESERVED_KEYS = {"name": "the experiment name names the output folder", "seed": "use sweep.seeds or --seeds",
                  "sweep": "a sweep cannot sweep its own grid"}
@@ -105,7 +104,7 @@ class Cell:
     arm: str
     overrides: list[tuple[str, Any]]
     seed: int
-    data: dict[str, Any] = field(repr=False)  # the resolved config as plain data (one arm, no sweep)
+    config: ExperimentConfig = field(repr=False)  # the validated config of this cell (one arm, no sweep)
 
     @property
     def short(self) -> list[tuple[str, Any]]:
@@ -115,7 +114,7 @@ class Cell:
 
     @property
     def id(self) -> str:
-        return safe_id(",".join(f"{k}={format_value(v)}" for k, v in [*self.short, ("seed", self.seed)]))
+        return safe_id(cell_id(self.short, self.seed))
 
 
 UNSAFE = re.compile(r"[/\\%\x00-\x1f\x7f]")
@@ -188,7 +187,7 @@ def expand(data: dict[str, Any], grid: dict[str, list[Any]], seeds: list[int]) -
             for seed in seeds:
                 overrides = list(zip(keys, point))
                 try:
-                    cells.append(Cell(arm, overrides, seed, _cell_data(data, arm, overrides, seed)))
+                    cells.append(Cell(arm, overrides, seed, _cell_config(data, arm, overrides, seed)))
                 except UserError as exc:
                     where = ",".join(f"{k}={format_value(v)}" for k, v in overrides)
                     raise UserError(f"sweep cell {arm} [{where}, seed={seed}]: {exc}", exc.hint) from None
@@ -219,29 +218,30 @@ def check_axes(data: dict[str, Any], arm: str, axes: list[tuple[str, list[Any]]]
         grid_key = key if key in grid else star
         for value in values:
             try:
-                _cell_data(data, arm, [(key, value)], data.get("seed", 0))
+                _cell_config(data, arm, [(key, value)], data.get("seed", 0))
             except UserError as exc:
                 raise UserError(f"sweep.grid.{grid_key} = {format_value(value)} (arm {arm}): {exc}", exc.hint) from None
 
 
-def _cell_data(data: dict[str, Any], arm: str, overrides: list[tuple[str, Any]], seed: int) -> dict[str, Any]:
-    """The cell's resolved config as plain data: only `arm`, no sweep block, overrides applied."""
+def _cell_config(data: dict[str, Any], arm: str, overrides: list[tuple[str, Any]], seed: int) -> ExperimentConfig:
+    """The cell's validated config: only `arm`, no sweep block, overrides applied."""
     raw = {k: v for k, v in data.items() if k not in ("sweep", "seeds", "claims")}
     raw["optimizers"] = {arm: data["optimizers"][arm]}
     raw = copy.deepcopy(raw)  # set_dotted below must not touch the shared config data
     for key, value in overrides:
         set_dotted(raw, key, value)
     raw["seed"] = seed
-    return resolve(raw, default_name=data["name"]).model_dump(mode="json")
+    return resolve(raw, default_name=data["name"])
 
 
 def plan_sweep(
-    config: Path, sets: list[str], grid_options: list[str], seeds: int | None, out: Path
+    config: Path | dict[str, Any], sets: list[str], grid_options: list[str], seeds: int | None, out: Path
 ) -> Plan:
-    """Read CONFIG, apply --set, merge the grids (command line wins), expand and validate."""
-    data = read_yaml(Path(config))
+    """Read CONFIG (a YAML file, or its data), apply --set, merge the grids (command line wins),
+    expand and validate."""
+    data = copy.deepcopy(config) if isinstance(config, dict) else read_yaml(Path(config))
     apply_overrides(data, sets)
-    base = resolve(data, default_name=Path(config).stem)
+    base = resolve(data, default_name="experiment" if isinstance(config, dict) else Path(config).stem)
     data["name"] = base.name
     sweep = base.sweep
     grid = {k: axis_values(k, v) for k, v in (sweep.grid if sweep else {}).items()}
@@ -258,13 +258,13 @@ def plan_sweep(
     check_size(data, grid, seed_list)
     cells = expand(data, grid, seed_list)
     keys = list(dict.fromkeys(k for c in cells for k, _ in c.short))
-    return Plan(base.name, Path(out) / base.name / "sweep", cells, keys, base.model_dump(mode="json"))
+    return Plan(base.name, Path(out) / base.name / SWEEP, cells, keys, base.model_dump(mode="json"))
 
 
 # ---- jobs ------------------------------------------------------------------------------------
 def plan_jobs(plan: Plan, device: str | None = None) -> list[ArmJob]:
     """One job per cell, in plan order; the cell's metadata goes into its folder as data."""
-    return [ArmJob(cell.data, str(plan.cell_dir(cell)),
+    return [ArmJob(cell.config, str(plan.cell_dir(cell)),
                    CellMeta(plan.name, cell.arm, cell.seed, dict(cell.overrides), cell.id), device)
             for cell in plan.cells]
 
@@ -275,8 +275,8 @@ def check_plan(plan: Plan, device: str | None) -> list[ArmJob]:
     one task per distinct task config; writes nothing. Returns the jobs."""
     models: dict[str, Any] = {}
     for cell in plan.cells:
-        cfg = resolve(cell.data)
-        key = yaml.safe_dump([cell.data["task"], cell.data["device"]])  # shapes do not depend on the seed
+        cfg = cell.config
+        key = yaml.safe_dump([cfg.task.model_dump(mode="json"), cfg.device])  # shapes do not depend on the seed
         try:
             if key not in models:
                 exp = prepare(cfg, plan.root, device)
@@ -298,11 +298,10 @@ def check_plan(plan: Plan, device: str | None) -> list[ArmJob]:
 
 def write_experiment(plan: Plan, data: dict[str, Any]) -> None:
     """The whole sweep's config (all arms, grid, claims) at its root, for reports."""
-    write_yaml(plan.root / "experiment.yaml", data)
+    ExperimentDir(plan.root).write_experiment(data)
 
 
 # ---- the record -------------------------------------------------------------------------------
-SWEEP_LOCK = ".sweep.lock"
 SUMMARY_COLUMNS = ["status", "steps_done", "final_loss", "best_loss"]
 SUMMARY_TAIL = ["diverged", "diverged_at", "wall_time_s", "threads", "error"]
 
@@ -324,8 +323,8 @@ def sweep_rows(plan: Plan, results: list[JobResult]) -> list[dict[str, Any]]:
 def cell_record(result: JobResult) -> dict[str, Any]:
     """What a cell's row says: its own summary.json when that holds a finished result (another
     sweep may have finished the cell while this one found it locked), else this sweep's result."""
-    summary = read_json(Path(result.dir) / "summary.json")
-    if isinstance(summary, dict) and summary.get("status") in FINISHED:
+    summary = RunDir(result.dir).finished_summary()
+    if summary is not None:
         return summary
     return {**result.summary, "status": result.status, "error": result.error}
 
@@ -333,10 +332,7 @@ def cell_record(result: JobResult) -> dict[str, Any]:
 def save_sweep_csv(plan: Plan, results: list[JobResult]) -> Path:
     """sweep.csv, rebuilt from the cells' records under a lock (two sweeps of one grid may finish
     at once: each rewrites the whole table from what the cell folders hold)."""
-    from filelock import FileLock
-
-    path = plan.root / "sweep.csv"
-    refuse_links(plan.root, (SWEEP_LOCK,))
-    with FileLock(str(plan.root / SWEEP_LOCK)):
-        atomic_write(path, pd.DataFrame(sweep_rows(plan, results)).to_csv(index=False))
-    return path
+    root = ExperimentDir(plan.root)
+    with root.sweep_lock():
+        atomic_write(root.sweep_csv, pd.DataFrame(sweep_rows(plan, results)).to_csv(index=False))
+    return root.sweep_csv
