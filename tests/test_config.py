@@ -107,3 +107,13 @@ def test_the_experiment_config_is_one_module_level_type_that_pickles():
     assert isinstance(cfg, ExperimentConfig)
     back = pickle.loads(pickle.dumps(cfg))
     assert back == cfg and type(back.task) is type(cfg.task) and back.seed_list() == cfg.seed_list()
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    """YAML 1.1 reads `1e-3` as a string and strict types would refuse it; configs write lrs so."""
+    from trx.io import load_yaml
+
+    assert load_yaml("a: 1e-5\nb: [3E+2, -2e3, 1.5e-3]\nc: '1e-5'") == {"a": 1e-5, "b": [300.0, -2000.0, 1.5e-3], "c": "1e-5"}
+    path = tmp_path / "c.yaml"
+    path.write_text("name: e\nsteps: 10\ntask: {name: quadratic1d}\noptimizers: {gd: {lr: 1e-3}}\n")
+    assert load_config(path).optimizers["gd"].lr == pytest.approx(1e-3)

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -160,6 +161,13 @@ def _expanded_size(node: Any, sizes: dict[int, int | None]) -> int:
             break
     sizes[id(node)] = size
     return size
+
+
+# YAML 1.1 (PyYAML) reads `1e-5` as a string: a float needs a dot there. Configs write learning
+# rates that way, so the loader takes YAML 1.2's exponent floats too (the strict types would refuse
+# the string).
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                   list("-+0123456789"))
 
 
 def load_yaml(text: str) -> Any:
