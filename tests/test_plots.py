@@ -262,3 +262,16 @@ def test_curves_zoom_on_the_final_stretch_and_name_a_line_hidden_under_another(t
     assert "heavy_ball (identical to ema)" in labels or "ema (identical to heavy_ball)" in labels
     hidden = [line for line in full.lines if "identical" in line.get_label()]
     assert len(hidden) == 1 and hidden[0].get_marker() == "o" and hidden[0].get_linestyle() == "--"
+
+
+def test_a_folder_from_before_loss_units_takes_its_tasks_declared_unit(tmp_path):
+    """summary.json records `loss_unit` since the tasks declare it; older folders name their task."""
+    import json
+
+    folder = write_run(tmp_path / "a", "a", 0.3, val={"val_loss": 0.3})
+    summary = json.loads((folder / "summary.json").read_text())
+    summary.pop("loss_unit", None)
+    (folder / "summary.json").write_text(json.dumps({**summary, "task": "small_gpt"}))
+    assert label("val_loss", find_runs([folder])) == "validation loss (nats)"
+    (folder / "summary.json").write_text(json.dumps({**summary, "task": "quadratic1d"}))
+    assert label("val_loss", find_runs([folder])) == "validation loss"

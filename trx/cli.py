@@ -523,7 +523,7 @@ def _report_sweep(plan: Any, results: list[Any]) -> None:
         lrs = lr_table(runs, metric)
         if not lrs.empty:
             show(render_table(_display(lrs), title=f"learning-rate tolerance (final {metric}; band: ≥ 90% of the "
-                                                   "best lr's improvement over the initial value; 95% interval over seeds)"))
+                                                   "best lr's improvement over the initial value; seed_decades: median per-seed width, its interval of confidence ci_conf)"))
 
 
 def _next_steps(plan: Any, results: list[Any]) -> None:
@@ -577,7 +577,7 @@ def compare(
     cells = compare_table(runs, metric, target)
     lrs = lr_table(runs, metric, tolerance)
     lr_title = (f"learning-rate tolerance (final {metric}; band: ≥ {1 - tolerance:.0%} of the best lr's improvement "
-                "over the initial value; 95% interval over seeds)")
+                "over the initial value; seed_decades: median per-seed width, its interval of confidence ci_conf)")
     judged = f"judged by final {metric}"
     if format_ == "csv":
         err_console.print(judged, highlight=False)  # stdout stays plain CSV

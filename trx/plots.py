@@ -96,10 +96,22 @@ def label(column: str, runs: list[RunRecord]) -> str:
     """Axis label in words, with the unit of a loss when every run's task declares the same one
     (`Task.loss_unit`, recorded in summary.json)."""
     text = LABELS.get(column, column)
-    units = {r.summary.get("loss_unit") for r in runs}
-    if column in ("loss", "val_loss") and len(units) == 1 and None not in units:
+    if column not in ("loss", "val_loss"):
+        return text
+    units = {r.summary.get("loss_unit") or _declared_unit(r.summary.get("task")) for r in runs}
+    if len(units) == 1 and None not in units:
         text += f" ({units.pop()})"
     return text
+
+
+def _declared_unit(task: Any) -> str | None:
+    """The loss unit a task declares, for folders written before summary.json recorded it (this
+    imports the task registry, and torch with it, only for such folders)."""
+    if not isinstance(task, str):
+        return None
+    from trx.tasks import TASKS
+
+    return getattr(TASKS.get(task), "loss_unit", None)
 
 
 def _number(text: Any) -> float | None:
