@@ -31,6 +31,21 @@ def run(tmp_path, data, mode="new", progress=None, stop=None):
     return outcome.summaries
 
 
+def stopping_at(step: int) -> tuple[StopFlag, object]:
+    """A stop flag and a progress sink that raises it when the run reports `step` (an interrupt at
+    a known update, as Ctrl-C would give one)."""
+    stop = StopFlag()
+
+    class StopAt:
+        def start(self, *a): ...
+        def advance(self, arm, at, loss):
+            if at == step:
+                stop.requested = True
+        def finish(self, *a): ...
+
+    return stop, StopAt()
+
+
 def test_outputs_follow_the_step_convention(tmp_path):
     data = tiny_config()
     summaries = run(tmp_path, data)
@@ -145,17 +160,9 @@ def test_interrupted_run_resumes_to_identical_metrics(tmp_path, checkpoint_every
                        optimizers={"adam": {"lr": 0.01, "filter": "nesterov", "normalizer": "adam"}, "sgd": {"lr": 0.1}})
     run(tmp_path / "ref", data)
 
-    stop = StopFlag()
-
-    class StopAt:
-        def start(self, *a): ...
-        def advance(self, arm, step, loss):
-            if step == 12:
-                stop.requested = True
-        def finish(self, *a): ...
-
+    stop, stop_at = stopping_at(12)
     with pytest.raises(Interrupted):
-        run(tmp_path / "cut", data, progress=StopAt(), stop=stop)
+        run(tmp_path / "cut", data, progress=stop_at, stop=stop)
     arm_dir = tmp_path / "cut" / "tiny" / "adam"
     assert json.loads((arm_dir / "summary.json").read_text())["status"] == "interrupted"
     assert (arm_dir / "checkpoint.pt").exists()
@@ -335,17 +342,9 @@ def test_a_checkpoint_refused_on_restore_leaves_the_recorded_config_as_it_was(tm
     """The loop checks a checkpoint again when it restores it; a refusal there must not leave the
     new config recorded over the old run's metrics (config.yaml is written only once accepted)."""
     data = tiny_config(steps=30, log_every=1, checkpoint_every=5, optimizers={"sgd": {"lr": 0.1}})
-    stop = StopFlag()
-
-    class StopAt:
-        def start(self, *a): ...
-        def advance(self, arm, step, loss):
-            if step == 12:
-                stop.requested = True
-        def finish(self, *a): ...
-
+    stop, stop_at = stopping_at(12)
     with pytest.raises(Interrupted):
-        run(tmp_path, data, progress=StopAt(), stop=stop)
+        run(tmp_path, data, progress=stop_at, stop=stop)
     arm_dir = tmp_path / "tiny" / "sgd"
     before = (arm_dir / "config.yaml").read_text()
     other = prepare(resolve(tiny_config(steps=30, log_every=1, checkpoint_every=5, optimizers={"sgd": {"lr": 0.2}})), tmp_path)
