@@ -9,7 +9,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -17,14 +17,15 @@ import trx
 from trx.errors import UserError
 from trx.io import atomic_write
 from trx.rundir import CONFIG, EXPERIMENT, ExperimentDir, RunDir
-from trx.config import Claim, GroupSelector
-from trx.optim.base import ConfigError, validate
 from trx.compare import (RunRecord, axis_table, check_metric, compare_table, curve_band, curve_values,
                         default_metric, failure_table, find_runs, higher_is_better, interval_text, lr_curves, lr_table, natural_key,
                         paired_table, reference_value, seed_failures, seed_values, to_markdown,
                         tolerance_curve_table, value_text)
 from trx.stats import (CONTRADICTED, INCONCLUSIVE, TOLERANCES, Paired, decide, equivalence, failure_difference, holm,
                        paired_difference, tolerance_difference)
+
+if TYPE_CHECKING:
+    from trx.config import Claim, GroupSelector
 
 ARM_COLUMNS = ("lr", "filter", "normalizer", "schedule", "weight_decay")
 
@@ -300,7 +301,11 @@ def _seeds(runs: list[RunRecord]) -> str:
 
 
 def parse_claim(claim: Any, index: int) -> Claim:
-    """A claim from experiment.yaml, validated by the config's model; a bad one is a user error."""
+    """A claim from experiment.yaml, validated by the config's model; a bad one is a user error.
+    (The config module imports torch: only a report with claims pays for it.)"""
+    from trx.config import Claim
+    from trx.optim.base import ConfigError, validate
+
     try:
         return validate(Claim, claim, f"claims.{index}")
     except ConfigError as exc:
