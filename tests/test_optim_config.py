@@ -53,6 +53,10 @@ MUON = {"name": "muon", "dtype": "float32"}
         ({"lr": 0.1, "normalizer": MUON, "aux": {"filter": {"name": "ema", "beta": 2}}}, "aux.filter.beta", ["< 1"]),
         ({"lr": 0.1, "normalizer": MUON, "aux": {"normalizer": "muon"}}, "aux.normalizer", ["only matrices"]),
         ({"lr": 0.1, "normalizer": MUON, "aux": {"foo": 1}}, "aux.foo", ["lr_scale"]),
+        ({"lr": 0.1, "main_roles": ["matrx"]}, "main_roles.0", ["matrix", "embedding"]),
+        ({"lr": 0.1, "normalizer": MUON, "main_roles": ["matrix", "vector"], "aux": {}}, "main_roles",
+         ["muon cannot take vector"]),
+        ({"lr": 0.1, "normalizer": "adam", "main_roles": ["matrix"]}, "aux", ["main_roles", "b (vector)"]),
     ],
 )
 def test_config_error_names_the_key(cfg, key, words):
@@ -109,3 +113,19 @@ def test_aux_inherits_the_main_block_except_its_normalizer():
     assert aux.filter == arm.filter and aux.weight_decay == arm.weight_decay and aux.schedule == arm.schedule
     assert aux.normalizer.name == "adam"
     assert validate(ArmConfig, {"lr": 0.02, "normalizer": "muon", "aux": {"lr": 3e-4}}).aux_arm().lr == 3e-4
+
+
+def test_main_roles_send_the_other_roles_to_aux():
+    """AdamW with Muon's split: only matrices in main; embedding, head and vectors in aux."""
+    from trx.optim.optimizer import plan_groups
+
+    model = nn.Sequential(nn.Embedding(5, 4), nn.LayerNorm(4), nn.Linear(4, 4), nn.Linear(4, 5))
+    cfg = {"lr": 1e-3, "filter": "ema", "normalizer": "adam", "main_roles": ["matrix"], "aux": {"lr": 3e-3}}
+    plan = plan_groups(model, cfg, roles={"3.weight": "head"})
+    block_of = {name: (g["block"], role) for g in plan for name, role, _ in g["params"]}
+    assert block_of == {"0.weight": ("aux", "embedding"), "1.weight": ("aux", "vector"), "1.bias": ("aux", "vector"),
+                        "2.weight": ("main", "matrix"), "2.bias": ("aux", "vector"), "3.weight": ("aux", "head"),
+                        "3.bias": ("aux", "vector")}
+    assert all(g["arm"].lr == (1e-3 if g["block"] == "main" else 3e-3) for g in plan)
+    default = plan_groups(model, {**cfg, "main_roles": None}, roles={"3.weight": "head"})
+    assert {g["block"] for g in default} == {"main"}  # without main_roles adam takes every role

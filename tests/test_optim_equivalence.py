@@ -128,6 +128,18 @@ def test_ema_adam_decoupled_is_adamw(amsgrad):
     assert trajectory_gap(cfg, ref) <= TOL
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_adamw_with_muons_aux_split_and_an_identical_aux_is_adamw(fused):
+    """main_roles: [matrix] sends the biases to aux; an aux Adam of the same settings and lr
+    leaves the trajectory exactly torch's AdamW."""
+    cfg = {**adam_cfg(3e-3, 0.1, "decoupled"), "fused": fused, "main_roles": ["matrix"],
+           "aux": {"lr": 3e-3, "filter": {"name": "ema", "beta": 0.9},
+                   "normalizer": {"name": "adam", "beta2": 0.99, "eps": 1e-8}}}
+    assert {g["name"].partition("/")[0] for g in build_optimizer(mlp(), cfg, STEPS).param_groups} == {"main", "aux"}
+    ref = lambda ps: torch.optim.AdamW(ps, lr=3e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)  # noqa: E731
+    assert trajectory_gap(cfg, ref) <= TOL
+
+
 def test_adamw_with_a_schedule_matches_torch_lambda_lr():
     """The window s(t) is the learning-rate multiplier of update t (LambdaLR applies it likewise)."""
     cfg = {**adam_cfg(3e-3, 0.1, "decoupled"), "schedule": {"name": "cosine", "warmup": 5}}

@@ -342,11 +342,13 @@ def plan_groups(
     arm = cfg if isinstance(cfg, ArmConfig) else validate(ArmConfig, cfg)
     pairs, default = _named_parameters(model)
     role_of = _apply_overrides(default, roles)
-    main = [(n, role_of[n], p) for n, p in pairs if arm.normalizer.accepts(role_of[n])]
-    rest = [(n, role_of[n], p) for n, p in pairs if not arm.normalizer.accepts(role_of[n])]
+    main = [(n, role_of[n], p) for n, p in pairs if arm.in_main(role_of[n])]
+    rest = [(n, role_of[n], p) for n, p in pairs if not arm.in_main(role_of[n])]
     if rest and arm.aux is None:
         listed = ", ".join(f"{n} ({r})" for n, r, _ in rest)
-        raise ConfigError("aux", f"normalizer {arm.normalizer.name} cannot take these parameters and no aux block is given: {listed}")
+        why = (f"main_roles {arm.main_roles} leaves" if arm.main_roles is not None
+               else f"normalizer {arm.normalizer.name} cannot take")
+        raise ConfigError("aux", f"{why} these parameters and no aux block is given: {listed}")
     plan = []
     for block, block_arm, members in (("main", arm, main), ("aux", arm.aux_arm(), rest)):
         excluded = set(block_arm.weight_decay.exclude)

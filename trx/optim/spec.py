@@ -82,6 +82,20 @@ class ArmConfig(Strict):
         True, description="run an exact Adam(W) group (ema + adam, no clip) with torch's fused kernel"
     )
     aux: AuxConfig | None = Field(None, description="settings for parameters the normalizer cannot take")
+    main_roles: list[Role] | None = Field(
+        None, description="roles the main block trains (default: every role its normalizer takes); the rest "
+                          "go to aux — e.g. [matrix] gives AdamW Muon's split")
+
+    @model_validator(mode="after")
+    def _main_roles_fit(self) -> ArmConfig:
+        refused = [r for r in self.main_roles or () if not self.normalizer.accepts(r)]
+        if refused:
+            raise ValueError(f"main_roles: normalizer {self.normalizer.name} cannot take {', '.join(refused)}")
+        return self
+
+    def in_main(self, role: str) -> bool:
+        """Whether a parameter of `role` trains in the main block (else in aux)."""
+        return self.normalizer.accepts(role) and (self.main_roles is None or role in self.main_roles)
 
     def aux_arm(self) -> ArmConfig:
         """The aux block resolved against the main one, as a full arm."""
