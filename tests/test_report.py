@@ -349,3 +349,17 @@ def test_a_contradicted_claim_shows_the_adjusted_p_of_the_other_direction():
     assert (v1, p1) == ("contradicted", pytest.approx(0.003))  # 3 × 0.001, the smallest of 3
     assert (v2, p2) == ("inconclusive", pytest.approx(0.6))  # the claimed side: 0.3 × 2, second smallest
     assert (v3, p3) == ("inconclusive", pytest.approx(0.03))  # supported alone (0.01); 3 × 0.01 > 2.5% in the family
+
+
+def test_an_untested_claim_leaves_the_family_and_the_count_says_what_was_tested():
+    """A claim with no p (an open band, too few shared seeds) is no member of the Holm family: it
+    cannot be falsely supported, so it must not dilute the others nor be counted as tested."""
+    from trx.report_md import ClaimResult, family_verdicts, family_words
+
+    results = [ClaimResult("x", "supported", "", 0.012, 0.99, False),
+               ClaimResult("open", "inconclusive", "", None, None, False),
+               ClaimResult("y", "inconclusive", "", 0.5, 0.5, False)]
+    (v1, p1), (v2, p2), _ = family_verdicts(results)
+    assert (v1, p1) == ("supported", pytest.approx(0.024)) and (v2, p2) == ("inconclusive", None)
+    words = family_words(results)
+    assert "Holm over 2" in words and "1 claim(s) could not be tested" in words

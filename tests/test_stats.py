@@ -268,9 +268,9 @@ def test_tolerance_difference_notes_an_open_band():
     wide = v_sweep(0.1, 0.1, offsets=OFFSETS)  # closed, 2 decades
     wide[5] = [v + 0.02 * i for i, v in enumerate(wide[5])]
     p = tolerance_difference(LRS, edge, LRS, wide, initial_a=INITIAL, initial_b=INITIAL)
-    assert p.p_against <= 1 / 64 and p.verdict == INCONCLUSIVE
+    assert p.p_against is None and p.verdict == INCONCLUSIVE
     p = tolerance_difference(LRS, wide, LRS, edge, initial_a=INITIAL, initial_b=INITIAL)
-    assert p.p <= 1 / 64 and p.verdict == INCONCLUSIVE and "open band (b)" in p.note
+    assert p.p is None and p.verdict == INCONCLUSIVE and "open band (b)" in p.note
 
 
 
@@ -288,3 +288,28 @@ def test_equivalence_of_identical_arms_is_decided_exactly():
     b = {s: 1.0 + 0.1 * s for s in range(6)}
     same = equivalence(b, dict(b), delta=0.05)
     assert same.p == pytest.approx(1 / 64) and same.verdict == SUPPORTED  # within δ in every seed: exact p 2⁻⁶
+
+
+# ---- a seed that lacks lr points, an open band in a family (review S3, S4) -----------------------
+def test_a_seeds_missing_lr_point_is_left_out_not_counted_as_no_improvement():
+    full = v_sweep(0.4, 0.4, offsets=(0.0, 0.01))
+    short = {0: full[0], 1: [*full[1][:3], None, full[1][4]]}  # seed 1 never ran lr 0.1
+    band = lr_band(LRS, short, 0.1, initial=INITIAL)
+    without = lr_band(LRS[:3] + LRS[4:], {0: full[1][:3] + full[1][4:]}, 0.1, initial=INITIAL)
+    assert band.seed_widths[1] == pytest.approx(without.seed_widths[0])  # measured on the points it ran
+    assert band.seed_widths[0] == pytest.approx(0.5)
+    assert "1 seed(s) lack lr points" in band.note
+    diverged = {0: full[0], 1: [*full[1][:3], math.nan, full[1][4]]}  # a diverged point is no improvement
+    assert lr_band(LRS, diverged, 0.1, initial=INITIAL).seed_widths[1] < without.seed_widths[0]
+    p = tolerance_difference(LRS, short, LRS, full, initial_a=INITIAL, initial_b=INITIAL)
+    assert "1 seed(s) of a lack lr points" in p.note
+
+
+def test_an_open_band_leaves_the_claimed_direction_untested():
+    edge = v_sweep(0.4, 0.4, best_x=-4.0, offsets=OFFSETS)  # open at 1e-4
+    wide = v_sweep(0.1, 0.1, offsets=OFFSETS)
+    wide[5] = [v + 0.02 * i for i, v in enumerate(wide[5])]
+    p = tolerance_difference(LRS, wide, LRS, edge, initial_a=INITIAL, initial_b=INITIAL)
+    assert p.p is None and p.verdict == INCONCLUSIVE and "not tested" in p.note
+    q = tolerance_difference(LRS, edge, LRS, wide, initial_a=INITIAL, initial_b=INITIAL)
+    assert q.p_against is None and q.verdict == INCONCLUSIVE

@@ -484,12 +484,7 @@ def claims_section(runs: list[RunRecord], claims: Any, metric: str) -> str:
     if sum(c.primary for c in parsed) > 1:
         raise UserError("claims: at most one claim is primary: true")
     results = [evaluate_claim(claim, runs, metric) for claim in parsed]
-    tested = sum(r.verdict != "not evaluated" for r in results)
-    primary = sum(r.primary for r in results)
-    family = tested - sum(r.primary and r.verdict != "not evaluated" for r in results)
-    lines = ["## Claims", "", CLAIMS_INTRO, "",
-             f"{tested} claim(s) tested" + (f": 1 primary, judged alone, and {family} judged as a family "
-                                            f"(Holm)." if primary else f", judged as a family (Holm over {tested})."), ""]
+    lines = ["## Claims", "", CLAIMS_INTRO, "", family_words(results), ""]
     for res, (said, adjusted) in zip(results, family_verdicts(results)):
         tag = " (primary)" if res.primary else ""
         change = f" (alone: {res.verdict})" if said != res.verdict else ""
@@ -497,6 +492,19 @@ def claims_section(runs: list[RunRecord], claims: Any, metric: str) -> str:
         holm_p = "" if res.primary or adjusted is None else f"; Holm-adjusted p{other} = {_pnum(adjusted)}"
         lines.append(f"- **{said}**{tag}{change}: {res.text}. {res.numbers}{holm_p}")
     return "\n".join(lines)
+
+
+def family_words(results: list[ClaimResult]) -> str:
+    """What was tested and how: a claim without a p-value either way (an open band, too few shared
+    seeds) cannot be falsely supported, so it is no member of the Holm family and not counted."""
+    testable = [r for r in results if r.verdict != "not evaluated" and (r.p, r.p_against) != (None, None)]
+    family = sum(not r.primary for r in testable)
+    untested = sum(r.verdict != "not evaluated" for r in results) - len(testable)
+    head = (f"{len(testable)} claim(s) tested: 1 primary, judged alone, and {family} judged as a family (Holm over "
+            f"{family})." if any(r.primary for r in testable) else
+            f"{len(testable)} claim(s) tested, judged as a family (Holm over {family}).")
+    return head + (f" {untested} claim(s) could not be tested (no p-value: see each claim) and left the family."
+                   if untested else "")
 
 
 CLAIMS_INTRO = (

@@ -299,6 +299,7 @@ class Band:
     reference: float  # the score's zero: the initial loss (chance level for accuracies)
     seed_widths: tuple[float, ...] = ()  # each seed's own band width (decades)
     ci_level: float | None = None  # the exact confidence of `ci` (below 95% when seeds are few)
+    short_seeds: int = 0  # seeds that lack some lr points (not run or crashed): measured on the rest
 
     @property
     def note(self) -> str:
@@ -313,6 +314,8 @@ class Band:
             notes.append(f"band runs off the {' and '.join(sides)} end: width is a lower bound")
         if self.ci_level is not None and self.ci_level < 0.95:
             notes.append(f"{self.n_seeds} seeds: the width interval is only {self.ci_level:.0%}")
+        if self.short_seeds:
+            notes.append(short_words(self.short_seeds))
         return "; ".join(notes)
 
 
@@ -364,7 +367,9 @@ def _matrix(lrs: Sequence[float], values_by_seed: Mapping[int, Sequence[float | 
     rows = [[np.nan if v is None else float(v) for v in values_by_seed[s]] for s in seeds]
     if any(len(r) != len(lrs) for r in rows):
         raise ValueError("lr_band: every seed needs one value per learning rate (None for missing)")
-    return np.log10(np.asarray(lrs, float)[order]), np.asarray(rows, float).reshape(len(seeds), len(lrs))[:, order]
+    missing = np.asarray([[v is None for v in values_by_seed[s]] for s in seeds], bool).reshape(len(seeds), len(lrs))
+    values = np.asarray(rows, float).reshape(len(seeds), len(lrs))
+    return np.log10(np.asarray(lrs, float)[order]), values[:, order], missing[:, order]
 
 
 def _reference(values: np.ndarray, higher_better: bool, initial: float | None) -> float:
@@ -400,13 +405,18 @@ class _Curve:
     log_lrs: np.ndarray
     gains: np.ndarray
     reference: float
+    missing: np.ndarray  # (seeds, lrs): the point was not run or did not finish (None), not diverged
+
+    @property
+    def short_seeds(self) -> int:
+        return int(self.missing.any(axis=1).sum())
 
 
 def _curve(lrs: Sequence[float], values_by_seed: Mapping[int, Sequence[float | None]], seeds: Sequence[int],
            higher_better: bool, initial: float | None) -> tuple[_Curve, np.ndarray]:
-    log_lrs, values = _matrix(lrs, values_by_seed, seeds)
+    log_lrs, values, missing = _matrix(lrs, values_by_seed, seeds)
     reference = _reference(values, higher_better, initial)
-    return _Curve(log_lrs, improvements(values, higher_better, reference), reference), values
+    return _Curve(log_lrs, improvements(values, higher_better, reference), reference, missing), values
 
 
 def _width(log_lrs: list[float], scores: list[float], tolerance: float, absolute: bool) -> tuple[float, bool]:
@@ -418,10 +428,20 @@ def _width(log_lrs: list[float], scores: list[float], tolerance: float, absolute
 
 
 def seed_widths(curve: _Curve, tolerance: float, absolute: bool = False) -> list[tuple[float, bool]]:
-    """Each seed's own band (width in decades, open) from its curve alone; a missing or diverged
-    point of that seed is no improvement."""
-    x = curve.log_lrs.tolist()
-    return [_width(x, row, tolerance, absolute) for row in np.nan_to_num(curve.gains).tolist()]
+    """Each seed's own band (width in decades, open) from its curve alone, over the lrs that seed
+    ran: a diverged point is no improvement, a missing one (not run, crashed) is left out — it is
+    no evidence either way, and counting it as a failure would cut the band at a hole in the grid."""
+    out = []
+    for gains, missing in zip(curve.gains, curve.missing):
+        ran = ~missing
+        x, row = curve.log_lrs[ran].tolist(), np.nan_to_num(gains[ran]).tolist()
+        out.append(_width(x, row, tolerance, absolute) if x else (0.0, False))
+    return out
+
+
+def short_words(count: int, side: str = "") -> str:
+    """The note for seeds whose curve lacks some lr points."""
+    return f"{count} seed(s){side} lack lr points: their bands are measured on the points they ran"
 
 
 def lr_band(lrs: Sequence[float], values_by_seed: Mapping[int, Sequence[float | None]], tolerance: float = 0.1,
@@ -451,7 +471,8 @@ def lr_band(lrs: Sequence[float], values_by_seed: Mapping[int, Sequence[float | 
     edges = band_edges(curve.log_lrs, lr_scores(curve.gains), tolerance, absolute)
     widths = tuple(w for w, _ in seed_widths(curve, tolerance, absolute))
     if edges is None:
-        return Band(None, None, None, None, None, None, False, False, None, len(seeds), curve.reference, widths)
+        return Band(None, None, None, None, None, None, False, False, None, len(seeds), curve.reference, widths,
+                    short_seeds=curve.short_seeds)
     b, lo, hi, open_lo, open_hi = edges
     column = values[:, b]
     best = float(column.mean()) if np.isfinite(column).all() else None
@@ -460,7 +481,7 @@ def lr_band(lrs: Sequence[float], values_by_seed: Mapping[int, Sequence[float | 
     grid = sorted(float(lr) for lr in lrs)  # the grid's own numbers where an edge sits on the grid
     return Band(grid[b], best, grid[0] if open_lo else float(10**lo), grid[-1] if open_hi else float(10**hi),
                 hi - lo, edge, open_lo, open_hi, found[:2] if found else None, len(seeds), curve.reference,
-                widths, found[2] if found else None)
+                widths, found[2] if found else None, curve.short_seeds)
 
 
 def tolerance_difference(lrs_a: Sequence[float], a_by_seed: Mapping[int, Sequence[float | None]],
@@ -471,27 +492,31 @@ def tolerance_difference(lrs_a: Sequence[float], a_by_seed: Mapping[int, Sequenc
     over the seeds both arms ran; verdict on "a is wider than b by more than δ decades" by the
     exact sign-flip test (with n seeds no p is below 2⁻ⁿ: under 6 seeds `note` says the level is
     out of reach). Seeds only one arm ran are excluded and counted. An open band's width is only
-    a lower bound: "supported" stands only when every seed's band of b is closed and
-    "contradicted" only when a's are, otherwise the verdict is inconclusive."""
+    a lower bound: "a wider" is tested (has a p) only when every seed's band of b is closed, and
+    "b wider" only when a's are; an untested direction has p None and leaves a family of claims."""
     shared = sorted(set(a_by_seed) & set(b_by_seed))
     excluded = len(set(a_by_seed) ^ set(b_by_seed))
     if len(shared) < 2:
         return Paired(len(shared), None, None, None, INCONCLUSIVE, excluded, "needs at least two shared seeds",
                       method="sign-flip")
-    per_arm = []
+    per_arm, short = [], []
     for lrs, by_seed, initial in ((lrs_a, a_by_seed, initial_a), (lrs_b, b_by_seed, initial_b)):
-        per_arm.append(seed_widths(_curve(lrs, by_seed, shared, higher_better, initial)[0], tolerance, absolute))
+        curve = _curve(lrs, by_seed, shared, higher_better, initial)[0]
+        per_arm.append(seed_widths(curve, tolerance, absolute))
+        short.append(curve.short_seeds)
     diffs = [wa - wb for (wa, _), (wb, _) in zip(*per_arm)]
     open_a, open_b = (any(o for _, o in arm) for arm in per_arm)
     floor = rounding_floor([w for arm in per_arm for w, _ in arm])
     shift = max(delta, floor)  # a width difference within rounding never decides
-    p_for = sign_flip_pvalue(diffs, shift)
-    p_against = sign_flip_pvalue([-d for d in diffs], shift)
-    said = decide(p_for, p_against)
-    if (said == SUPPORTED and open_b) or (said == CONTRADICTED and open_a):
-        said = INCONCLUSIVE  # the side that should be the narrower is only bounded below
+    # The side that should be the narrower is only bounded below where its band is open: that
+    # direction is not tested (no p), so it can neither be supported nor enter a family of claims.
+    p_for = None if open_b else sign_flip_pvalue(diffs, shift)
+    p_against = None if open_a else sign_flip_pvalue([-d for d in diffs], shift)
     opened = [name for name, o in (("a", open_a), ("b", open_b)) if o]
+    untested = [w for w, o in (("a wider", open_b), ("b wider", open_a)) if o]
     notes = [too_few(len(shared)),
-             f"open band ({', '.join(opened)}): its width is a lower bound" if opened else ""]
-    return Paired(len(shared), mean_sd(diffs)[0], None, None, said, excluded, "; ".join(n for n in notes if n),
-                  p_for, p_against, "sign-flip")
+             f"open band ({', '.join(opened)}): its width is a lower bound, so {' and '.join(untested)} "
+             "is not tested" if opened else "",
+             *(short_words(k, f" of {side}") for k, side in zip(short, "ab") if k)]
+    return Paired(len(shared), mean_sd(diffs)[0], None, None, decide(p_for, p_against), excluded,
+                  "; ".join(n for n in notes if n), p_for, p_against, "sign-flip")
