@@ -70,7 +70,8 @@ class GroupSelector(Strict):
 
 
 CLAIM_EXPECT = {"difference": ("a_better", "b_better"), "lr_tolerance": ("a_wider", "b_wider"),
-                "equivalence": ("equivalent",), "stability": ("a_stabler", "b_stabler")}
+                "equivalence": ("equivalent",), "stability": ("a_stabler", "b_stabler"),
+                "steps_to_target": ("a_faster", "b_faster"), "lr_transfer": ("transfers", "shifts")}
 
 
 class Claim(Strict):
@@ -78,18 +79,22 @@ class Claim(Strict):
     (docs/statistics.md), as one of the report's family of claims."""
 
     text: str = Field(description="the claim in words")
-    kind: Literal["difference", "lr_tolerance", "equivalence", "stability"] = Field(
+    kind: Literal["difference", "lr_tolerance", "equivalence", "stability", "steps_to_target", "lr_transfer"] = Field(
         description="difference: a final metric; lr_tolerance: lr-band width; equivalence: |a − b| < delta; "
-                    "stability: seeds that diverged or stalled")
+                    "stability: seeds that diverged or stalled; steps_to_target: steps to reach `target`; "
+                    "lr_transfer: slope of log best lr on log `axis` (a only)")
     metric: str | None = Field(None, description="metrics.csv column judged (default: the report's metric)")
     a: GroupSelector
-    b: GroupSelector
-    expect: Literal["a_better", "b_better", "a_wider", "b_wider", "equivalent", "a_stabler", "b_stabler"] = Field(
-        description="the direction claimed")
+    b: GroupSelector | None = Field(None, description="the other side (every kind but lr_transfer)")
+    expect: Literal["a_better", "b_better", "a_wider", "b_wider", "equivalent", "a_stabler", "b_stabler", "a_faster",
+                    "b_faster", "transfers", "shifts"] = Field(description="the direction claimed")
+    target: float | None = Field(None, description="steps_to_target: the metric value to reach (≤ a loss, ≥ an accuracy)")
+    axis: str | None = Field(None, description="lr_transfer: the grid key of the width, e.g. task.n_embd")
     tolerance: float = Field(0.1, gt=0.0, lt=1.0, description="lr_tolerance: relative band around the best")
     delta: float | None = Field(
         None, ge=0.0, description="smallest difference that matters, in the metric's units (decades for "
-                                  "lr_tolerance); declared before the run; required for equivalence")
+                                  "lr_tolerance and steps_to_target, decades of lr per decade of width for "
+                                  "lr_transfer); declared before the run; required for equivalence and transfers")
     primary: bool = Field(False, description="the experiment's one primary claim: judged without a multiplicity adjustment")
     best_lr: bool = Field(False, description="difference / equivalence: each side at its own best lr (an lr sweep)")
     selection_seeds: list[int] | None = Field(
@@ -105,8 +110,19 @@ class Claim(Strict):
             raise ValueError("delta: an equivalence claim needs its margin δ > 0 (metric units)")
         if self.selection_seeds is not None and not self.best_lr:
             raise ValueError("selection_seeds: only a best_lr claim selects anything")
-        if self.best_lr and self.kind not in ("difference", "equivalence"):
-            raise ValueError(f"best_lr: only difference and equivalence claims, not {self.kind}")
+        if self.best_lr and self.kind not in ("difference", "equivalence", "steps_to_target"):
+            raise ValueError(f"best_lr: only difference, equivalence and steps_to_target claims, not {self.kind}")
+        return self._kind_fields()
+
+    def _kind_fields(self) -> Claim:
+        """The fields only some kinds take: present where needed, absent elsewhere."""
+        for key, kind in (("target", "steps_to_target"), ("axis", "lr_transfer")):
+            if (getattr(self, key) is None) == (self.kind == kind):
+                raise ValueError(f"{key}: {'required for' if self.kind == kind else 'only for'} {kind} claims")
+        if (self.b is None) != (self.kind == "lr_transfer"):
+            raise ValueError("b: required" if self.b is None else "b: an lr_transfer claim judges one arm (a)")
+        if self.expect == "transfers" and not self.delta:
+            raise ValueError("delta: a transfers claim needs its margin δ > 0 (decades of lr per decade of width)")
         return self
 
 
@@ -169,10 +185,13 @@ class ExperimentConfig(Strict):
     @model_validator(mode="after")
     def _claims_name_arms(self) -> ExperimentConfig:
         for i, claim in enumerate(self.claims):
-            for side in ("a", "b"):
+            for side in ("a", "b") if claim.b is not None else ("a",):
                 arm = getattr(claim, side).arm
                 if arm not in self.optimizers:
                     raise ValueError(f"claims.{i}.{side}.arm: no arm named {arm!r}; arms: {', '.join(self.optimizers)}")
+            grid = (self.sweep.grid if self.sweep else {}).keys()
+            if claim.axis is not None and not {claim.axis, f"optimizers.{claim.a.arm}.{claim.axis}"} & grid:
+                raise ValueError(f"claims.{i}.axis: {claim.axis!r} is not a key of sweep.grid")
         if sum(c.primary for c in self.claims) > 1:
             raise ValueError("claims: at most one claim is primary: true")
         return self

@@ -281,6 +281,7 @@ class ClaimResult:
     p: float | None = None  # one-sided p of the claim
     p_against: float | None = None  # one-sided p of the opposite claim
     primary: bool = False
+    table: str = ""  # Markdown shown below the claims (lr_transfer: best lr per width and seed)
 
 
 def select(runs: list[RunRecord], side: GroupSelector, seeds: list[int] | None = None) -> list[RunRecord]:
@@ -315,7 +316,7 @@ def parse_claim(claim: Any, index: int) -> Claim:
 def evaluate_claim(claim: Claim, runs: list[RunRecord], default: str) -> ClaimResult:
     """The verdict on one claim (before the family's adjustment), with its numbers in words."""
     metric = claim.metric or default
-    sides = [claim.a, claim.b]
+    sides = [claim.a, claim.b] if claim.b is not None else [claim.a]
     if claim.expect.startswith("b"):  # state every claim as "first is better / wider / stabler"
         sides = sides[::-1]
     text = claim.text.rstrip(". ")
@@ -323,8 +324,10 @@ def evaluate_claim(claim: Claim, runs: list[RunRecord], default: str) -> ClaimRe
     for side, mine in zip(sides, chosen):
         if not mine:
             return ClaimResult(text, "not evaluated", f"no runs match {_label(side)}", primary=claim.primary)
+    from trx.speed_transfer import judge_steps, judge_transfer
+
     judge = {"difference": _difference, "equivalence": _difference, "lr_tolerance": _tolerance,
-             "stability": _stability}[claim.kind]
+             "stability": _stability, "steps_to_target": judge_steps, "lr_transfer": judge_transfer}[claim.kind]
     return judge(claim, text, sides, chosen, metric)
 
 
@@ -491,6 +494,12 @@ def claims_section(runs: list[RunRecord], claims: Any, metric: str) -> str:
         other = " (the other way)" if said == CONTRADICTED else ""
         holm_p = "" if res.primary or adjusted is None else f"; Holm-adjusted p{other} = {_pnum(adjusted)}"
         lines.append(f"- **{said}**{tag}{change}: {res.text}. {res.numbers}{holm_p}")
+    tables: dict[str, list[str]] = {}  # two claims on one arm and axis share their table
+    for res in results:
+        if res.table:
+            tables.setdefault(res.table, []).append(res.text)
+    for table, texts in tables.items():
+        lines += ["", f"{'; '.join(texts)}:", "", table]
     return "\n".join(lines)
 
 
@@ -511,7 +520,10 @@ CLAIMS_INTRO = (
     "Each claim is a one-sided test at 2.5% (the tail of a 95% interval), chosen for few seeds "
     "(docs/statistics.md): a final metric by the paired t test; an lr-band width by the exact sign-flip "
     "test on per-seed widths (n seeds cannot reach a p below 2⁻ⁿ, so fewer than 6 seeds cannot support it); "
-    "stability by the exact McNemar test; equivalence by two one-sided t tests against δ. Supported: the test "
+    "stability by the exact McNemar test; equivalence by two one-sided t tests against δ; steps to a target by "
+    "the paired t test on log10 steps (a seed that never reaches it scores one step past the end); lr transfer "
+    "by the per-seed slope of log best lr on log width (transfers: two one-sided t tests against ±δ; shifts: "
+    "the 95% interval excludes 0, each side at 2.5%). Supported: the test "
     "rejects \"no difference beyond δ\" in the claimed direction (δ: the claim's smallest difference that "
     "matters, else rounding); contradicted: the same the other way; otherwise inconclusive. A diverged seed "
     "ranks worst, never drops out. `p` is the claim's one-sided p-value.")
