@@ -2,7 +2,7 @@
 training), judged by the same functions `trx report` calls.
 
 For each verdict kind — a paired mean difference, an lr-band width, a divergence count,
-equivalence — many simulated experiments where the claim is false (the two arms are the same, or
+equivalence, steps to a target, lr transfer across width — many simulated experiments where the claim is false (the two arms are the same, or
 the true difference sits exactly at the margin) give the false "supported" rate, which must stay
 at or below the nominal one-sided 2.5%; experiments with a known effect give the power.
 
@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from trx.speed_transfer import log_steps, seed_slopes, steps_difference, transfer_verdict  # noqa: E402
 from trx.stats import (ALPHA, SUPPORTED, equivalence, failure_difference, paired_difference,  # noqa: E402
                        tolerance_difference)
 
@@ -40,6 +41,7 @@ class Scenario:
     name: str  # what is simulated, in words
     effect: bool  # False: a null (the claim is false); True: a known effect (power)
     judge: Callable[[np.random.Generator, int], bool]  # one experiment with n seeds: "supported"?
+    nominal: float = ALPHA  # the claim's false-positive level: 5% for `shifts` (two sides at 2.5%)
 
 
 # ---- one experiment per verdict kind -------------------------------------------------------------
@@ -96,6 +98,45 @@ def failures(q_a: float, q_b: float, shared: float = 0.5) -> Callable[[np.random
     return judge
 
 
+STEPS, LOG_EVERY = 200, 10  # a run's updates and its metrics rows: steps are seen in tens
+
+
+def steps_to_target(ratio: float, miss: float = 0.2) -> Callable[[np.random.Generator, int], bool]:
+    """Steps to the target: a per-seed base (shared by both arms, log-normal around 80) times run
+    noise (log sd 0.2), a's scaled by `ratio`; rounded up to the logging interval; with probability
+    `miss` a run never reaches the target (or diverged). Claim: a is faster."""
+    def judge(rng: np.random.Generator, n: int) -> bool:
+        base = 80 * np.exp(rng.normal(0.0, 0.3, n))
+
+        def arm(scale: float) -> dict[int, float]:
+            true = base * scale * np.exp(rng.normal(0.0, 0.2, n))
+            seen = np.ceil(true / LOG_EVERY) * LOG_EVERY
+            reached = [None if (rng.random() < miss or t > STEPS) else int(t) for t in seen]
+            return {s: log_steps(r, STEPS) for s, r in enumerate(reached)}
+        return steps_difference(arm(ratio), arm(1.0)).verdict == SUPPORTED
+    return judge
+
+
+WIDTHS = (32, 64, 128)
+GRID = np.linspace(-3.0, -1.0, 7)  # log10 lr, three points per decade
+
+
+def lr_transfer(true_slope: float, expect: str = "shifts", delta: float | None = None
+                ) -> Callable[[np.random.Generator, int], bool]:
+    """Each seed's best lr at each width: the grid point nearest to the lowest of a noisy loss
+    curve (x − x*)² + noise over the lr grid, x* = −2 + a seed effect + true_slope·log2(width/64)·log10 2
+    + a per-(seed, width) jitter. Claim: `expect` (shifts: the slope is not 0)."""
+    def judge(rng: np.random.Generator, n: int) -> bool:
+        seed_effect = rng.normal(0.0, 0.15, n)
+        best: dict[float, dict[int, float]] = {}
+        for w in WIDTHS:
+            x_star = -2.0 + seed_effect + true_slope * np.log10(w / 64) + rng.normal(0.0, 0.15, n)
+            loss = (GRID[None, :] - x_star[:, None]) ** 2 + rng.normal(0.0, 0.02, (n, len(GRID)))
+            best[w] = {s: float(10 ** GRID[int(np.argmin(loss[s]))]) for s in range(n)}
+        return transfer_verdict(seed_slopes(best), expect, delta).verdict == SUPPORTED
+    return judge
+
+
 SCENARIOS = [
     Scenario("mean difference", "same arms, normal noise", False, difference(0.0)),
     Scenario("mean difference", "same arms, heavy tails (t, 3 df)", False, difference(0.0, "t3")),
@@ -103,11 +144,21 @@ SCENARIOS = [
     Scenario("band width", "same arms", False, band(1.0)),
     Scenario("divergence count", "same arms, p(fail) = 0.3", False, failures(0.3, 0.3)),
     Scenario("equivalence", "true difference exactly at the margin δ", False, equivalent(1.0, 1.0)),
+    Scenario("steps to target", "same arms, logged every 10 steps, 20% of runs never reach it", False,
+             steps_to_target(1.0)),
+    Scenario("lr transfer", "shifts: true slope 0 (nominal 5%: two sides at 2.5%)", False, lr_transfer(0.0),
+             nominal=2 * ALPHA),
+    Scenario("lr transfer", "transfers: true slope exactly at the margin δ = 0.5", False,
+             lr_transfer(0.5, "transfers", 0.5)),
     Scenario("mean difference", "a better by 1 sd of the paired difference", True, difference(math.sqrt(2))),
     Scenario("mean difference", "a better by 2 sd", True, difference(2 * math.sqrt(2))),
     Scenario("band width", "a's band 1.5× as wide", True, band(1.5)),
     Scenario("divergence count", "p(fail) 0.1 in a, 0.7 in b", True, failures(0.1, 0.7, 0.0)),
     Scenario("equivalence", "no difference, δ = 1 sd of the paired difference", True, equivalent(0.0, math.sqrt(2))),
+    Scenario("steps to target", "a takes half the steps, every run reaches the target", True, steps_to_target(0.5, 0.0)),
+    Scenario("steps to target", "a takes half the steps, 20% of runs never reach it", True, steps_to_target(0.5)),
+    Scenario("lr transfer", "shifts: best lr ∝ 1/width (slope −1)", True, lr_transfer(-1.0)),
+    Scenario("lr transfer", "transfers: true slope 0, δ = 0.5", True, lr_transfer(0.0, "transfers", 0.5)),
 ]
 
 
@@ -117,9 +168,9 @@ def rate(scenario: Scenario, n: int, reps: int, seed: int = 0) -> float:
     return sum(scenario.judge(rng, n) for _ in range(reps)) / reps
 
 
-def mc_limit(reps: int) -> float:
-    """The largest false-positive rate consistent with ALPHA over `reps` experiments (3 sd)."""
-    return ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / reps)
+def mc_limit(reps: int, nominal: float = ALPHA) -> float:
+    """The largest false-positive rate consistent with `nominal` over `reps` experiments (3 sd)."""
+    return nominal + 3 * math.sqrt(nominal * (1 - nominal) / reps)
 
 
 def table(reps: int) -> str:

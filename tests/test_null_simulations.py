@@ -1,7 +1,8 @@
 """Proven, not asserted: for every verdict kind, simulated experiments where the claim is false
 (scripts/null_simulations.py: synthetic sweeps in memory, judged by the functions `trx report`
-calls) come out "supported" at most at the nominal one-sided 2.5%, within Monte-Carlo error, at
-3, 5 and 10 seeds; and a known effect is found where the seeds allow it."""
+calls) come out "supported" at most at the nominal one-sided 2.5% (5% for an lr-transfer `shifts`
+claim, two sides at 2.5%), within Monte-Carlo error, at 3, 5 and 10 seeds; and a known effect is
+found where the seeds allow it."""
 
 from __future__ import annotations
 
@@ -18,13 +19,15 @@ sys.modules["null_simulations"] = sims  # dataclasses look their module up there
 spec.loader.exec_module(sims)
 
 REPS = 2000
+NEW_REPS = 1000  # steps to target and lr transfer: about 6 s for the six cells
+NEW_KINDS = {"steps to target", "lr transfer"}
 NULLS = [s for s in sims.SCENARIOS if not s.effect]
-FAST = [s for s in NULLS if s.kind != "band width"]
+FAST = [s for s in NULLS if s.kind not in {"band width", *NEW_KINDS}]
 
 
-def _check(scenario, n: int) -> float:
-    found = sims.rate(scenario, n, REPS)
-    assert found <= sims.mc_limit(REPS), f"{scenario.kind}, {scenario.name}, n = {n}: {found:.2%} supported"
+def _check(scenario, n: int, reps: int = REPS) -> float:
+    found = sims.rate(scenario, n, reps)
+    assert found <= sims.mc_limit(reps, scenario.nominal), f"{scenario.kind}, {scenario.name}, n = {n}: {found:.2%}"
     return found
 
 
@@ -42,11 +45,21 @@ def test_band_width_false_supported_rate_stays_at_or_below_nominal(n):
         assert found == 0.0  # 2⁻ⁿ > 2.5%: the exact test cannot support anything, and says so
 
 
+@pytest.mark.parametrize("n", sims.SEEDS)
+@pytest.mark.parametrize("scenario", [s for s in NULLS if s.kind in NEW_KINDS], ids=lambda s: f"{s.kind}: {s.name}")
+def test_steps_to_target_and_lr_transfer_hold_their_level(scenario, n):
+    found = _check(scenario, n, NEW_REPS)
+    if scenario.kind == "lr transfer" and n < 6:
+        assert found == 0.0  # exact sign-flip on per-seed slopes: 2⁻ⁿ > 2.5% cannot support anything
+
+
 def test_every_verdict_kind_has_a_null_and_a_power_row():
-    kinds = {"mean difference", "band width", "divergence count", "equivalence"}
+    kinds = {"mean difference", "band width", "divergence count", "equivalence", *NEW_KINDS}
     assert {s.kind for s in NULLS} == kinds and {s.kind for s in sims.SCENARIOS if s.effect} == kinds
 
 
 def test_known_effects_are_found_with_ten_seeds():
     for scenario in (s for s in sims.SCENARIOS if s.effect):
-        assert sims.rate(scenario, 10, 300) > 0.5, scenario.name
+        # a seed that never reaches the target is scored one step past the end: conservative, at a cost
+        least = 0.3 if "never reach" in scenario.name else 0.5
+        assert sims.rate(scenario, 10, 300) > least, scenario.name

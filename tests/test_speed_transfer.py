@@ -56,16 +56,19 @@ def test_best_lrs_skip_diverged_points_and_the_slope_is_exact_on_a_power_law():
 
 
 def test_transfer_verdicts_transfers_by_tost_and_shifts_two_sided():
-    flat = {s: 0.02 * (-1) ** s + 0.01 * s / 6 for s in range(6)}
-    steep = {s: -1.0 + 0.05 * (-1) ** s for s in range(6)}
+    flat = {s: 0.02 * (-1) ** s + 0.01 * s / 6 for s in range(7)}
+    steep = {s: -1.0 + 0.05 * (-1) ** s for s in range(7)}
     assert transfer_verdict(flat, "transfers", 0.25).verdict == SUPPORTED
-    assert transfer_verdict(steep, "transfers", 0.25).verdict == CONTRADICTED
+    assert transfer_verdict(flat, "transfers", 0.25).p == pytest.approx(1 / 128)  # exact: every seed inside
+    assert transfer_verdict(steep, "transfers", 0.25).verdict == CONTRADICTED  # p 2 × 2⁻⁷: needs 7 seeds
     assert transfer_verdict(steep, "shifts", None).verdict == SUPPORTED
     assert transfer_verdict({s: -v for s, v in steep.items()}, "shifts", None).verdict == SUPPORTED  # either side
     assert transfer_verdict(flat, "shifts", None).verdict == INCONCLUSIVE
     assert transfer_verdict(flat, "shifts", 0.25).verdict == CONTRADICTED  # shown within ±δ
     found = transfer_verdict(steep, "shifts", None)
-    assert found.lo < -1.0 < found.hi < 0 and found.n == 6
+    assert found.lo < -1.0 < found.hi < 0 and found.n == 7 and found.p == pytest.approx(1 / 128)
+    few = transfer_verdict({s: steep[s] for s in range(5)}, "shifts", None)
+    assert few.verdict == INCONCLUSIVE and "5 seeds cannot reach 95%" in few.note
 
 
 # ---- config -------------------------------------------------------------------------------------
@@ -140,18 +143,19 @@ def transfer_sweep(root: Path, best: dict[int, dict[int, float]]) -> Path:
 
 def test_lr_transfer_report_gives_the_slope_per_seed_and_a_table(tmp_path):
     # the best lr falls by a factor 3 to 10 per doubling of the width: slopes from −1.6 to −3.3
-    best = {s: {32: 1e-1, 64: (3e-2, 1e-2)[s % 2], 128: (1e-2, 3e-3)[s // 3]} for s in range(6)}
+    best = {s: {32: 1e-1, 64: (3e-2, 1e-2)[s % 2], 128: (1e-2, 3e-3)[s // 4]} for s in range(7)}
     sweep = transfer_sweep(tmp_path, best)
     claims = [{"text": "a's lr shifts with width", "kind": "lr_transfer", "metric": "loss", "axis": "task.n_embd",
                "a": {"arm": "a"}, "expect": "shifts"},
               {"text": "a's lr transfers", "kind": "lr_transfer", "metric": "loss", "axis": "task.n_embd",
                "a": {"arm": "a"}, "expect": "transfers", "delta": 0.2}]
     lines, text = report_lines(sweep, claims)
-    mean = sum(slope([32, 64, 128], [by_w[32], by_w[64], by_w[128]]) for by_w in best.values()) / 6
+    mean = sum(slope([32, 64, 128], [by_w[32], by_w[64], by_w[128]]) for by_w in best.values()) / 7
     assert lines[0].startswith("- **supported**: a's lr shifts with width. slope of log10(best lr) on "
                                f"log10(task.n_embd) for a = {mean:.4g}, 95% CI [")
-    assert "n = 6 seeds" in lines[0] and "widths 32, 64, 128" in lines[0]
-    assert "the best lr sits at the grid's end in 6 seed×width point(s)" in lines[0]  # 1e-1 at width 32
+    assert "exact sign-flip, each side at 2.5%, over n = 7 seeds, p = 0.0078" in lines[0]
+    assert "widths 32, 64, 128" in lines[0]
+    assert "the best lr sits at the grid's end in 7 seed×width point(s)" in lines[0]  # 1e-1 at width 32
     assert lines[1].startswith("- **contradicted**: a's lr transfers")
     assert "| seed | best lr at task.n_embd=32 | best lr at task.n_embd=64 | best lr at task.n_embd=128 | slope |" in text
     assert f"| 5 | 0.1 | 0.01 | 0.003 | {slope([32, 64, 128], [0.1, 0.01, 0.003]):.4g} |" in text
