@@ -189,7 +189,8 @@ def main() -> None:
     reps = parser.parse_args().reps
     print(table(reps))
     print(f"\n{reps} simulated experiments per cell; nominal false-positive rate {ALPHA:.1%} "
-          f"(Monte-Carlo limit {mc_limit(reps):.1%} at 3 sd).")
+          f"(Monte-Carlo limit {mc_limit(reps):.1%} at 3 sd); lr transfer `shifts` {2 * ALPHA:.0%} "
+          f"(limit {mc_limit(reps, 2 * ALPHA):.1%}).")
 
 
 if __name__ == "__main__":
