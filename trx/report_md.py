@@ -383,17 +383,25 @@ def _pvalues(p: Paired) -> str:
     return "" if p.p is None else f", p = {_pnum(p.p)}"
 
 
-def _difference(claim: Claim, text: str, sides: list[GroupSelector], chosen: list[list[RunRecord]],
-                metric: str) -> ClaimResult:
+def paired_runs(claim: Claim, text: str, sides: list[GroupSelector], chosen: list[list[RunRecord]], metric: str
+                ) -> tuple[list[list[RunRecord]], str] | ClaimResult:
+    """Each side's runs to pair by seed — at its best lr where the claim asks — and the words
+    saying which seeds picked the lr; or why the claim cannot be evaluated."""
     seeds_words = ""
     if claim.best_lr:
         found = _at_best_lr(claim, sides, chosen, metric)
         if isinstance(found, str):
             return ClaimResult(text, "not evaluated", found, primary=claim.primary)
         chosen, seeds_words = found
-    bad = _one_per_seed(text, sides, chosen, claim)
-    if bad:
-        return bad
+    return _one_per_seed(text, sides, chosen, claim) or (chosen, seeds_words)
+
+
+def _difference(claim: Claim, text: str, sides: list[GroupSelector], chosen: list[list[RunRecord]],
+                metric: str) -> ClaimResult:
+    found = paired_runs(claim, text, sides, chosen, metric)
+    if isinstance(found, ClaimResult):
+        return found
+    chosen, seeds_words = found
     a, b = (seed_values(mine, metric) for mine in chosen)
     better = higher_is_better(metric)
     untrained = reference_value(chosen[0] + chosen[1], metric)  # what a diverged seed scores at best

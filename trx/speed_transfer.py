@@ -172,25 +172,20 @@ def _steps_by_seed(mine: list[RunRecord], metric: str, target: float) -> tuple[d
 def judge_steps(claim: Claim, text: str, sides: list[GroupSelector], chosen: list[list[RunRecord]],
                 metric: str) -> ClaimResult:
     """A `steps_to_target` claim: each side's steps to the target, paired by seed."""
-    from trx.report_md import _at_best_lr, _label, _num, _one_per_seed, _pvalues
+    from trx.report_md import ClaimResult, _label, _num, _pvalues, paired_runs
 
-    seeds_words = ""
-    if claim.best_lr:
-        found = _at_best_lr(claim, sides, chosen, metric)
-        if isinstance(found, str):
-            return _result(claim, text, "not evaluated", found)
-        chosen, seeds_words = found
-    bad = _one_per_seed(text, sides, chosen, claim)
-    if bad:
-        return bad
+    found = paired_runs(claim, text, sides, chosen, metric)
+    if isinstance(found, ClaimResult):
+        return found
+    chosen, seeds_words = found
     target = float(claim.target)  # type: ignore[arg-type]
     (a, miss_a, steps), (b, miss_b, _) = (_steps_by_seed(mine, metric, target) for mine in chosen)
     p = steps_difference(a, b, claim.delta or 0.0)
     ratio, lo, hi = ratio_interval(p)
     medians = []
     for side, by_seed, miss in zip(sides, (a, b), (miss_a, miss_b)):
-        found = [10**v for v in by_seed.values() if v is not None]
-        med = float(np.median(found)) if found else None
+        seen = [10**v for v in by_seed.values() if v is not None]
+        med = float(np.median(seen)) if seen else None
         not_reached = f", {miss} not reached" if miss else ""
         medians.append(f"{_label(side)} {_num(med)}{not_reached}")
     comparator = "≥" if higher_is_better(metric) else "≤"
