@@ -530,8 +530,8 @@ CLAIMS_INTRO = (
     "test on per-seed widths (n seeds cannot reach a p below 2⁻ⁿ, so fewer than 6 seeds cannot support it); "
     "stability by the exact McNemar test; equivalence by two one-sided t tests against δ; steps to a target by "
     "the paired t test on log10 steps (a seed that never reaches it scores one step past the end); lr transfer "
-    "by the per-seed slope of log best lr on log width (transfers: two one-sided t tests against ±δ; shifts: "
-    "the 95% interval excludes 0, each side at 2.5%). Supported: the test "
+    "by the exact sign-flip test on per-seed slopes of log best lr on log width (transfers: two one-sided tests "
+    "against ±δ; shifts: slope ≠ 0, each side at 2.5%). Supported: the test "
     "rejects \"no difference beyond δ\" in the claimed direction (δ: the claim's smallest difference that "
     "matters, else rounding); contradicted: the same the other way; otherwise inconclusive. A diverged seed "
     "ranks worst, never drops out. `p` is the claim's one-sided p-value.")

@@ -81,7 +81,7 @@ def slope(widths: Sequence[float], lrs: Sequence[float]) -> float | None:
     x, y = np.log10(np.asarray(widths, float)), np.log10(np.asarray(lrs, float))
     if len(set(x.tolist())) < 2:
         return None
-    return float(np.polyfit(x, y, 1)[0])
+    return round(float(np.polyfit(x, y, 1)[0]), 12)  # a flat line is 0, not 1e-15
 
 
 def seed_slopes(best_by_width: Mapping[float, Mapping[int, float | None]]) -> dict[int, float | None]:
