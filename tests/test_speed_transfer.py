@@ -159,6 +159,8 @@ def test_lr_transfer_report_gives_the_slope_per_seed_and_a_table(tmp_path):
     assert lines[1].startswith("- **contradicted**: a's lr transfers")
     assert "| seed | best lr at task.n_embd=32 | best lr at task.n_embd=64 | best lr at task.n_embd=128 | slope |" in text
     assert f"| 5 | 0.1 | 0.01 | 0.003 | {slope([32, 64, 128], [0.1, 0.01, 0.003]):.4g} |" in text
+    assert "![Best learning rate against width](report_transfer.png)" in text
+    assert (sweep / "report_transfer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_an_lr_transfer_axis_must_be_a_grid_key(tmp_path):

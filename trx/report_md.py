@@ -21,6 +21,7 @@ from trx.compare import (RunRecord, axis_table, check_metric, compare_table, cur
                         default_metric, failure_table, find_runs, higher_is_better, interval_text, lr_curves, lr_table, natural_key,
                         paired_table, reference_value, seed_failures, seed_values, to_markdown,
                         tolerance_curve_table, value_text)
+from trx.speed_transfer import judge_steps, judge_transfer, transfer_figures
 from trx.stats import (CONTRADICTED, INCONCLUSIVE, TOLERANCES, Paired, decide, equivalence, failure_difference, holm,
                        paired_difference, tolerance_difference)
 
@@ -40,7 +41,7 @@ def write_report(paths: list[Path], out: Path | None = None, metric: str | None 
     check_metric(runs, metric)
     path = report_path(Path(paths[0]), out)
     experiment = find_experiment([Path(p) for p in paths], runs)
-    figures = draw_figures(runs, path, metric)
+    figures = draw_figures(runs, path, metric) + transfer_figures(runs, (experiment or {}).get("claims"), metric, path)
     arms = arm_order(runs, experiment)
     sections = [what_ran(runs, experiment, paths), results(runs, metric), lr_section(runs, metric),
                 tolerance_section(runs, metric), paired_section(runs, metric, arms), axis_section(runs, metric),
@@ -324,8 +325,6 @@ def evaluate_claim(claim: Claim, runs: list[RunRecord], default: str) -> ClaimRe
     for side, mine in zip(sides, chosen):
         if not mine:
             return ClaimResult(text, "not evaluated", f"no runs match {_label(side)}", primary=claim.primary)
-    from trx.speed_transfer import judge_steps, judge_transfer
-
     judge = {"difference": _difference, "equivalence": _difference, "lr_tolerance": _tolerance,
              "stability": _stability, "steps_to_target": judge_steps, "lr_transfer": judge_transfer}[claim.kind]
     return judge(claim, text, sides, chosen, metric)
@@ -574,7 +573,8 @@ def draw_figures(runs: list[RunRecord], report: Path, metric: str) -> list[tuple
 
 
 CAPTIONS = {"curves": "Loss curves, mean ± sd over seeds", "lr": "Final result vs learning rate",
-            "warmup": "Warmup ablation", "band": "lr band width against the tolerance"}
+            "warmup": "Warmup ablation", "band": "lr band width against the tolerance",
+            "transfer": "Best learning rate against width"}
 
 
 def figures_section(figures: list[tuple[str, str]]) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -274,3 +275,59 @@ def judge_transfer(claim: Claim, text: str, sides: list[GroupSelector], chosen: 
 def _grid_ends(mine: list[RunRecord], axis: str, width: float) -> tuple[float, float]:
     lrs = sorted({r.lr for r in mine if axis_value(r, axis) == width and r.lr is not None})
     return (lrs[0], lrs[-1]) if lrs else (math.nan, math.nan)
+
+
+# ---- figure ---------------------------------------------------------------------------------------
+def transfer_figures(runs: list[RunRecord], claims: object, metric: str, report: Path) -> list[tuple[str, str]]:
+    """`<stem>_transfer.png` beside the report: best lr against the axis of the experiment's
+    lr_transfer claims, log-log, one line per arm; [] without such a claim or data for it."""
+    from trx.report_md import parse_claim, select
+
+    if not isinstance(claims, list):
+        return []
+    parsed = [parse_claim(c, i) for i, c in enumerate(claims)]
+    lines: dict[str, dict[float, dict[int, float | None]]] = {}
+    axes = []
+    for claim in (c for c in parsed if c.kind == "lr_transfer"):
+        best = _best_by_width(select(runs, claim.a, claim.evaluation_seeds), str(claim.axis), claim.metric or metric)
+        if not isinstance(best, str):
+            lines[claim.a.arm] = best
+            axes.append(str(claim.axis))
+    if not lines:
+        return []
+    name = f"{report.stem}_transfer.png"
+    draw_transfer(lines, " / ".join(dict.fromkeys(axes)), report.parent / name)
+    return [("transfer", name)]
+
+
+def draw_transfer(lines: Mapping[str, Mapping[float, Mapping[int, float | None]]], axis: str, path: Path) -> None:
+    """Best lr against width, log-log: per arm the geometric mean over seeds (line) and each
+    seed's best lr (dots, spread sideways so that seeds on one grid point stay visible)."""
+    import matplotlib.pyplot as plt
+
+    from trx.io import atomic_write
+    from trx.plots import STYLE, plain_log_ticks
+
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5.5, 4.0))
+        for i, (arm, best) in enumerate(lines.items()):
+            color = plt.get_cmap("tab10")(i % 10)
+            widths = sorted(best)
+            means = [10 ** float(np.mean(np.log10(found))) if (found := [v for v in best[w].values() if v]) else np.nan
+                     for w in widths]
+            ax.plot(widths, means, "-o", color=color, label=f"{arm} (geometric mean over seeds)")
+            for w in widths:
+                seeds = [v for v in best[w].values() if v]
+                spread = w * 10 ** (0.012 * (np.arange(len(seeds)) - (len(seeds) - 1) / 2))
+                ax.scatter(spread, seeds, s=10, color=color, alpha=0.45, linewidths=0)
+        ax.set(xscale="log", yscale="log", xlabel=axis, ylabel="best learning rate (argmin of the final metric)")
+        plain_log_ticks(ax)
+        widths = sorted({w for best in lines.values() for w in best})
+        ax.set_xticks(widths, [f"{w:g}" for w in widths])  # the widths run, not decades
+        ax.set_xticks([], minor=True)
+        ax.set_title("best lr against width (dots: seeds; a flat line: the lr transfers)", fontsize=9)
+        ax.legend(fontsize=8)
+        try:
+            atomic_write(path, lambda f: fig.savefig(f, format="png", bbox_inches="tight"))
+        finally:
+            plt.close(fig)
