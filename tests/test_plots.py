@@ -275,3 +275,38 @@ def test_a_folder_from_before_loss_units_takes_its_tasks_declared_unit(tmp_path)
     assert label("val_loss", find_runs([folder])) == "validation loss (nats)"
     (folder / "summary.json").write_text(json.dumps({**summary, "task": "quadratic1d"}))
     assert label("val_loss", find_runs([folder])) == "validation loss"
+
+
+# ---- heatmap ----------------------------------------------------------------------------------
+def aux_sweep(root: Path) -> Path:
+    """Cells over lr × aux.lr for two arms and two seeds; muon diverges in one seed at the top."""
+    sweep = root / "aux" / "sweep"
+    for arm in ("adamw_split", "muon"):
+        for lr in (0.001, 0.01):
+            for aux in (0.001, 0.003, 0.01):
+                for seed in (0, 1):
+                    value = 1.0 + lr * 10 + aux * 20 + seed * 0.01
+                    diverged = arm == "muon" and lr == 0.01 and aux == 0.01 and seed == 1
+                    write_run(sweep / arm / f"aux.lr={aux},lr={lr},seed={seed}", arm, value, seed=seed, lr=lr, name="aux",
+                              short={"aux.lr": aux, "lr": lr}, status="diverged" if diverged else "complete")
+    return sweep
+
+
+def test_heatmap_squares_are_seed_means_over_lr_and_the_other_axis(tmp_path):
+    from trx.plots import heatmap_axes, heatmap_cells
+    runs = find_runs([aux_sweep(tmp_path)])
+    assert heatmap_axes(runs) == "aux.lr"
+    cells = heatmap_cells(runs, "aux.lr", "loss")
+    assert set(cells) == {"adamw_split", "muon"} and len(cells["muon"]) == 6
+    assert sorted(cells["adamw_split"][(0.01, 0.003)]) == pytest.approx([1.16, 1.17])
+    assert cells["muon"][(0.01, 0.01)][1] == float("inf")  # a diverged seed is no value to average
+    out = tmp_path / "heat.png"
+    res = plot_cli(str(tmp_path / "aux" / "sweep"), "--kind", "heatmap", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert out.read_bytes()[:8] == PNG
+
+
+def test_heatmap_without_a_second_axis_is_one_line_exit_2(tmp_path):
+    res = plot_cli(str(make_sweep(tmp_path, RESULTS)), "--kind", "heatmap", "--out", str(tmp_path / "h.png"))
+    assert res.exit_code == 2 and "exactly one other grid key; found none" in res.output
+    assert not (tmp_path / "h.png").exists()

@@ -601,7 +601,7 @@ def compare(
 @user_errors
 def plot(
     run_dirs: RunDirsArg,
-    kind: Annotated[str, typer.Option("--kind", help="curves | lr | schedule | warmup | band")] = "curves",
+    kind: Annotated[str, typer.Option("--kind", help="curves | lr | schedule | warmup | band | heatmap")] = "curves",
     out: Annotated[Path | None, typer.Option("--out", help="PNG file (default: <first RUN_DIR>/<kind>.png)")] = None,
     metric: MetricOpt = None,
 ) -> None:

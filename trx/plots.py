@@ -29,7 +29,7 @@ from trx.compare import (RunRecord, group_label, group_runs, higher_is_better, l
                         result, tolerance_curve_table)
 from trx.stats import mean_sd  # noqa: E402
 
-KINDS = ("curves", "lr", "schedule", "warmup", "band")
+KINDS = ("curves", "lr", "schedule", "warmup", "band", "heatmap")
 STYLE = {"figure.dpi": 120, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
          "axes.spines.right": False, "legend.frameon": False, "font.size": 9}
 LOSS_CLIP = 3.0  # loss axes end at this many times the first loss
@@ -53,13 +53,13 @@ LABELS = {  # metrics.csv column -> axis label (the unit of a loss depends on th
     "tr_ratio": "RMS(μ·s(t)·u) / μ·s(t)",
     "wall_time": "wall time (s)",
 }
-GRID_LABELS = {"lr": "learning rate μ", "schedule.warmup": "warmup"}  # cell-id keys, for colorbars
+GRID_LABELS = {"lr": "learning rate μ", "schedule.warmup": "warmup", "aux.lr": "aux Adam learning rate"}  # cell-id keys, for colorbars
 
 
 def make_plot(kind: str, runs: list[RunRecord], path: Path, metric: str = "loss") -> Path:
     """Draw figure `kind` from `runs` into the PNG `path`."""
     draw = {"curves": plot_curves, "lr": plot_lr, "schedule": plot_schedule, "warmup": plot_warmup,
-            "band": plot_band_tolerance}[kind]
+            "band": plot_band_tolerance, "heatmap": plot_heatmap}[kind]
     with plt.rc_context(STYLE):
         fig = draw(runs, metric)
         try:
@@ -745,3 +745,66 @@ def _warmup_panels(full, zoom, mine: list[RunRecord], metric: str, warmups: list
         if updates > 0:
             for ax in (full, zoom):
                 ax.axvspan(0, updates, color="0.5", alpha=0.15 / max(1, len(warmups) - 1), lw=0)
+
+
+# ---- heatmap ----------------------------------------------------------------------------------
+def heatmap_axes(runs: list[RunRecord]) -> str:
+    """The heatmap's second axis: the one grid key besides lr that the cells vary (one line,
+    naming the keys found, when there is not exactly one)."""
+    keys = sorted({k for r in runs if r.cell and r.lr is not None for k, _ in r.overrides if k != "lr"})
+    varied = [k for k in keys if len({dict(r.overrides).get(k) for r in runs if r.cell}) > 1]
+    if len(varied) != 1:
+        found = ", ".join(varied) or "none"
+        raise UserError(f"--kind heatmap: needs sweep cells over lr and exactly one other grid key; found {found}")
+    return varied[0]
+
+
+def heatmap_cells(runs: list[RunRecord], key: str, metric: str) -> dict[str, dict[tuple[float, float], list[float]]]:
+    """Per arm: (lr, value of `key`) → each seed's final `metric` (inf for a diverged seed)."""
+    panels: dict[str, dict[tuple[float, float], list[float]]] = {}
+    for run in runs:
+        y = _number(dict(run.overrides).get(key))
+        if run.cell is None or run.lr is None or y is None:
+            continue
+        value = math.inf if run.summary.get("diverged") else result(run, metric)
+        if value is not None:
+            panels.setdefault(run.arm, {}).setdefault((run.lr, y), []).append(value)
+    return dict(sorted(panels.items(), key=lambda item: natural_key(item[0])))
+
+
+def plot_heatmap(runs: list[RunRecord], metric: str = "loss"):
+    """Final `metric` over lr × one other grid axis (e.g. the aux lr), one panel per arm: each
+    square the seed mean (✗ where a seed diverged), one colour scale for all panels."""
+    key = heatmap_axes(runs)
+    panels = heatmap_cells(runs, key, metric)
+    means = {arm: {xy: sum(v) / len(v) for xy, v in cells.items()} for arm, cells in panels.items()}
+    finite = [m for cells in means.values() for m in cells.values() if math.isfinite(m)]
+    if not finite:
+        raise UserError(f"--kind heatmap: no finite final {metric} in these cells")
+    norm = Normalize(min(finite), max(finite))
+    cmap = plt.get_cmap("viridis_r" if not higher_is_better(metric) else "viridis")
+    fig, axes = plt.subplots(1, len(means), figsize=(3.6 * len(means) + 1.2, 3.6), squeeze=False)
+    for ax, (arm, cells) in zip(axes[0], means.items()):
+        _heat_panel(ax, arm, cells, cmap, norm, key)
+    axes[0][0].set_ylabel(GRID_LABELS.get(key, key))
+    fig.subplots_adjust(wspace=0.3)
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes[0]), label=f"final {label(metric, runs)}")
+    n = max(len(v) for cells in panels.values() for v in cells.values())
+    fig.suptitle(_title(runs, f"mean over {n} seeds; ✗ a seed diverged"), fontsize=9)
+    return fig
+
+
+def _heat_panel(ax, arm: str, cells: dict[tuple[float, float], float], cmap: Any, norm: Any, key: str) -> None:
+    xs, ys = sorted({x for x, _ in cells}), sorted({y for _, y in cells})
+    for (x, y), value in cells.items():
+        i, j = xs.index(x), ys.index(y)
+        shown = math.isfinite(value)
+        ax.add_patch(plt.Rectangle((i - 0.5, j - 0.5), 1, 1, color=cmap(norm(value)) if shown else "0.85"))
+        text = f"{value:.3g}" if shown else "✗"
+        ax.text(i, j, text, ha="center", va="center", fontsize=7,
+                color="white" if shown and norm(value) > 0.6 else "black")
+    ax.set(xlim=(-0.5, len(xs) - 0.5), ylim=(-0.5, len(ys) - 0.5), title=arm,
+           xlabel=GRID_LABELS["lr"])
+    ax.set_xticks(range(len(xs)), [_g(x) for x in xs], rotation=45)
+    ax.set_yticks(range(len(ys)), [_g(y) for y in ys])
+    ax.grid(False)
