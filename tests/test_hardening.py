@@ -391,7 +391,7 @@ def test_the_memory_estimate_lets_ordinary_batches_through():
 
     from trx.config import resolve
     from trx.jobs import check_fits, free_memory
-    from trx.runner import prepare
+    from trx.experiment import prepare
 
     cfg = resolve(tiny_config(task={"name": "small_gpt", "n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 64,
                                     "batch_size": 8}))

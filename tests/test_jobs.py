@@ -22,7 +22,7 @@ from trx.cli import app
 from trx.config import resolve
 from trx.executors import InProcess, run_jobs
 from trx.jobs import CellMeta, arm_jobs, lock_holder, run_job
-from trx.runner import ArmRun
+from trx.loop import TrainLoop
 
 
 def quad(**over: Any) -> dict[str, Any]:
@@ -188,16 +188,16 @@ def test_two_sweeps_on_one_folder_write_every_step_once(tmp_path):
 def test_checkpoints_are_taken_by_default_and_a_crashed_run_resumes_exactly(tmp_path, monkeypatch):
     data = quad(optimizers={"hb": {"lr": 0.5, "filter": {"name": "heavy_ball", "beta": 0.5}}})
     clean = run_jobs(arm_jobs(resolve(data), tmp_path / "clean"), InProcess())[0]
-    real = ArmRun._final_row
+    real = TrainLoop._final_row
 
     def crash(self):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(ArmRun, "_final_row", crash)
+    monkeypatch.setattr(TrainLoop, "_final_row", crash)
     job = arm_jobs(resolve(data), tmp_path / "crash")[0]
     assert run_job(job).status == "failed"
     assert (Path(job.dir) / "checkpoint.pt").exists()  # the eval at update 30 left one
-    monkeypatch.setattr(ArmRun, "_final_row", real)
+    monkeypatch.setattr(TrainLoop, "_final_row", real)
     assert run_job(job).status == "complete"
     assert without_wall_time(Path(job.dir) / "metrics.csv") == without_wall_time(Path(clean.dir) / "metrics.csv")
     assert not (Path(job.dir) / "checkpoint.pt").exists()
@@ -205,7 +205,7 @@ def test_checkpoints_are_taken_by_default_and_a_crashed_run_resumes_exactly(tmp_
 
 def test_a_run_without_checkpoint_says_it_starts_over(tmp_path, monkeypatch, capsys):
     data = quad(checkpoint_every=0, optimizers={"gd": {"lr": 0.5}})
-    monkeypatch.setattr(ArmRun, "_final_row", lambda self: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(TrainLoop, "_final_row", lambda self: (_ for _ in ()).throw(RuntimeError("boom")))
     job = arm_jobs(resolve(data), tmp_path / "r")[0]
     assert run_job(job).status == "failed"
     monkeypatch.undo()
@@ -225,7 +225,7 @@ class _Payload:
 def test_a_crafted_pickle_in_checkpoint_pt_is_refused(tmp_path, monkeypatch):
     data = quad(optimizers={"gd": {"lr": 0.5}})
     path, out = write(tmp_path, data), tmp_path / "runs"
-    monkeypatch.setattr(ArmRun, "_final_row", lambda self: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(TrainLoop, "_final_row", lambda self: (_ for _ in ()).throw(RuntimeError("boom")))
     assert cli("run", str(path), "--out", str(out)).exit_code == 1
     monkeypatch.undo()
     marker = tmp_path / "pwned"

@@ -13,7 +13,8 @@ from trx.config import UserError, resolve
 from trx.executors import InProcess
 from trx.service import run_experiment
 from trx.optim import newton_schulz as ns
-from trx.runner import ArmRun, Interrupted, prepare
+from trx.experiment import prepare
+from trx.runner import Interrupted, run_arm
 from trx.stop import StopFlag
 from trx.tasks.logreg import Logreg
 
@@ -349,5 +350,5 @@ def test_a_checkpoint_refused_on_restore_leaves_the_recorded_config_as_it_was(tm
     before = (arm_dir / "config.yaml").read_text()
     other = prepare(resolve(tiny_config(steps=30, log_every=1, checkpoint_every=5, optimizers={"sgd": {"lr": 0.2}})), tmp_path)
     with pytest.raises(UserError, match=r"differs at optimizers\.sgd\.lr"):
-        ArmRun(other, "sgd", arm_dir).run()  # past the folder checks: the loop's own restore refuses
+        run_arm(other, "sgd", arm_dir)  # past the folder checks: the loop's own restore refuses
     assert (arm_dir / "config.yaml").read_text() == before

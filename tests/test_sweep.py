@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from trx.cli import app
 from trx.config import UserError, dump
-from trx.runner import ArmRun
+from trx.loop import TrainLoop
 from trx.stop import StopFlag
 from trx.executors import InProcess, run_jobs
 from trx.sweep_plan import axis_values, format_value, parse_grid_option, plan_jobs, plan_sweep
@@ -203,14 +203,14 @@ def test_resume_against_a_different_config_is_refused(tmp_path):
 
 
 def test_a_failing_cell_is_recorded_the_sweep_goes_on_and_exits_1(tmp_path, monkeypatch):
-    real_train = ArmRun._train
+    real_updates = TrainLoop._updates
 
-    def train(self):
-        if self.arm_cfg.lr == 0.4:
+    def updates(self):
+        if [a.lr for a in self.cfg.optimizers.values()] == [0.4]:  # the cell hb/lr=0.4
             raise RuntimeError("boom")
-        return real_train(self)
+        return real_updates(self)
 
-    monkeypatch.setattr(ArmRun, "_train", train)
+    monkeypatch.setattr(TrainLoop, "_updates", updates)
     out = tmp_path / "runs"
     path = write(tmp_path, quad_config())
     res = sweep_cli(str(path), "--out", str(out))
@@ -219,7 +219,7 @@ def test_a_failing_cell_is_recorded_the_sweep_goes_on_and_exits_1(tmp_path, monk
     status = {r["cell"]: r["status"] for r in read_sweep_csv(out) if r["arm"] == "hb"}
     assert status == {"lr=0.2,seed=0": "complete", "lr=0.4,seed=0": "failed", "lr=0.6,seed=0": "complete"}
 
-    monkeypatch.setattr(ArmRun, "_train", real_train)  # the failed cell runs again; the rest are skipped
+    monkeypatch.setattr(TrainLoop, "_updates", real_updates)  # the failed cell runs again; the rest are skipped
     res = sweep_cli(str(path), "--out", str(out))
     assert res.exit_code == 0 and "4 cell(s) were already finished" in res.output
     assert {r["status"] for r in read_sweep_csv(out)} == {"complete"}

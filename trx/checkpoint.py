@@ -107,6 +107,48 @@ def check_weights(saved: Any, model: torch.nn.Module, refuse: Callable[[str], Us
             raise refuse(f"weight {name} is {shown}, the model's is {tuple(t.shape)} {t.dtype}")
 
 
+class Checkpointer:
+    """The checkpoint of one run: `path`, the run's `config` (what a checkpoint must have been
+    started with), and the ranks (every rank saves, since the RNG states are gathered, but only
+    rank 0 writes; every rank restores)."""
+
+    def __init__(self, path: Path, config: dict[str, Any], ctx: DistContext, device: torch.device):
+        self.path, self.config, self.ctx, self.device = Path(path), config, ctx, device
+
+    def restore(self, model: torch.nn.Module, optimizer: Any, monitor: Any) -> tuple[int, float] | None:
+        """Load the checkpoint into the model, optimizer, RNGs and monitor after `check` accepts
+        it; its (step, elapsed seconds), or None when there is none. Raises UserError."""
+        if not self.path.exists():
+            return None
+        ckpt = load(self.path, self.device)
+        check(ckpt, model, self.config, self.config["steps"], self.path)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        restore_rng(ckpt, self.ctx)
+        monitor.load(ckpt["monitor"])
+        return ckpt["step"], ckpt["elapsed"]
+
+    def save(self, step: int, model: torch.nn.Module, optimizer: Any, monitor: Any, elapsed: float,
+             metrics_rows: int) -> None:
+        rng = rng_states(self.ctx)  # a collective: every rank calls it
+        if not self.ctx.is_main:
+            return
+        save(self.path, {
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            **rng,
+            "elapsed": elapsed,
+            "metrics_rows": metrics_rows,
+            "monitor": monitor.state(),
+            "config": self.config,  # what the run was started with (config.yaml may go)
+        })
+
+    def delete(self) -> None:
+        if self.ctx.is_main:
+            self.path.unlink(missing_ok=True)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from trx.optim import build_optimizer
-from trx.runner import Experiment, build_model
+from trx.experiment import Experiment, build_model
 
 TIMED_UPDATES = 5
 

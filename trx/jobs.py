@@ -93,10 +93,14 @@ def check_writable(path: Path) -> None:
         raise UserError(f"--out: cannot write to {base}", hint="choose another folder with --out")
 
 
-def check_resumable(job: ArmJob) -> None:
+ModelFor = Callable[[ExperimentConfig], Any]  # a config → a model of its task (None: none can be built here)
+
+
+def check_resumable(job: ArmJob, model_for: ModelFor | None = None) -> None:
     """An earlier result in `folder` must come from the same config (as config.yaml and the
     checkpoint record it), and its checkpoint and metrics must be ones this run can continue
-    (`trx.checkpoint.check`); raises UserError (nothing is written)."""
+    (`trx.checkpoint.check`, the weights against `model_for(job.config)`); raises UserError
+    (nothing is written)."""
     run, config = RunDir(job.dir), job_config(job)
     folder = run.path
     old = run.read_config()
@@ -111,7 +115,8 @@ def check_resumable(job: ArmJob) -> None:
 
     rows = run.metrics_rows()  # a damaged file is refused here
     path = run.checkpoint
-    ckpt = checkpoint.verify(path, config, _fresh_model(job.config) if path.exists() else None)
+    model = (model_for or ShapeModels())(job.config) if path.exists() else None
+    ckpt = checkpoint.verify(path, config, model)
     if ckpt is not None:
         kept = sum(1 for r in rows if int(r["step"]) < ckpt["step"])
         if kept != ckpt["metrics_rows"]:
@@ -120,9 +125,29 @@ def check_resumable(job: ArmJob) -> None:
                             hint="delete the run folder (or use --overwrite) to run it again")
 
 
+def task_key(cfg: ExperimentConfig) -> str:
+    """What a model's names, shapes and dtypes depend on: the task config and the device (not the seed)."""
+    import yaml
+
+    return yaml.safe_dump([cfg.task.model_dump(mode="json"), cfg.device])
+
+
+class ShapeModels:
+    """One model per distinct task config, built on the CPU when first asked for, for the names,
+    shapes and dtypes of checkpointed weights (None when its task cannot build it here, e.g.
+    without its data: the resume checks the weights then)."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, Any] = {}
+
+    def __call__(self, cfg: ExperimentConfig) -> Any:
+        key = task_key(cfg)
+        if key not in self.models:
+            self.models[key] = _fresh_model(cfg)
+        return self.models[key]
+
+
 def _fresh_model(cfg: ExperimentConfig) -> Any:
-    """The run's model on the CPU, for the names, shapes and dtypes of its weights (None when its
-    task cannot build it here, e.g. without its data: the resume checks the weights then)."""
     import torch
 
     from trx.tasks import TASKS, DataError
@@ -196,10 +221,12 @@ def _can_write(folder: Path) -> bool:
         return False
 
 
-def check_jobs(jobs: list[ArmJob], mode: str, locked: str = "error") -> None:
+def check_jobs(jobs: list[ArmJob], mode: str, locked: str = "error", model_for: ModelFor | None = None) -> None:
     """The one resume/config check of runs and sweeps. mode: new (refuse folders with results),
     resume (a finished or unfinished result must come from the same config and carry a safe
-    checkpoint) or overwrite. locked: "error" (exit 2 naming the holder) or "skip"."""
+    checkpoint) or overwrite. locked: "error" (exit 2 naming the holder) or "skip". model_for:
+    the plan's models, whose shapes checkpoints are checked against (default: one built per
+    distinct task config)."""
     for job in jobs[:1]:
         check_writable(Path(job.dir))
     if mode != "overwrite":
@@ -217,8 +244,9 @@ def check_jobs(jobs: list[ArmJob], mode: str, locked: str = "error") -> None:
             raise UserError(f"{Path(held[0]).parent} already holds results ({', '.join(Path(h).name for h in held[:6])})",
                             hint="add --resume to continue them or --overwrite to start over")
     if mode == "resume":
+        model_for = model_for or ShapeModels()
         for job in jobs:
-            check_resumable(job)
+            check_resumable(job, model_for)
 
 
 def clear(jobs: list[ArmJob]) -> None:
@@ -252,7 +280,8 @@ def run_job(job: ArmJob, stop: Any = None, progress: Any = None) -> JobResult:
     interrupted: the status says so (TRX_DEBUG=1 and data-parallel runs re-raise)."""
     import torch
 
-    from trx.runner import ArmRun, Interrupted, load_experiment
+    from trx.experiment import load_experiment
+    from trx.runner import Interrupted, run_arm
     from trx.stop import StopFlag
 
     folder = RunDir(job.dir)
@@ -262,15 +291,15 @@ def run_job(job: ArmJob, stop: Any = None, progress: Any = None) -> JobResult:
             torch.set_num_threads(job.threads)
         exp = load_experiment(cfg, folder.path.parent, job.device)
         if not exp.ctx.is_main:  # rank 0 holds the lock and writes; the others compute
-            return _summary_result(job, ArmRun(exp, job.meta.arm, folder.path, progress, stop, job.meta.label).run())
+            return _summary_result(job, run_arm(exp, job.meta.arm, folder.path, progress, stop, job.meta.label))
         with folder.lock():
             done = finished_result(job)  # another process may have finished it meanwhile
             if done:
                 return done
             folder.write_cell(job.meta)
             sinks = _sinks(cfg, folder, job.meta)
-            run = ArmRun(exp, job.meta.arm, folder.path, progress, stop or StopFlag(), job.meta.label, sinks)
-            return _summary_result(job, run.run())
+            summary = run_arm(exp, job.meta.arm, folder.path, progress, stop or StopFlag(), job.meta.label, sinks)
+            return _summary_result(job, summary)
     except Locked as exc:
         return JobResult(job.dir, Status.LOCKED, {}, f"locked by {exc}")
     except Interrupted:

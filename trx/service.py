@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from trx.config import ExperimentConfig, dump
+from trx.experiment import Experiment, prepare
 from trx.executors import Executor, InProcess, run_jobs
 from trx.jobs import ArmJob, JobResult, Notify, arm_jobs, check_fits, check_jobs, clear
 from trx.rundir import UNFINISHED, ExperimentDir, Status
-from trx.runner import Experiment, prepare
 from trx.sweep_plan import Plan, check_plan, save_sweep_csv, write_experiment
 
 
@@ -51,10 +51,11 @@ def run_experiment(cfg: ExperimentConfig, out: Path, *, device: str | None = Non
     """Every arm of `cfg`, once per seed, into `out/<name>/`. mode: new (refuse earlier results),
     resume (continue them) or overwrite (delete them first); raises UserError before writing
     anything when the plan cannot run."""
-    exp = prepare(cfg, out, device)  # data, model and every arm's groups, checked once
-    check_fits(exp.task, exp.task.build_model(), exp.device)
+    exp = prepare(cfg, out, device)  # data, the one model of the checks and every arm's groups
+    check_fits(exp.task, exp.model, exp.device)
     jobs = arm_jobs(cfg, exp.root, device)
-    check_jobs(jobs, mode, locked="error" if exp.ctx.is_main else "ignore")
+    check_jobs(jobs, mode, locked="error" if exp.ctx.is_main else "ignore", model_for=lambda _: exp.model)
+    exp.model = None  # the runs build their own
     if exp.ctx.is_main:
         root = ExperimentDir(exp.root)
         if mode == "overwrite":

@@ -22,10 +22,10 @@ import yaml
 
 from trx.config import MAX_RUNS, ExperimentConfig, UserError, apply_overrides, resolve, set_dotted
 from trx.io import atomic_write, load_yaml, read_yaml, yaml_problem
-from trx.jobs import ArmJob, CellMeta, JobResult, check_fits, check_jobs
+from trx.experiment import Experiment, prepare
+from trx.jobs import ArmJob, CellMeta, JobResult, check_fits, check_jobs, task_key
 from trx.optim import ConfigError, plan_groups
 from trx.rundir import SWEEP, ExperimentDir, RunDir, cell_id, value_text
-from trx.runner import prepare
 RESERVED_KEYS = {"name": "the experiment name names the output folder", "seed": "use sweep.seeds or --seeds",
                  "sweep": "a sweep cannot sweep its own grid"}
 
@@ -272,25 +272,23 @@ def plan_jobs(plan: Plan, device: str | None = None) -> list[ArmJob]:
 def check_plan(plan: Plan, device: str | None) -> list[ArmJob]:
     """Every cell against its model (parameter groups) and its folder (writable; earlier results
     of a different config are an error; a folder another process holds is left to it). Builds
-    one task per distinct task config; writes nothing. Returns the jobs."""
-    models: dict[str, Any] = {}
+    one task and one model per distinct task config; writes nothing. Returns the jobs."""
+    exps: dict[str, Experiment] = {}  # shapes do not depend on the seed
     for cell in plan.cells:
         cfg = cell.config
-        key = yaml.safe_dump([cfg.task.model_dump(mode="json"), cfg.device])  # shapes do not depend on the seed
         try:
-            if key not in models:
-                exp = prepare(cfg, plan.root, device)
-                models[key] = (exp.task, exp.task.build_model(), exp.roles)
-                check_fits(exp.task, models[key][1], exp.device)
-            task, model, roles = models[key]
-            plan_groups(model, cfg.optimizers[cell.arm], roles)
+            if task_key(cfg) not in exps:
+                exp = exps[task_key(cfg)] = prepare(cfg, plan.root, device)
+                check_fits(exp.task, exp.model, exp.device)
+            exp = exps[task_key(cfg)]
+            plan_groups(exp.model, cfg.optimizers[cell.arm], exp.roles)
         except UserError as exc:
             raise UserError(f"sweep cell {cell.arm}/{cell.id}: {exc}", exc.hint) from None
         except ConfigError as exc:
             raise UserError(f"sweep cell {cell.arm}/{cell.id}: {exc.under(f'optimizers.{cell.arm}')}") from None
     jobs = plan_jobs(plan, device)
     try:
-        check_jobs(jobs, "resume", locked="skip")
+        check_jobs(jobs, "resume", locked="skip", model_for=lambda cfg: exps[task_key(cfg)].model)
     except UserError as exc:
         raise UserError(str(exc), hint="sweep into another --out, or delete that cell folder to redo it") from None
     return jobs
