@@ -19,7 +19,7 @@ import pandas as pd
 
 from trx.errors import UserError
 from trx.io import atomic_write
-from trx.rundir import CellMeta, RunDir, Status, find_run_dirs, missing_cell, value_text
+from trx.rundir import CellMeta, MetricsRow, RunDir, Status, find_run_dirs, missing_cell, value_text
 from trx.stats import (TOLERANCES, Band, Paired, failure_difference, holm, lr_band, mean_sd, paired_difference,
                        t_interval, two_sided)
 
@@ -96,10 +96,11 @@ class RunRecord:
         return False if self.complete else None
 
     @functools.cached_property
-    def metrics(self) -> list[dict[str, float | None]]:
+    def metrics(self) -> list[MetricsRow]:
+        """metrics.csv's typed rows (damage no crash leaves is a UserError naming the file)."""
         try:
             return RunDir(self.dir).read_metrics()
-        except (OSError, ValueError):
+        except OSError:
             return []
 
 
