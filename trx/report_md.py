@@ -300,18 +300,6 @@ def _seeds(runs: list[RunRecord]) -> str:
     return ", ".join(str(s) for s in sorted({r.seed for r in runs if r.seed is not None})) or "none"
 
 
-def parse_claim(claim: Any, index: int) -> Claim:
-    """A claim from experiment.yaml, validated by the config's model; a bad one is a user error.
-    (The config module imports torch: only a report with claims pays for it.)"""
-    from trx.config import Claim
-    from trx.optim.base import ConfigError, validate
-
-    try:
-        return validate(Claim, claim, f"claims.{index}")
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
-
-
 def evaluate_claim(claim: Claim, runs: list[RunRecord], default: str) -> ClaimResult:
     """The verdict on one claim (before the family's adjustment), with its numbers in words."""
     metric = claim.metric or default
@@ -478,12 +466,9 @@ def family_verdicts(results: list[ClaimResult]) -> list[tuple[str, float | None]
 def claims_section(runs: list[RunRecord], claims: Any, metric: str) -> str:
     if not claims:
         return ""
-    if not isinstance(claims, list):
-        raise UserError("claims: expected a list of claims")
-    parsed = [parse_claim(claim, i) for i, claim in enumerate(claims)]
-    if sum(c.primary for c in parsed) > 1:
-        raise UserError("claims: at most one claim is primary: true")
-    results = [evaluate_claim(claim, runs, metric) for claim in parsed]
+    from trx.config import parse_claims  # imports torch: only a report with claims pays for it
+
+    results = [evaluate_claim(claim, runs, metric) for claim in parse_claims(claims)]
     tested = sum(r.verdict != "not evaluated" for r in results)
     primary = sum(r.primary for r in results)
     family = tested - sum(r.primary and r.verdict != "not evaluated" for r in results)
