@@ -328,7 +328,7 @@ def _print_estimate(exp: Any, n: int) -> None:
 
     from trx.estimate import TIMED_UPDATES, estimate, load_text
     from trx.executors import cpu_cores, threads_per_job
-    from trx.report_md import _duration
+    from trx.compare import duration_text
 
     torch.set_num_threads(exp.cfg.threads or threads_per_job(n))
     arms, total = estimate(exp, n)
@@ -338,8 +338,8 @@ def _print_estimate(exp: Any, n: int) -> None:
                   f"{n} run(s) at a time):", highlight=False)
     for a in arms:
         console.print(f"  {a.arm}: {a.update_s:.3g} s per update, {a.eval_s:.2g} s per evaluation: "
-                      f"{_duration(a.run_s)} per run", highlight=False)
-    console.print(f"  all {runs} run(s): about {_duration(total)} (training and evaluation only; start-up, "
+                      f"{duration_text(a.run_s)} per run", highlight=False)
+    console.print(f"  all {runs} run(s): about {duration_text(total)} (training and evaluation only; start-up, "
                   "logging and checkpoints add to it)", highlight=False)
 
 

@@ -504,6 +504,11 @@ def cell_text(v: Any) -> str:
     return str(v)
 
 
+def duration_text(seconds: float) -> str:
+    """`12.5 s`, or `3.2 min` from two minutes on."""
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def display_frame(table: pd.DataFrame) -> pd.DataFrame:
     """Strings for people: `x_std` folded into `x` as `mean ± std`, `x_ci_lo`/`x_ci_hi` into
     `x_ci` as `[lo, hi]`, numbers in %.4g."""

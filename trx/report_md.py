@@ -16,11 +16,11 @@ import pandas as pd
 import trx
 from trx.errors import UserError
 from trx.io import atomic_write
-from trx.rundir import CONFIG, EXPERIMENT, ExperimentDir, RunDir
+from trx.rundir import CONFIG, EXPERIMENT, ExperimentDir, RunDir, value_text
 from trx.compare import (RunRecord, axis_table, check_metric, compare_table, curve_band, curve_values,
-                        default_metric, failure_table, find_runs, higher_is_better, interval_text, lr_curves, lr_table, natural_key,
-                        paired_table, reference_value, seed_failures, seed_values, to_markdown,
-                        tolerance_curve_table, value_text)
+                        default_metric, duration_text, failure_table, find_runs, higher_is_better, interval_text,
+                        lr_curves, lr_table, natural_key, paired_table, reference_value, seed_failures, seed_values,
+                        to_markdown, tolerance_curve_table)
 from trx.stats import (CONTRADICTED, INCONCLUSIVE, TOLERANCES, Paired, decide, equivalence, failure_difference, holm,
                        paired_difference, tolerance_difference)
 
@@ -147,7 +147,7 @@ def environment(runs: list[RunRecord]) -> list[str]:
             f"- CPU {values('cpu')} ({values('cpu_isa')}; torch kernels {values('torch_cpu_capability')}), "
             f"torch CUDA {values('torch_cuda')}" + (f"; Newton–Schulz dtype {values('ns_dtype')}" if ns_runs else ""),
             f"- runs: {len(runs)} ({', '.join(f'{n} {s}' for s, n in statuses.items())}); "
-            f"total wall time {_duration(wall)} (sum over runs); finished {when}"]
+            f"total wall time {duration_text(wall)} (sum over runs); finished {when}"]
 
 
 def what_ran(runs: list[RunRecord], experiment: dict[str, Any] | None, paths: list[Path]) -> str:
@@ -549,10 +549,6 @@ def _pnum(p: float | None) -> str:
 
 def _num(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.4g}"
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _now() -> str:
