@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from trx.compare import default_metric, find_runs
-from trx.report_md import evaluate_claim, family_verdicts, find_experiment, parse_claim
+from trx.config import parse_claims
+from trx.report_md import evaluate_claim, family_verdicts, find_experiment
 
 
 def judged(folder: Path) -> list[tuple[str, object]]:
@@ -22,7 +23,7 @@ def judged(folder: Path) -> list[tuple[str, object]]:
     runs = find_runs([folder])
     experiment = find_experiment([folder], runs) or {}
     metric = default_metric(runs)
-    claims = [parse_claim(c, i) for i, c in enumerate(experiment.get("claims") or [])]
+    claims = parse_claims(experiment.get("claims") or [])
     return [(str(experiment.get("name", folder)), evaluate_claim(c, runs, metric)) for c in claims]
 
 

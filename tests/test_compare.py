@@ -188,3 +188,11 @@ def test_bad_input_is_exit_2_with_one_line(tmp_path, args, message):
     res = compare_cli(*[a.format(tmp=tmp_path) for a in args])
     assert res.exit_code == 2
     assert message in res.output and "Traceback" not in res.output
+
+
+def test_a_damaged_metrics_csv_is_refused_naming_it(tmp_path):
+    """Damage no crash leaves is one line naming the file, not a run silently without curves."""
+    folder = write_run(tmp_path / "sweep" / "a", "a", 0.1)
+    (folder / "metrics.csv").write_text("step,loss,lr\n0,2.0,0.1\n10,1.0\n")
+    res = compare_cli(str(tmp_path / "sweep"), "--metric", "loss", "--target", "0.5")
+    assert res.exit_code == 2 and "metrics.csv: line 3 is damaged" in res.output and "Traceback" not in res.output

@@ -69,6 +69,9 @@ def test_replacing_a_component_name_keeps_sibling_keys():
         (["nokey"], r"--set 'nokey': expected KEY=VALUE"),
         (["steps.x=1"], r"steps\.x: steps is 20, not a mapping"),
         (["optimizers.sgd.lr=[1"], r"--set optimizers\.sgd\.lr: the value is not valid YAML"),
+        (["claims=[{text: t, kind: difference, a: {arm: sgd}, b: {arm: adam}, expect: a_better, primary: true},"
+          "{text: u, kind: difference, a: {arm: adam}, b: {arm: sgd}, expect: a_better, primary: true}]"],
+         r"^claims: at most one claim is primary: true"),
     ],
 )
 def test_bad_input_names_the_key(overrides, message):

@@ -102,6 +102,18 @@ def test_paired_table_gives_each_arm_against_the_baseline(tmp_path):
         paired_table(runs, "val_loss", "nope")
 
 
+def test_a_cell_the_baseline_arm_did_not_run_says_so(tmp_path):
+    root = tmp_path / "s" / "sweep"
+    for arm, lrs in (("adamw", (0.01,)), ("muon", (0.01, 0.1))):
+        for lr in lrs:
+            for seed in range(3):
+                write_cell(root / arm / f"lr={lr},seed={seed}", "s", arm, seed, {"lr": lr}, value=0.5 + 0.1 * seed - lr)
+    table = paired_table(find_runs([root]), "val_loss", "adamw").set_index("run")
+    assert table.loc["adamw lr=0.01", "verdict"] == "baseline" and table.loc["muon lr=0.01", "vs"] == "adamw lr=0.01"
+    assert table.loc["muon lr=0.1", "verdict"] == "no baseline cell" and table.loc["muon lr=0.1", "vs"] == "-"
+    assert table.loc["muon lr=0.1", "seeds"] == 3 and table.loc["muon lr=0.1", "final_val_loss"] == pytest.approx(0.5)
+
+
 # ---- the Markdown report ------------------------------------------------------------------------
 def links(text: str) -> list[str]:
     return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)

@@ -81,3 +81,43 @@ def test_yaml_files_of_a_run_have_one_reader_with_one_contract(tmp_path):
     run.config.write_text("a: 1\na: 2\n")  # a duplicate key, refused like in a config
     with pytest.raises(UserError, match=r"RUN_DIR: .*config.yaml: duplicate key 'a'"):
         run.read_config()
+
+
+# ---- metrics.csv: one reader -----------------------------------------------------------------
+def test_metrics_read_as_typed_rows_repaired_as_a_crash_leaves_them(tmp_path):
+    """Reports see what a resume keeps: steps as ints, blanks as None, a duplicated step once
+    (the last), and no half-written last row (its cut value would read as a wrong number)."""
+    run = RunDir(tmp_path)
+    run.metrics.write_text("step,loss,val_loss\n0,2.5,2.75\n10,1.5,\n10,1.25,\n20,0.123")
+    assert run.read_metrics() == [{"step": 0, "loss": 2.5, "val_loss": 2.75}, {"step": 10, "loss": 1.25, "val_loss": None}]
+    assert all(type(row["step"]) is int for row in run.read_metrics())
+    assert run.last_metrics() == {"step": 10, "loss": 1.25, "val_loss": None}
+
+
+def test_a_value_that_is_not_a_number_is_refused_with_its_file(tmp_path):
+    run = RunDir(tmp_path)
+    run.metrics.write_text("step,loss\n0,2.5\n10,lots\n")
+    with pytest.raises(UserError, match=r"metrics.csv: .lots. under loss is not a number"):
+        run.read_metrics()
+    assert run.last_metrics() is None  # progress polling never raises
+
+
+def test_the_last_row_of_a_long_metrics_file_is_read_from_its_tail(tmp_path):
+    run = RunDir(tmp_path)
+    assert run.read_metrics() == [] and run.last_metrics() is None  # not started
+    run.metrics.write_text("step,loss\n")
+    assert run.last_metrics() is None  # no row yet
+    run.metrics.write_text("step,loss\n" + "".join(f"{s},{1 / (s + 1)!r}\n" for s in range(20_000)) + "20000,0.5")
+    assert run.last_metrics() == {"step": 19_999, "loss": 1 / 20_000}
+    assert run.read_metrics()[-1] == run.last_metrics()
+
+
+def test_only_the_run_folder_reads_metrics_csv():
+    """`trx.io` parses metrics.csv; only `trx.rundir` calls its readers, no module but io parses
+    CSV itself, and none opens the file by hand (the runner writes through io's MetricsWriter)."""
+    readers = re.compile(r"\b(metrics_rows|read_metrics|last_metrics_row)\b")
+    by_hand = re.compile(r"^\s*(import csv|from csv )|\.metrics\.(open|read_text|read_bytes)\(")
+    found = [f"{path.relative_to(TRX)}:{n}" for path in sorted(TRX.rglob("*.py")) if path.name not in ("rundir.py", "io.py")
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if by_hand.search(line) or ("import" in line and readers.search(line))]
+    assert found == []

@@ -73,12 +73,12 @@ def test_transfer_verdicts_transfers_by_tost_and_shifts_two_sided():
 
 # ---- config -------------------------------------------------------------------------------------
 def claim_error(**fields: Any) -> str:
-    from trx.report_md import parse_claim
+    from trx.config import parse_claims
 
     base = {"text": "t", "kind": "steps_to_target", "a": {"arm": "a"}, "b": {"arm": "b"}, "expect": "a_faster",
             "target": 1.0}
     with pytest.raises(UserError) as info:
-        parse_claim({**base, **fields}, 0)
+        parse_claims([{**base, **fields}])
     return str(info.value)
 
 

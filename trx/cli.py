@@ -150,28 +150,6 @@ ExecutorOpt = Annotated[str | None, typer.Option("--executor", show_default=Fals
 TensorBoardOpt = Annotated[bool, typer.Option("--tensorboard", help="also write TensorBoard scalars into each run folder")]
 
 
-def last_logged(folder: Path) -> tuple[int, float | None] | None:
-    """The step and loss of the last row of `folder/metrics.csv` (its header and tail only: the
-    file may be long), or None before the first row."""
-    try:
-        with RunDir(folder).metrics.open("rb") as f:
-            header = f.readline().decode().strip().split(",")
-            f.seek(0, os.SEEK_END)
-            f.seek(max(len(",".join(header)) + 1, f.tell() - 4096))
-            lines = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        return None
-    row = dict(zip(header, lines[-1].split(","))) if lines else {}
-    try:
-        step = int(float(row["step"]))
-    except (KeyError, ValueError):
-        return None
-    try:
-        return step, float(row.get("loss", ""))
-    except ValueError:
-        return step, None
-
-
 class JobProgress:
     """The whole set as one bar (runs finished, how many run now, ETA), a bar per running run
     with its step, latest loss and ETA, and a line per run as it ends. What runs is read from
@@ -214,10 +192,10 @@ class JobProgress:
             for folder, job in self.handed.items():
                 if folder not in self.rows and RunDir(folder).is_held():
                     self.rows[folder] = self.bar.add_task(_run_label(job), total=job.config.steps, info="starting")
-                seen = last_logged(Path(folder)) if folder in self.rows else None
-                if seen is not None:
-                    step, loss = seen
-                    self.bar.update(self.rows[folder], completed=step, info=f"loss {loss:.4g}" if loss is not None else "")
+                row = RunDir(folder).last_metrics() if folder in self.rows else None
+                if row is not None:
+                    loss = row.get("loss")
+                    self.bar.update(self.rows[folder], completed=row["step"], info=f"loss {loss:.4g}" if loss is not None else "")
             self._summary()
 
     def _summary(self) -> None:
@@ -350,7 +328,7 @@ def _print_estimate(exp: Any, n: int) -> None:
 
     from trx.estimate import TIMED_UPDATES, estimate, load_text
     from trx.executors import cpu_cores, threads_per_job
-    from trx.report_md import _duration
+    from trx.compare import duration_text
 
     torch.set_num_threads(exp.cfg.threads or threads_per_job(n))
     arms, total = estimate(exp, n)
@@ -360,8 +338,8 @@ def _print_estimate(exp: Any, n: int) -> None:
                   f"{n} run(s) at a time):", highlight=False)
     for a in arms:
         console.print(f"  {a.arm}: {a.update_s:.3g} s per update, {a.eval_s:.2g} s per evaluation: "
-                      f"{_duration(a.run_s)} per run", highlight=False)
-    console.print(f"  all {runs} run(s): about {_duration(total)} (training and evaluation only; start-up, "
+                      f"{duration_text(a.run_s)} per run", highlight=False)
+    console.print(f"  all {runs} run(s): about {duration_text(total)} (training and evaluation only; start-up, "
                   "logging and checkpoints add to it)", highlight=False)
 
 

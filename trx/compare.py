@@ -19,7 +19,7 @@ import pandas as pd
 
 from trx.errors import UserError
 from trx.io import atomic_write
-from trx.rundir import CellMeta, RunDir, Status, find_run_dirs, missing_cell, value_text
+from trx.rundir import CellMeta, MetricsRow, RunDir, Status, find_run_dirs, missing_cell, value_text
 from trx.stats import (TOLERANCES, Band, Paired, failure_difference, holm, lr_band, mean_sd, paired_difference,
                        t_interval, two_sided)
 
@@ -96,10 +96,11 @@ class RunRecord:
         return False if self.complete else None
 
     @functools.cached_property
-    def metrics(self) -> list[dict[str, float | None]]:
+    def metrics(self) -> list[MetricsRow]:
+        """metrics.csv's typed rows (damage no crash leaves is a UserError naming the file)."""
         try:
             return RunDir(self.dir).read_metrics()
-        except (OSError, ValueError):
+        except OSError:
             return []
 
 
@@ -181,9 +182,15 @@ def natural_key(value: str) -> tuple[int, float, str]:
     return (0, number, "") if number is not None else (1, 0.0, value)
 
 
-def group_label(key: tuple[str, str, str], several_names: bool) -> str:
+def several_names(groups: dict[tuple[str, str, str], Any]) -> bool:
+    """Whether groups (or curves) keyed by (experiment, arm, cell) come from more than one
+    experiment: their labels then name it (`group_label`)."""
+    return len({k[0] for k in groups}) > 1
+
+
+def group_label(key: tuple[str, str, str], several: bool) -> str:
     name, arm, cell = key
-    text = f"{name}/{arm}" if several_names else arm
+    text = f"{name}/{arm}" if several else arm
     return f"{text} {cell}" if cell else text
 
 
@@ -203,7 +210,7 @@ def compare_table(runs: list[RunRecord], metric: str, target: float | None = Non
     """One row per arm or sweep cell, averaged over seeds: mean columns, `<col>_std` (sample sd)
     and, for the final `metric`, its 95% Student t interval `final_<metric>_ci_lo/_hi`."""
     groups = group_runs(runs)
-    several = len({k[0] for k in groups}) > 1
+    several = several_names(groups)
     evals = sorted({k for r in runs for k in r.summary if k.startswith("final_val")})
     extra = [] if metric == "loss" or f"final_{metric}" in evals else [metric]
     main = f"final_{metric}"
@@ -221,7 +228,7 @@ def compare_table(runs: list[RunRecord], metric: str, target: float | None = Non
             mean, std = mean_sd(hits) if len(reached) == len(hits) else (None, None)
             row["steps_to_target"], row["steps_to_target_std"] = mean, std
             row["reached"] = f"{len(reached)}/{len(hits)}"
-        row["diverged"] = f"{sum(r.diverged for r in members)}/{len(members)}"
+        row["diverged"] = _diverged(members)
         row["wall_time_s"] = mean_sd([r.summary.get("wall_time_s") for r in members])[0]
         rows.append(row)
     return _drop_empty(pd.DataFrame(rows))
@@ -247,6 +254,11 @@ def seed_values(members: list[RunRecord], metric: str) -> dict[int, float | None
 def seed_failures(members: list[RunRecord]) -> dict[int, bool | None]:
     """Diverged or stalled by seed (None: crashed or unfinished)."""
     return {run.seed if run.seed is not None else i: run.failed for i, run in enumerate(members)}
+
+
+def failed_text(failures: dict[int, bool | None]) -> str:
+    """`k/n`: k of the n seeds failed (diverged or stalled)."""
+    return f"{sum(bool(v) for v in failures.values())}/{len(failures)}"
 
 
 def compare_pair(members: list[RunRecord], reference: list[RunRecord], metric: str, delta: float = 0.0) -> Paired:
@@ -284,24 +296,12 @@ def paired_table(runs: list[RunRecord], metric: str = "loss", baseline_arm: str 
     base = baseline_arm or (arms[0] if arms else None)
     if base not in arms:
         raise UserError(f"baseline arm {base!r}: no runs of it", hint=f"arms: {', '.join(arms) or 'none'}")
-    several = len({k[0] for k in groups}) > 1
-    col = f"final_{metric}"
-    ordered = sorted(groups, key=lambda k: k[1] != base)
-    rows = []
-    for key in ordered:
-        members = groups[key]
-        row: dict[str, Any] = {"run": group_label(key, several), "seeds": len(members),
-                               "diverged": f"{sum(r.diverged for r in members)}/{len(members)}"}
-        _mean_sd_ci(row, col, list(seed_values(members, metric).values()), True)  # over the runs that completed
-        ref_key = (key[0], base, key[2])
-        if key[1] == base:
-            _pair_row(row, None, "-", "baseline")
-        elif ref_key not in groups:
-            _pair_row(row, None, "-", "no baseline cell")
-        else:
-            _pair_row(row, compare_pair(members, groups[ref_key], metric), group_label(ref_key, several))
-        rows.append(row)
-    return _with_holm(rows)
+
+    def reference(key: tuple[str, str, str]) -> tuple[str, str, str] | str:
+        ref = (key[0], base, key[2])
+        return "baseline" if key[1] == base else ref if ref in groups else "no baseline cell"
+
+    return _with_holm([_versus_row(groups, key, reference(key), metric) for key in sorted(groups, key=lambda k: k[1] != base)])
 
 
 def axis_pairs(groups: dict[tuple[str, str, str], list[RunRecord]]) -> list[tuple[str, tuple, tuple]]:
@@ -327,16 +327,26 @@ def axis_table(runs: list[RunRecord], metric: str = "loss") -> pd.DataFrame:
     axis's first value (`axis_pairs`): paired difference, interval, p and verdict on "this cell is
     better than its reference", with Holm-adjusted p over the table."""
     groups = group_runs(runs)
-    several = len({k[0] for k in groups}) > 1
-    rows = []
-    for axis, key, ref in axis_pairs(groups):
-        members = groups[key]
-        row: dict[str, Any] = {"run": group_label(key, several), "axis": axis, "seeds": len(members),
-                               "diverged": f"{sum(r.diverged for r in members)}/{len(members)}"}
-        _mean_sd_ci(row, f"final_{metric}", list(seed_values(members, metric).values()), True)
-        _pair_row(row, compare_pair(members, groups[ref], metric), group_label(ref, several))
-        rows.append(row)
+    rows = [_versus_row(groups, key, ref, metric, axis=axis) for axis, key, ref in axis_pairs(groups)]
     return _with_holm(rows) if rows else pd.DataFrame()
+
+
+def _versus_row(groups: dict[tuple[str, str, str], list[RunRecord]], key: tuple[str, str, str],
+                ref: tuple[str, str, str] | str, metric: str, **extra: str) -> dict[str, Any]:
+    """A row of a paired table: the cell's final `metric` over the seeds that completed, and its
+    paired difference to the cell `ref` (a verdict in words where there is none to pair with)."""
+    members, several = groups[key], several_names(groups)
+    row: dict[str, Any] = {"run": group_label(key, several), **extra, "seeds": len(members), "diverged": _diverged(members)}
+    _mean_sd_ci(row, f"final_{metric}", list(seed_values(members, metric).values()), True)
+    if isinstance(ref, str):
+        _pair_row(row, None, "-", ref)
+    else:
+        _pair_row(row, compare_pair(members, groups[ref], metric), group_label(ref, several))
+    return row
+
+
+def _diverged(members: list[RunRecord]) -> str:
+    return f"{sum(r.diverged for r in members)}/{len(members)}"
 
 
 def comparison_pairs(runs: list[RunRecord], baseline_arm: str | None) -> list[tuple[str, tuple, tuple]]:
@@ -352,14 +362,13 @@ def failure_table(runs: list[RunRecord], baseline_arm: str | None = None) -> pd.
     """Seeds that diverged or stalled, per compared pair of cells (`comparison_pairs`), with the
     exact McNemar test of "this fails less often than its reference" on the seeds both ran."""
     groups = group_runs(runs)
-    several = len({k[0] for k in groups}) > 1
+    several = several_names(groups)
     rows = []
     for what, key, ref in comparison_pairs(runs, baseline_arm):
         mine, theirs = seed_failures(groups[key]), seed_failures(groups[ref])
         p = failure_difference(mine, theirs)
         rows.append({"run": group_label(key, several), "differs in": what, "vs": group_label(ref, several),
-                     "failed": f"{sum(bool(v) for v in mine.values())}/{len(mine)}",
-                     "vs_failed": f"{sum(bool(v) for v in theirs.values())}/{len(theirs)}",
+                     "failed": failed_text(mine), "vs_failed": failed_text(theirs),
                      "p": two_sided(p), "verdict": p.verdict, "note": p.note})
     return pd.DataFrame(rows)
 
@@ -444,19 +453,16 @@ def lr_table(runs: list[RunRecord], metric: str = "loss", tolerance: float = 0.1
     the median of the per-seed band widths with its order-statistic interval (`seed_decades_ci`,
     of confidence `ci_conf`). A cell diverged, failed or unfinished in any seed is outside the band."""
     curves = band_curves(runs)
-    several = len({k[0] for k in curves}) > 1
+    several = several_names(curves)
     rows = []
     for key, by_lr in curves.items():
         band = curve_band(by_lr, metric, tolerance)
         best_sd = mean_sd([result(r, metric) for r in by_lr[band.best_lr]])[1] if band.best_lr in by_lr else None
-        lo, hi = band.ci or (None, None)
         diverged = sum(any(r.diverged for r in members) for members in by_lr.values())
-        median = float(np.median(band.seed_widths)) if band.seed_widths else None
         rows.append({"arm": group_label(key, several), "lrs": len(by_lr), "seeds": band.n_seeds,
                      "best_lr": band.best_lr, f"best_{metric}": band.best, f"best_{metric}_std": best_sd,
                      "tolerant_lr_lo": band.lo, "tolerant_lr_hi": band.hi, "tolerance_decades": band.decades,
-                     "seed_decades": median, "seed_decades_ci_lo": lo, "seed_decades_ci_hi": hi,
-                     "ci_conf": band.ci_level, "diverged_lrs": f"{diverged}/{len(by_lr)}", "note": band.note})
+                     **_seed_widths(band), "diverged_lrs": f"{diverged}/{len(by_lr)}", "note": band.note})
     table = pd.DataFrame(rows)
     return table if table.empty else _drop_empty(table)
 
@@ -469,18 +475,23 @@ def tolerance_curve_table(runs: list[RunRecord], metric: str = "loss") -> pd.Dat
     `trx.stats.TOLERANCES` and each absolute one in ABSOLUTE_TOLERANCES (metric units), the
     seed-mean curve's width and the median per-seed width with its order-statistic interval."""
     curves = band_curves(runs)
-    several = len({k[0] for k in curves}) > 1
+    several = several_names(curves)
     rows = []
     for key, by_lr in curves.items():
         for absolute, tolerances in ((False, TOLERANCES), (True, ABSOLUTE_TOLERANCES)):
             for tol in tolerances:
                 band = curve_band(by_lr, metric, tol, absolute)
-                lo, hi = band.ci or (None, None)
                 rows.append({"arm": group_label(key, several), "kind": "absolute" if absolute else "relative",
                              "tolerance": tol, "decades": band.decades, "open": band.open_low or band.open_high,
-                             "seed_decades": float(np.median(band.seed_widths)) if band.seed_widths else None,
-                             "seed_decades_ci_lo": lo, "seed_decades_ci_hi": hi, "ci_conf": band.ci_level})
+                             **_seed_widths(band)})
     return pd.DataFrame(rows)
+
+
+def _seed_widths(band: Band) -> dict[str, float | None]:
+    """The median of the per-seed band widths and its order-statistic interval, of confidence `ci_conf`."""
+    lo, hi = band.ci or (None, None)
+    median = float(np.median(band.seed_widths)) if band.seed_widths else None
+    return {"seed_decades": median, "seed_decades_ci_lo": lo, "seed_decades_ci_hi": hi, "ci_conf": band.ci_level}
 
 
 # ---- rendering --------------------------------------------------------------------------------
@@ -491,6 +502,11 @@ def cell_text(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+def duration_text(seconds: float) -> str:
+    """`12.5 s`, or `3.2 min` from two minutes on."""
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def display_frame(table: pd.DataFrame) -> pd.DataFrame:

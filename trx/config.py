@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BeforeValidator, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (AfterValidator, BeforeValidator, Field, TypeAdapter, ValidationError, create_model, field_validator,
+                      model_validator)
 
 from trx.errors import UserError
 from trx.io import load_yaml, read_yaml, yaml_problem
@@ -126,6 +127,24 @@ class Claim(Strict):
         return self
 
 
+def _one_primary(claims: list[Claim]) -> list[Claim]:
+    if sum(c.primary for c in claims) > 1:
+        raise ValueError("at most one claim is primary: true")
+    return claims
+
+
+Claims = Annotated[list[Claim], AfterValidator(_one_primary)]  # an experiment's claims: the primary one judged alone
+
+
+def parse_claims(data: Any) -> list[Claim]:
+    """`claims:` of an experiment.yaml validated as a config's are (each claim, at most one
+    primary): how `trx report` reads them; a bad one is a UserError naming the key."""
+    try:
+        return TypeAdapter(Claims).validate_python(data)
+    except ValidationError as exc:
+        raise UserError(str(config_errors(exc, "claims")[0])) from None
+
+
 class ExperimentConfig(Strict):
     """One experiment: a task, one or more optimizer arms, and how to run them. Validated once
     where it enters trx (`resolve`: the CLI or the Python API) and passed typed from there on;
@@ -150,7 +169,7 @@ class ExperimentConfig(Strict):
     task: task_config_type() = Field(description="the task and its options")  # type: ignore[valid-type]
     optimizers: dict[str, ArmConfig] = Field(description="named optimizer arms")
     sweep: SweepConfig | None = Field(None, description="grid for `trx sweep`")
-    claims: list[Claim] = Field(default_factory=list, description="claims `trx report` gives a verdict on")
+    claims: Claims = Field(default_factory=list, description="claims `trx report` gives a verdict on")
     tensorboard: bool = Field(False, description="also write metrics rows as TensorBoard scalars (needs the extra)")
 
     @field_validator("optimizers")
@@ -192,8 +211,6 @@ class ExperimentConfig(Strict):
             grid = (self.sweep.grid if self.sweep else {}).keys()
             if claim.axis is not None and not {claim.axis, f"optimizers.{claim.a.arm}.{claim.axis}"} & grid:
                 raise ValueError(f"claims.{i}.axis: {claim.axis!r} is not a key of sweep.grid")
-        if sum(c.primary for c in self.claims) > 1:
-            raise ValueError("claims: at most one claim is primary: true")
         return self
 
     def seed_list(self) -> list[int]:

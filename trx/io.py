@@ -220,10 +220,10 @@ def _is_int(text: str) -> bool:
 
 
 def metrics_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """metrics.csv's columns and rows, repaired as a crash can leave it: a last row without its
-    newline (cut mid-write) is dropped, and a step logged twice keeps one row (the last).
-    Damage no crash leaves (a row of the wrong width, a step that is not an integer, steps out
-    of order) is a UserError."""
+    """metrics.csv's columns and rows as text, repaired as a crash can leave it: a last row
+    without its newline (cut mid-write) is dropped, and a step logged twice keeps one row (the
+    last). Damage no crash leaves (a row of the wrong width, a step that is not an integer, steps
+    out of order) is a UserError."""
     if not path.exists():
         return [], []
     text = path.read_text()
@@ -241,6 +241,53 @@ def metrics_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     if list(rows) != sorted(rows):
         raise UserError(f"{path}: steps are out of order", hint="delete the run folder (or use --overwrite) to run it again")
     return columns, list(rows.values())
+
+
+MetricsRow = dict[str, float | None]  # one row of metrics.csv: `step` an int, blank cells None
+
+
+def _typed(row: dict[str, str]) -> MetricsRow:
+    """A text row as numbers (ValueError names the cell that is not one)."""
+    out: MetricsRow = {}
+    for column, text in row.items():
+        try:
+            out[column] = int(text) if column == "step" else float(text) if text != "" else None
+        except ValueError:
+            raise ValueError(f"{text!r} under {column} is not a number") from None
+    return out
+
+
+def read_metrics(path: Path) -> list[MetricsRow]:
+    """metrics.csv as typed rows, repaired as `metrics_rows` repairs it; a cell that is not a
+    number is a UserError."""
+    rows = metrics_rows(path)[1]
+    try:
+        return [_typed(row) for row in rows]
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}", hint="delete the run folder (or use --overwrite) to run it again") from None
+
+
+def last_metrics_row(path: Path, tail: int = 4096) -> MetricsRow | None:
+    """metrics.csv's last complete row, read from its header and its last `tail` bytes only (the
+    file may be long, and progress polls it while the run appends); None before the first row,
+    and for a file it cannot read (polling never fails a run)."""
+    try:
+        with path.open("rb") as f:
+            header = f.readline()
+            start = max(len(header), f.seek(0, os.SEEK_END) - tail)
+            f.seek(start)
+            lines = f.read().decode(errors="replace").splitlines(keepends=True)
+    except OSError:
+        return None
+    complete = [line for line in lines[int(start > len(header)):] if line.endswith("\n")]  # from the first whole line
+    columns = next(csv.reader([header.decode(errors="replace")]), [])
+    if not complete or "step" not in columns:
+        return None
+    cells = next(csv.reader(complete[-1:]))
+    try:
+        return _typed(dict(zip(columns, cells, strict=True)))
+    except ValueError:
+        return None
 
 
 class MetricsWriter:
@@ -280,14 +327,3 @@ class MetricsWriter:
         rows = [r for r in self.read() if int(r["step"]) < step]
         if self.columns:
             self._rewrite(rows)
-
-
-def read_metrics(path: Path) -> list[dict[str, float | None]]:
-    """metrics.csv as dicts of floats (blank cells None)."""
-    if not path.exists():
-        return []
-    with path.open(newline="") as f:
-        out = []
-        for row in csv.DictReader(f):
-            out.append({k: (float(v) if v not in ("", None) else None) for k, v in row.items()})
-        return out

@@ -26,7 +26,7 @@ from matplotlib.transforms import blended_transform_factory  # noqa: E402
 from trx.errors import UserError  # noqa: E402
 from trx.io import atomic_write  # noqa: E402
 from trx.compare import (RunRecord, group_label, group_runs, higher_is_better, lr_table, natural_key,  # noqa: E402
-                        result, tolerance_curve_table)
+                        result, several_names, tolerance_curve_table)
 from trx.stats import mean_sd  # noqa: E402
 
 KINDS = ("curves", "lr", "schedule", "warmup", "band", "heatmap")
@@ -367,7 +367,7 @@ def plot_curves(runs: list[RunRecord], metric: str = "loss"):
     panels = curve_columns(runs, metric)
     groups = group_runs(runs)
     pal = palette(groups)
-    several = len({k[0] for k in groups}) > 1
+    several = several_names(groups)
     total = max((int(r.summary["steps"]) for r in runs if isinstance(r.summary.get("steps"), int)), default=None)
     rows = 2 if total else 1
     fig, axes = plt.subplots(rows, len(panels), figsize=(5.5 * len(panels) + 0.5, 4 * rows), squeeze=False,
@@ -557,7 +557,7 @@ def plot_schedule(runs: list[RunRecord], metric: str = "loss"):
     faint; a line that coincides with an earlier one is dashed with markers and named so."""
     groups = group_runs(runs)
     pal = palette(groups)
-    several = len({k[0] for k in groups}) > 1
+    several = several_names(groups)
     fig, (ax_s, ax_lr) = plt.subplots(1, 2, figsize=(11.5, 4), layout="constrained")
     windows, any_aux = _lr_panel(ax_lr, groups, pal, several)
     shared = any(len(keys) > 1 for _, keys, _ in windows.values())

@@ -16,11 +16,11 @@ import pandas as pd
 import trx
 from trx.errors import UserError
 from trx.io import atomic_write
-from trx.rundir import CONFIG, EXPERIMENT, ExperimentDir, RunDir
+from trx.rundir import CONFIG, EXPERIMENT, ExperimentDir, RunDir, value_text
 from trx.compare import (RunRecord, axis_table, check_metric, compare_table, curve_band, curve_values,
-                        default_metric, failure_table, find_runs, higher_is_better, interval_text, lr_curves, lr_table, natural_key,
-                        paired_table, reference_value, seed_failures, seed_values, to_markdown,
-                        tolerance_curve_table, value_text)
+                        default_metric, duration_text, failure_table, find_runs, higher_is_better, interval_text,
+                        lr_curves, lr_table, natural_key, paired_table, reference_value, seed_failures, seed_values,
+                        to_markdown, tolerance_curve_table)
 from trx.speed_transfer import judge_steps, judge_transfer, transfer_figures
 from trx.stats import (CONTRADICTED, INCONCLUSIVE, TOLERANCES, Paired, decide, equivalence, failure_difference, holm,
                        paired_difference, tolerance_difference)
@@ -148,7 +148,7 @@ def environment(runs: list[RunRecord]) -> list[str]:
             f"- CPU {values('cpu')} ({values('cpu_isa')}; torch kernels {values('torch_cpu_capability')}), "
             f"torch CUDA {values('torch_cuda')}" + (f"; Newton–Schulz dtype {values('ns_dtype')}" if ns_runs else ""),
             f"- runs: {len(runs)} ({', '.join(f'{n} {s}' for s, n in statuses.items())}); "
-            f"total wall time {_duration(wall)} (sum over runs); finished {when}"]
+            f"total wall time {duration_text(wall)} (sum over runs); finished {when}"]
 
 
 def what_ran(runs: list[RunRecord], experiment: dict[str, Any] | None, paths: list[Path]) -> str:
@@ -300,18 +300,6 @@ def _label(side: GroupSelector) -> str:
 
 def _seeds(runs: list[RunRecord]) -> str:
     return ", ".join(str(s) for s in sorted({r.seed for r in runs if r.seed is not None})) or "none"
-
-
-def parse_claim(claim: Any, index: int) -> Claim:
-    """A claim from experiment.yaml, validated by the config's model; a bad one is a user error.
-    (The config module imports torch: only a report with claims pays for it.)"""
-    from trx.config import Claim
-    from trx.optim.base import ConfigError, validate
-
-    try:
-        return validate(Claim, claim, f"claims.{index}")
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
 
 
 def evaluate_claim(claim: Claim, runs: list[RunRecord], default: str) -> ClaimResult:
@@ -488,12 +476,9 @@ def family_verdicts(results: list[ClaimResult]) -> list[tuple[str, float | None]
 def claims_section(runs: list[RunRecord], claims: Any, metric: str) -> str:
     if not claims:
         return ""
-    if not isinstance(claims, list):
-        raise UserError("claims: expected a list of claims")
-    parsed = [parse_claim(claim, i) for i, claim in enumerate(claims)]
-    if sum(c.primary for c in parsed) > 1:
-        raise UserError("claims: at most one claim is primary: true")
-    results = [evaluate_claim(claim, runs, metric) for claim in parsed]
+    from trx.config import parse_claims  # imports torch: only a report with claims pays for it
+
+    results = [evaluate_claim(claim, runs, metric) for claim in parse_claims(claims)]
     lines = ["## Claims", "", CLAIMS_INTRO, "", family_words(results), ""]
     for res, (said, adjusted) in zip(results, family_verdicts(results)):
         tag = " (primary)" if res.primary else ""
@@ -592,10 +577,6 @@ def _pnum(p: float | None) -> str:
 
 def _num(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.4g}"
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _now() -> str:

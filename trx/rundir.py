@@ -24,7 +24,8 @@ from typing import Any, Iterator
 import yaml
 
 from trx.errors import UserError
-from trx.io import metrics_rows, read_json, read_metrics, read_yaml, refuse_links, write_json, write_yaml
+from trx.io import (MetricsRow, last_metrics_row, metrics_rows, read_json, read_metrics, read_yaml, refuse_links,
+                    write_json, write_yaml)
 
 CONFIG = "config.yaml"
 CELL = "cell.json"
@@ -173,11 +174,18 @@ class RunDir(_Folder):
         return summary if summary and summary.get("status") in FINISHED else None
 
     def metrics_rows(self) -> list[dict[str, str]]:
-        """metrics.csv's rows as text, repaired as a crash leaves it (`trx.io.metrics_rows`)."""
+        """metrics.csv's rows as text, repaired as a crash leaves it (`trx.io.metrics_rows`): what
+        a resume keeps and checks against its checkpoint."""
         return metrics_rows(self.metrics)[1]
 
-    def read_metrics(self) -> list[dict[str, float | None]]:
+    def read_metrics(self) -> list[MetricsRow]:
+        """metrics.csv as typed rows (`step` an int, blank cells None), repaired the same way:
+        what reports and figures read. Damage no crash leaves is a UserError."""
         return read_metrics(self.metrics)
+
+    def last_metrics(self) -> MetricsRow | None:
+        """The last complete row, read from the file's tail (for progress; None before a row)."""
+        return last_metrics_row(self.metrics)
 
     def holds_results(self) -> bool:
         return any((self.path / f).exists() for f in RESULT_FILES)

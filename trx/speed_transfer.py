@@ -281,11 +281,12 @@ def _grid_ends(mine: list[RunRecord], axis: str, width: float) -> tuple[float, f
 def transfer_figures(runs: list[RunRecord], claims: object, metric: str, report: Path) -> list[tuple[str, str]]:
     """`<stem>_transfer.png` beside the report: best lr against the axis of the experiment's
     lr_transfer claims, log-log, one line per arm; [] without such a claim or data for it."""
-    from trx.report_md import parse_claim, select
+    from trx.config import parse_claims
+    from trx.report_md import select
 
-    if not isinstance(claims, list):
+    if not claims:
         return []
-    parsed = [parse_claim(c, i) for i, c in enumerate(claims)]
+    parsed = parse_claims(claims)
     lines: dict[str, dict[float, dict[int, float | None]]] = {}
     axes = []
     for claim in (c for c in parsed if c.kind == "lr_transfer"):
