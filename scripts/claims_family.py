@@ -15,7 +15,7 @@ from pathlib import Path
 
 from trx.compare import default_metric, find_runs
 from trx.config import parse_claims
-from trx.report_md import evaluate_claim, family_verdicts, find_experiment
+from trx.report import evaluate_claim, family_verdicts, find_experiment
 
 
 def judged(folder: Path) -> list[tuple[str, object]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 TRX = Path(__file__).resolve().parents[1] / "trx"
-REPORTING = {"trx.compare", "trx.report_md", "trx.report", "trx.plots"}
+REPORTING = {"trx.compare", "trx.report", "trx.plots"}
 PLANNING = ["sweep_plan", "service", "jobs", "executors", "ray_executor", "runner", "checkpoint", "config"]
 
 

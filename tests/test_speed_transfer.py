@@ -13,7 +13,7 @@ import yaml
 from test_compare import write_run
 
 from trx.errors import UserError
-from trx.report_md import write_report
+from trx.report import write_report
 from trx.speed_transfer import (
     best_lrs,
     log_steps,

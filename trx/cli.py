@@ -616,7 +616,7 @@ def report(
     metric: Annotated[str | None, typer.Option("--metric", help="column to judge by (default: val_loss where runs have it, else loss)")] = None,
 ) -> None:
     """Write a self-contained Markdown report (report.md and PNG figures) for run or sweep folders."""
-    from trx.report_md import write_report
+    from trx.report import write_report
 
     path = write_report(list(run_dirs), out, metric)
     console.print(f"wrote {path}", highlight=False)

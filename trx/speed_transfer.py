@@ -41,7 +41,7 @@ from trx.stats import Paired, decide, paired_difference, rounding_floor, sign_fl
 
 if TYPE_CHECKING:
     from trx.config import Claim, GroupSelector
-    from trx.report_md import ClaimResult
+    from trx.report import ClaimResult
 
 
 # ---- statistics -----------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def transfer_verdict(slopes: Mapping[int, float | None], expect: str, delta: flo
 # ---- claims ---------------------------------------------------------------------------------------
 def _result(claim: Claim, text: str, verdict: str, numbers: str, p: float | None = None,
             p_against: float | None = None, table: str = "") -> ClaimResult:
-    from trx.report_md import ClaimResult
+    from trx.report import ClaimResult
 
     return ClaimResult(text, verdict, numbers, p, p_against, claim.primary, table)
 
@@ -173,7 +173,7 @@ def _steps_by_seed(mine: list[RunRecord], metric: str, target: float) -> tuple[d
 def judge_steps(claim: Claim, text: str, sides: list[GroupSelector], chosen: list[list[RunRecord]],
                 metric: str) -> ClaimResult:
     """A `steps_to_target` claim: each side's steps to the target, paired by seed."""
-    from trx.report_md import ClaimResult, _label, _num, _pvalues, paired_runs
+    from trx.report import ClaimResult, _label, _num, _pvalues, paired_runs
 
     found = paired_runs(claim, text, sides, chosen, metric)
     if isinstance(found, ClaimResult):
@@ -238,7 +238,7 @@ def _best_by_width(mine: list[RunRecord], axis: str, metric: str
 def transfer_table(best: Mapping[float, Mapping[int, float | None]], slopes: Mapping[int, float | None],
                    axis: str) -> str:
     """Markdown: per seed, the best lr at each axis value and the slope."""
-    from trx.report_md import _num
+    from trx.report import _num
 
     widths = sorted(best)
     head = f"| seed | {' | '.join(f'best lr at {axis}={w:g}' for w in widths)} | slope |"
@@ -252,7 +252,7 @@ def transfer_table(best: Mapping[float, Mapping[int, float | None]], slopes: Map
 def judge_transfer(claim: Claim, text: str, sides: list[GroupSelector], chosen: list[list[RunRecord]],
                    metric: str) -> ClaimResult:
     """An `lr_transfer` claim: the slope of log best lr on log width over seeds."""
-    from trx.report_md import _label, _num, _pnum
+    from trx.report import _label, _num, _pnum
 
     axis = str(claim.axis)
     best = _best_by_width(chosen[0], axis, metric)
@@ -282,7 +282,7 @@ def transfer_figures(runs: list[RunRecord], claims: object, metric: str, report:
     """`<stem>_transfer.png` beside the report: best lr against the axis of the experiment's
     lr_transfer claims, log-log, one line per arm; [] without such a claim or data for it."""
     from trx.config import parse_claims
-    from trx.report_md import select
+    from trx.report import select
 
     if not claims:
         return []
