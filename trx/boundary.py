@@ -73,20 +73,22 @@ def final_metric(summary: Mapping[str, Any]) -> float | None:
     return None
 
 
+def failed(summary: Mapping[str, Any]) -> bool:
+    """Diverged, stalled, or no finite final metric: unstable whatever the rule's bounds."""
+    metric = final_metric(summary)
+    return bool(summary.get("diverged") or summary.get("stalled") or summary.get("status") == "diverged") \
+        or metric is None or not math.isfinite(metric)
+
+
 def unstable_flags(by_lr: Mapping[float, Mapping[str, Any]], rule: Mapping[str, Any]) -> dict[float, bool]:
-    """lr → unstable for one seed's series: diverged, stalled, no finite final metric, or a final
-    metric above `max_metric` or above (1 + `within`) × the series' best final metric."""
-    metrics = {lr: final_metric(s) for lr, s in by_lr.items()}
-    failed = {lr: bool(s.get("diverged") or s.get("stalled") or s.get("status") == "diverged")
-              or metrics[lr] is None or not math.isfinite(metrics[lr]) for lr, s in by_lr.items()}  # type: ignore[arg-type]
-    best = min((m for lr, m in metrics.items() if not failed[lr]), default=None)
-    cap, within = rule.get("max_metric"), rule.get("within")
-    out = {}
-    for lr, m in metrics.items():
-        over = (cap is not None and m > cap) if not failed[lr] else False  # type: ignore[operator]
-        far = (within is not None and best is not None and m > (1 + within) * best) if not failed[lr] else False  # type: ignore[operator]
-        out[lr] = failed[lr] or over or far
-    return out
+    """lr → unstable for one seed's series: failed (above), or a final metric above `max_metric`
+    or above (1 + `within`) × the best final metric among the series' runs that did not fail."""
+    metrics = {lr: final_metric(s) for lr, s in by_lr.items() if not failed(s)}
+    best = min(metrics.values(), default=None)
+    bounds = [b for b in (rule.get("max_metric"),
+                          None if rule.get("within") is None or best is None else (1 + rule["within"]) * best)
+              if b is not None]
+    return {lr: lr not in metrics or any(metrics[lr] > b for b in bounds) for lr in by_lr}  # type: ignore[operator]
 
 
 def bracket(unstable: Mapping[float, bool]) -> Bracket:

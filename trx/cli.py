@@ -499,7 +499,8 @@ def sweep(
         check_plan(plan, None)
         console.print("dry run: every cell checked, nothing written")
         return
-    with stop_on_signals(StopFlag()) as stop, JobProgress(len(plan.cells), "sweep") as progress:
+    most = len(plan.cells) + (_probe_limit(plan) if plan.boundary else 0)
+    with stop_on_signals(StopFlag()) as stop, JobProgress(most, "sweep") as progress:
         outcome = api.sweep(plan, executor=chosen, notify=progress.event, stop=stop)
     if progress.skipped:
         console.print(f"{len(progress.skipped)} cell(s) were already finished and skipped")
@@ -535,12 +536,16 @@ def _report_sweep(plan: Any, results: list[Any]) -> None:
                                                    "best lr's improvement over the initial value; seed_decades: median per-seed width, its interval of confidence ci_conf)"))
 
 
+def _probe_limit(plan: Any) -> int:
+    from trx.boundary_search import probe_limit
+
+    return probe_limit(plan)
+
+
 def _boundary_probes(plan: Any) -> str:
     if plan.boundary is None:
         return ""
-    from trx.boundary_search import probe_limit
-
-    return f" + at most {probe_limit(plan)} boundary probes ({plan.boundary.bisections} bisections per series)"
+    return f" + at most {_probe_limit(plan)} boundary probes ({plan.boundary.bisections} bisections per series)"
 
 
 def _report_boundary(plan: Any) -> None:

@@ -61,7 +61,7 @@ class StableRule(Strict):
     metric (val_loss where evaluated, else the train loss) passes every bound given."""
 
     max_metric: float | None = Field(None, description="unstable above this absolute final metric")
-    within: float | None = Field(None, gt=0.0, description="unstable above (1 + within) × the series' best coarse final metric")
+    within: float | None = Field(None, gt=0.0, description="unstable above (1 + within) × the best final metric of its series")
 
 
 class BoundarySearch(Strict):
