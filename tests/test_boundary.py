@@ -218,3 +218,18 @@ def test_an_open_boundary_on_the_side_that_should_be_lower_keeps_the_claim_incon
     p = boundary_difference(a, b)
     assert p.verdict == INCONCLUSIVE and "b open" in p.note
     assert boundary_difference(a, brackets_at(lows)).verdict == SUPPORTED
+
+
+def test_per_all_probes_every_seed_at_one_lr_and_writes_one_row(tmp_path):
+    cfg = quad(optimizers={"gd": {"lr": 0.5}}, claims=[],
+               task={"name": "quadratic1d", "curvature": 1.0, "init": 1.0, "noise": 0.1})
+    cfg["sweep"]["boundary"] = {"bisections": 2, "per": "all", "stable": {"max_metric": 0.5}}
+    out = tmp_path / "runs"
+    assert not trx.sweep(write(tmp_path, cfg), out=out).interrupted
+    [row] = boundary_csv(out)
+    assert row["seed"] == "all" and float(row["lr_stable"]) < 2.0 < float(row["lr_unstable"])
+    lrs = {}
+    for cell in cells(out):
+        lr, seed = cell.split("/")[-1].split(",")
+        lrs.setdefault(lr, set()).add(seed)
+    assert len(lrs) == 5 and all(seeds == {"seed=0", "seed=1"} for seeds in lrs.values())
