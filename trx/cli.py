@@ -457,6 +457,7 @@ def sweep(
     gpus_per_cell: Annotated[float, typer.Option("--gpus-per-cell", help="with --ray: GPUs each cell reserves")] = 0.0,
     tensorboard: TensorBoardOpt = False,
     executor: ExecutorOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="check every cell and say how many would run; write nothing")] = False,
 ) -> None:
     """Run every cell (arm × grid point × seed) of a sweep; finished cells are skipped."""
     from trx.stop import StopFlag, stop_on_signals
@@ -467,9 +468,17 @@ def sweep(
     sets = [*(set_ or []), *(["tensorboard=true"] if tensorboard else [])]
     plan = plan_sweep(config, sets, grid or [], seeds, out)
     arms = sorted({c.arm for c in plan.cells})
-    console.print(f"sweep {plan.name}: {len(plan.cells)} cells ({', '.join(arms)}), {_where(chosen)}, into {plan.root}",
-                  highlight=False)
-    with stop_on_signals(StopFlag()) as stop, JobProgress(len(plan.cells), "sweep") as progress:
+    probes = _boundary_probes(plan)
+    console.print(f"sweep {plan.name}: {len(plan.cells)} cells ({', '.join(arms)}){probes}, {_where(chosen)}, "
+                  f"into {plan.root}", highlight=False)
+    if dry_run:
+        from trx.sweep_plan import check_plan
+
+        check_plan(plan, None)
+        console.print("dry run: every cell checked, nothing written")
+        return
+    most = len(plan.cells) + (_probe_limit(plan) if plan.boundary else 0)
+    with stop_on_signals(StopFlag()) as stop, JobProgress(most, "sweep") as progress:
         outcome = api.sweep(plan, executor=chosen, notify=progress.event, stop=stop)
     if progress.skipped:
         console.print(f"{len(progress.skipped)} cell(s) were already finished and skipped")
@@ -477,6 +486,7 @@ def sweep(
         err_console.print("interrupted: running cells were saved; run the same command again to finish the sweep")
         raise typer.Exit(130)
     _report_sweep(plan, outcome.results)
+    _report_boundary(plan)
     console.print(f"results in {plan.root} (one row per cell in {ExperimentDir(plan.root).sweep_csv.name})", highlight=False)
     _next_steps(plan, outcome.results)
     for job, r in progress.locked:
@@ -502,6 +512,28 @@ def _report_sweep(plan: Any, results: list[Any]) -> None:
         if not lrs.empty:
             show(render_table(_display(lrs), title=f"learning-rate tolerance (final {metric}; band: ≥ 90% of the "
                                                    "best lr's improvement over the initial value; seed_decades: median per-seed width, its interval of confidence ci_conf)"))
+
+
+def _probe_limit(plan: Any) -> int:
+    from trx.boundary_search import probe_limit
+
+    return probe_limit(plan)
+
+
+def _boundary_probes(plan: Any) -> str:
+    if plan.boundary is None:
+        return ""
+    return f" + at most {_probe_limit(plan)} boundary probes ({plan.boundary.bisections} bisections per series)"
+
+
+def _report_boundary(plan: Any) -> None:
+    import pandas as pd
+
+    path = ExperimentDir(plan.root).boundary_csv
+    if plan.boundary is not None and path.exists():
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        show(render_table(table[["arm", "point", "seed", "bracket", "status", "lrs_probed"]],
+                          title=f"stability boundary: [largest stable lr, next unstable lr) per series ({path.name})"))
 
 
 def _next_steps(plan: Any, results: list[Any]) -> None:

@@ -22,6 +22,7 @@ from trx.optim.spec import ArmConfig
 from trx.tasks import TASKS
 
 MAX_RUNS = 10_000  # seeds of one run, cells of one sweep: more is a typo, and expanding it would take minutes
+MAX_BISECTIONS = 10  # beyond this a bracket is narrower than the 4 significant digits a cell id keeps
 MAX_SEED = 2**32 - 1  # numpy's and torch's generators take any seed up to here
 ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -56,11 +57,28 @@ def task_config_type() -> Any:
     return Annotated[Union[tuple(members)], Field(discriminator="name"), BeforeValidator(shorthand)]  # noqa: UP007
 
 
+class StableRule(Strict):
+    """When a boundary probe counts as stable: it neither diverged nor stalled, and its final
+    metric (val_loss where evaluated, else the train loss) passes every bound given."""
+
+    max_metric: float | None = Field(None, description="unstable above this absolute final metric")
+    within: float | None = Field(None, gt=0.0, description="unstable above (1 + within) × the best final metric of its series")
+
+
+class BoundarySearch(Strict):
+    """`sweep.boundary`: after the coarse lr grid, bisect in log-lr for the largest stable lr."""
+
+    bisections: int = Field(3, ge=0, le=MAX_BISECTIONS, description="halvings of each log-lr bracket")
+    per: Literal["seed", "all"] = Field("seed", description="seed: a boundary per seed; all: stable when every seed is")
+    stable: StableRule = Field(default_factory=StableRule, description="the stability rule")
+
+
 class SweepConfig(Strict):
     """The grid of `trx sweep`: dotted keys → values, lists or {log|linear: [lo, hi], num: n}."""
 
     grid: dict[str, Any] = Field(default_factory=dict, description="dotted key → values")
     seeds: list[int] | None = Field(None, description="seeds to run every cell with")
+    boundary: BoundarySearch | None = Field(None, description="bisect each arm's lr for its stability boundary")
 
 
 class GroupSelector(Strict):
@@ -72,7 +90,8 @@ class GroupSelector(Strict):
 
 CLAIM_EXPECT = {"difference": ("a_better", "b_better"), "lr_tolerance": ("a_wider", "b_wider"),
                 "equivalence": ("equivalent",), "stability": ("a_stabler", "b_stabler"),
-                "steps_to_target": ("a_faster", "b_faster"), "lr_transfer": ("transfers", "shifts")}
+                "steps_to_target": ("a_faster", "b_faster"), "lr_transfer": ("transfers", "shifts"),
+                "boundary": ("a_higher", "b_higher", "equivalent")}
 
 
 class Claim(Strict):
@@ -80,15 +99,17 @@ class Claim(Strict):
     (docs/statistics.md), as one of the report's family of claims."""
 
     text: str = Field(description="the claim in words")
-    kind: Literal["difference", "lr_tolerance", "equivalence", "stability", "steps_to_target", "lr_transfer"] = Field(
+    kind: Literal["difference", "lr_tolerance", "equivalence", "stability", "steps_to_target", "lr_transfer",
+                  "boundary"] = Field(
         description="difference: a final metric; lr_tolerance: lr-band width; equivalence: |a − b| < delta; "
                     "stability: seeds that diverged or stalled; steps_to_target: steps to reach `target`; "
-                    "lr_transfer: slope of log best lr on log `axis` (a only)")
+                    "lr_transfer: slope of log best lr on log `axis` (a only); boundary: the largest stable lr "
+                    "(sweep.boundary)")
     metric: str | None = Field(None, description="metrics.csv column judged (default: the report's metric)")
     a: GroupSelector
     b: GroupSelector | None = Field(None, description="the other side (every kind but lr_transfer)")
     expect: Literal["a_better", "b_better", "a_wider", "b_wider", "equivalent", "a_stabler", "b_stabler", "a_faster",
-                    "b_faster", "transfers", "shifts"] = Field(description="the direction claimed")
+                    "b_faster", "transfers", "shifts", "a_higher", "b_higher"] = Field(description="the direction claimed")
     target: float | None = Field(None, description="steps_to_target: the metric value to reach (≤ a loss, ≥ an accuracy)")
     axis: str | None = Field(None, description="lr_transfer: the grid key of the width, e.g. task.n_embd")
     tolerance: float = Field(0.1, gt=0.0, lt=1.0, description="lr_tolerance: relative band around the best")
@@ -109,6 +130,8 @@ class Claim(Strict):
             raise ValueError(f"expect: {self.kind} claims take {' | '.join(allowed)}, got {self.expect}")
         if self.kind == "equivalence" and not self.delta:
             raise ValueError("delta: an equivalence claim needs its margin δ > 0 (metric units)")
+        if self.kind == "boundary" and self.expect == "equivalent" and not self.delta:
+            raise ValueError("delta: an equivalent boundary claim needs its margin δ > 0 (decades)")
         if self.selection_seeds is not None and not self.best_lr:
             raise ValueError("selection_seeds: only a best_lr claim selects anything")
         if self.best_lr and self.kind not in ("difference", "equivalence", "steps_to_target"):

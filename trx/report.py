@@ -6,6 +6,7 @@ against the first arm, and a verdict for every claim the experiment declares."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import pandas as pd
 import trx
 from trx.errors import UserError
 from trx.io import atomic_write
+from trx.report_boundary import boundary_numbers, boundary_section, search_rule
 from trx.rundir import CONFIG, EXPERIMENT, ExperimentDir, RunDir, value_text
 from trx.compare import (RunRecord, axis_table, check_metric, compare_table, curve_band, curve_values,
                         default_metric, duration_text, failure_table, find_runs, higher_is_better, interval_text,
@@ -45,7 +47,8 @@ def write_report(paths: list[Path], out: Path | None = None, metric: str | None 
     arms = arm_order(runs, experiment)
     sections = [what_ran(runs, experiment, paths), results(runs, metric), lr_section(runs, metric),
                 tolerance_section(runs, metric), paired_section(runs, metric, arms), axis_section(runs, metric),
-                failure_section(runs, arms), claims_section(runs, (experiment or {}).get("claims"), metric),
+                failure_section(runs, arms), boundary_section(runs, search_rule(experiment)),
+                claims_section(runs, (experiment or {}).get("claims"), metric, search_rule(experiment)),
                 figures_section(figures)]
     title = ", ".join(sorted({r.name for r in runs if r.name})) or "trx runs"
     head = f"# {title}: report\n\nWritten by trx {trx.__version__} on {_now()} from {len(runs)} run folder(s)."
@@ -302,7 +305,8 @@ def _seeds(runs: list[RunRecord]) -> str:
     return ", ".join(str(s) for s in sorted({r.seed for r in runs if r.seed is not None})) or "none"
 
 
-def evaluate_claim(claim: Claim, runs: list[RunRecord], default: str) -> ClaimResult:
+def evaluate_claim(claim: Claim, runs: list[RunRecord], default: str, boundary: dict[str, Any] | None = None
+                   ) -> ClaimResult:
     """The verdict on one claim (before the family's adjustment), with its numbers in words."""
     metric = claim.metric or default
     sides = [claim.a, claim.b] if claim.b is not None else [claim.a]
@@ -314,7 +318,8 @@ def evaluate_claim(claim: Claim, runs: list[RunRecord], default: str) -> ClaimRe
         if not mine:
             return ClaimResult(text, "not evaluated", f"no runs match {_label(side)}", primary=claim.primary)
     judge = {"difference": _difference, "equivalence": _difference, "lr_tolerance": _tolerance,
-             "stability": _stability, "steps_to_target": judge_steps, "lr_transfer": judge_transfer}[claim.kind]
+             "stability": _stability, "steps_to_target": judge_steps, "lr_transfer": judge_transfer,
+             "boundary": functools.partial(_boundary, search=boundary)}[claim.kind]
     return judge(claim, text, sides, chosen, metric)
 
 
@@ -452,6 +457,15 @@ def _stability(claim: Claim, text: str, sides: list[GroupSelector], chosen: list
     return ClaimResult(text, p.verdict, numbers, p.p, p.p_against, claim.primary)
 
 
+def _boundary(claim: Claim, text: str, sides: list[GroupSelector], chosen: list[list[RunRecord]], metric: str,
+              search: dict[str, Any] | None = None) -> ClaimResult:
+    equivalent = claim.expect == "equivalent"
+    p, numbers = boundary_numbers(chosen, [_label(s) for s in sides], claim.delta or 0.0, equivalent, search)
+    if p is None:
+        return ClaimResult(text, "not evaluated", numbers, primary=claim.primary)
+    return ClaimResult(text, p.verdict, numbers, p.p, p.p_against, claim.primary)
+
+
 def family_verdicts(results: list[ClaimResult]) -> list[tuple[str, float | None]]:
     """(verdict, adjusted p) per claim: the primary claim judged alone at ALPHA, the others as a
     family, each direction's one-sided p-values Holm-adjusted over it. The p given is the one of
@@ -473,12 +487,12 @@ def family_verdicts(results: list[ClaimResult]) -> list[tuple[str, float | None]
     return out
 
 
-def claims_section(runs: list[RunRecord], claims: Any, metric: str) -> str:
+def claims_section(runs: list[RunRecord], claims: Any, metric: str, boundary: dict[str, Any] | None = None) -> str:
     if not claims:
         return ""
     from trx.config import parse_claims  # imports torch: only a report with claims pays for it
 
-    results = [evaluate_claim(claim, runs, metric) for claim in parse_claims(claims)]
+    results = [evaluate_claim(claim, runs, metric, boundary) for claim in parse_claims(claims)]
     lines = ["## Claims", "", CLAIMS_INTRO, "", family_words(results), ""]
     for res, (said, adjusted) in zip(results, family_verdicts(results)):
         tag = " (primary)" if res.primary else ""

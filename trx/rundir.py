@@ -4,7 +4,7 @@ one place their names are spelled.
 A run folder (one arm, one seed) holds `config.yaml` (the resolved config), `cell.json` (what the
 folder is: `CellMeta`), `metrics.csv`, `summary.json`, `checkpoint.pt` while unfinished, the lock
 (`.lock`, `.lock.holder`) and `tb/` with TensorBoard. An experiment folder holds
-`experiment.yaml`, `comparison.csv` and, for a sweep, `sweep/` with `sweep.csv`. Writes are
+`experiment.yaml`, `comparison.csv` and, for a sweep, `sweep/` with `sweep.csv` (and `boundary.csv` for a boundary search). Writes are
 atomic (`trx.io`) and refuse links planted inside the folder; one process writes a run folder at
 a time (`RunDir.lock`). What a folder is comes from its `cell.json`, never from its name.
 No torch here: reports read folders without it.
@@ -40,6 +40,7 @@ COMPARISON = "comparison.csv"
 SWEEP = "sweep"  # the sweep's folder inside its experiment folder
 SWEEP_CSV = "sweep.csv"
 SWEEP_LOCK = ".sweep.lock"
+BOUNDARY_CSV = "boundary.csv"  # a boundary sweep's brackets, one row per series
 
 RESULT_FILES = (METRICS, SUMMARY, CHECKPOINT)  # a folder holding one of these holds a result
 OWN_FILES = (*RESULT_FILES, CONFIG, CELL, LOCK, HOLDER)  # what a run writes in its folder
@@ -255,6 +256,7 @@ class ExperimentDir(_Folder):
     experiment = _file(EXPERIMENT)
     comparison = _file(COMPARISON)
     sweep_csv = _file(SWEEP_CSV)
+    boundary_csv = _file(BOUNDARY_CSV)
 
     @property
     def sweep(self) -> ExperimentDir:

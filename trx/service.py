@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trx.boundary_search import save_boundary_csv, search
 from trx.config import ExperimentConfig, dump
 from trx.experiment import Experiment, prepare
 from trx.executors import Executor, InProcess, run_jobs
@@ -72,10 +73,17 @@ def run_experiment(cfg: ExperimentConfig, out: Path, *, device: str | None = Non
 
 def run_sweep(plan: Plan, *, executor: Executor | None = None, notify: Notify | None = None,
               stop: Any = None) -> Outcome:
-    """Every cell of a planned sweep (finished cells are kept), then sweep.csv unless stopped."""
+    """Every cell of a planned sweep (finished cells are kept), then sweep.csv unless stopped; a
+    boundary sweep runs its probe rounds after the grid and writes boundary.csv too."""
     jobs = check_plan(plan, None)
     write_experiment(plan, plan.config)
-    outcome = Outcome(plan.root, jobs, run_jobs(jobs, executor or InProcess(), notify, stop))
+    if plan.boundary is None:
+        outcome = Outcome(plan.root, jobs, run_jobs(jobs, executor or InProcess(), notify, stop))
+    else:  # the grid, then bisection rounds of probe cells (trx.boundary_search)
+        plan, jobs, results = search(plan, jobs, executor or InProcess(), notify, stop)
+        outcome = Outcome(plan.root, jobs, results)
     if not outcome.interrupted:
         save_sweep_csv(plan, outcome.results)
+        if plan.boundary is not None:
+            save_boundary_csv(plan, outcome.results)
     return outcome

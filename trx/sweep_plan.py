@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from trx.config import MAX_RUNS, ExperimentConfig, UserError, apply_overrides, resolve, set_dotted
+from trx.config import MAX_RUNS, BoundarySearch, ExperimentConfig, UserError, apply_overrides, resolve, set_dotted
 from trx.io import atomic_write, load_yaml, read_yaml, yaml_problem
 from trx.experiment import Experiment, prepare
 from trx.jobs import ArmJob, CellMeta, JobResult, check_fits, check_jobs, task_key
@@ -141,6 +141,12 @@ class Plan:
     cells: list[Cell]
     keys: list[str]  # the short override keys, in order, for sweep.csv columns
     config: dict[str, Any] = field(default_factory=dict, repr=False)  # the whole resolved config
+    boundary: BoundarySearch | None = None  # sweep.boundary: bisect each arm's lr after this grid
+    data: dict[str, Any] = field(default_factory=dict, repr=False)  # the raw config cells are made from
+
+    def make_cell(self, arm: str, overrides: list[tuple[str, Any]], seed: int) -> Cell:
+        """A cell beyond the grid (a boundary probe), validated like the grid's."""
+        return Cell(arm, overrides, seed, _cell_config(self.data, arm, overrides, seed))
 
     def cell_dir(self, cell: Cell) -> Path:
         """`root/<arm>/<id>`, checked to lie inside the sweep root (links planted below it count)."""
@@ -256,9 +262,26 @@ def plan_sweep(
     else:
         seed_list = list(sweep.seeds) if sweep and sweep.seeds else base.seed_list()
     check_size(data, grid, seed_list)
+    boundary = sweep.boundary if sweep else None
+    if boundary is not None:
+        check_lr_axes(data, grid)
     cells = expand(data, grid, seed_list)
     keys = list(dict.fromkeys(k for c in cells for k, _ in c.short))
-    return Plan(base.name, Path(out) / base.name / SWEEP, cells, keys, base.model_dump(mode="json"))
+    return Plan(base.name, Path(out) / base.name / SWEEP, cells, keys, base.model_dump(mode="json"), boundary, data)
+
+
+def lr_key(arm: str) -> str:
+    return f"optimizers.{arm}.lr"
+
+
+def check_lr_axes(data: dict[str, Any], grid: dict[str, list[Any]]) -> None:
+    """A boundary search bisects each arm's lr: every arm needs it as a grid axis of numbers > 0."""
+    arms = list(data["optimizers"])
+    for arm in arms:
+        lrs = dict(arm_axes(arm, grid, arms)).get(lr_key(arm))
+        if lrs is None or not all(_is_number(v) and v > 0 for v in lrs):
+            raise UserError(f"sweep.boundary: arm {arm} needs an lr axis of numbers > 0 in sweep.grid",
+                            hint=f"add {lr_key(arm)} (or optimizers.*.lr), e.g. {{log: [1e-3, 1e-1], num: 3}}")
 
 
 # ---- jobs ------------------------------------------------------------------------------------
