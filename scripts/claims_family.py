@@ -16,6 +16,7 @@ from pathlib import Path
 from trx.compare import default_metric, find_runs
 from trx.config import parse_claims
 from trx.report import evaluate_claim, family_verdicts, find_experiment
+from trx.report_boundary import search_rule
 
 
 def judged(folder: Path) -> list[tuple[str, object]]:
@@ -24,7 +25,8 @@ def judged(folder: Path) -> list[tuple[str, object]]:
     experiment = find_experiment([folder], runs) or {}
     metric = default_metric(runs)
     claims = parse_claims(experiment.get("claims") or [])
-    return [(str(experiment.get("name", folder)), evaluate_claim(c, runs, metric)) for c in claims]
+    rule = search_rule(experiment)  # boundary claims read the sweep's stability rule
+    return [(str(experiment.get("name", folder)), evaluate_claim(c, runs, metric, rule)) for c in claims]
 
 
 def main(folders: list[str]) -> None:

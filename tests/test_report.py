@@ -352,7 +352,8 @@ def test_the_band_figure_needs_an_lr_axis_and_is_drawn_for_one(tmp_path):
 def test_a_contradicted_claim_shows_the_adjusted_p_of_the_other_direction():
     """Holm adjusts each direction over the family; a contradicted verdict is decided by the p of
     the other direction, so that is the one the report gives (not the claimed side's ≈ 1)."""
-    from trx.report import ClaimResult, family_verdicts
+    from trx.claims import ClaimResult
+    from trx.report import family_verdicts
 
     results = [ClaimResult("x", "contradicted", "", 0.999, 0.001, False),
                ClaimResult("y", "inconclusive", "", 0.3, 0.7, False),
@@ -366,7 +367,8 @@ def test_a_contradicted_claim_shows_the_adjusted_p_of_the_other_direction():
 def test_an_untested_claim_leaves_the_family_and_the_count_says_what_was_tested():
     """A claim with no p (an open band, too few shared seeds) is no member of the Holm family: it
     cannot be falsely supported, so it must not dilute the others nor be counted as tested."""
-    from trx.report import ClaimResult, family_verdicts, family_words
+    from trx.claims import ClaimResult
+    from trx.report import family_verdicts, family_words
 
     results = [ClaimResult("x", "supported", "", 0.012, 0.99, False),
                ClaimResult("open", "inconclusive", "", None, None, False),

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +21,7 @@ from trx.compare import (RunRecord, axis_table, check_metric, compare_table, cur
                         default_metric, duration_text, failure_table, find_runs, higher_is_better, interval_text,
                         lr_curves, lr_table, natural_key, paired_table, reference_value, seed_failures, seed_values,
                         to_markdown, tolerance_curve_table)
+from trx.claims import ClaimResult, num, one_per_seed, p_text, paired_runs, pnum, select, side_label
 from trx.speed_transfer import judge_steps, judge_transfer, transfer_figures
 from trx.stats import (CONTRADICTED, INCONCLUSIVE, TOLERANCES, Paired, decide, equivalence, failure_difference, holm,
                        paired_difference, tolerance_difference)
@@ -215,7 +214,7 @@ def tolerance_section(runs: list[RunRecord], metric: str) -> str:
         name = f"{tol:.0%}" if kind == "relative" else f"±{tol:g}"
         bound = "≥ " if row["open"] else ""
         wide.setdefault(arm, {"arm": arm})[name] = (
-            f"{bound}{_num(row['decades'])} {interval_text(row['seed_decades_ci_lo'], row['seed_decades_ci_hi'])}")
+            f"{bound}{num(row['decades'])} {interval_text(row['seed_decades_ci_lo'], row['seed_decades_ci_hi'])}")
     shown = pd.DataFrame(list(wide.values()), dtype=str)
     return "\n".join([
         f"## Band width against the tolerance (final {metric})", "",
@@ -277,32 +276,6 @@ def failure_section(runs: list[RunRecord], arms: list[str]) -> str:
 
 
 # ---- claims -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ClaimResult:
-    text: str
-    verdict: str  # supported | contradicted | inconclusive | not evaluated (before the family's adjustment)
-    numbers: str
-    p: float | None = None  # one-sided p of the claim
-    p_against: float | None = None  # one-sided p of the opposite claim
-    primary: bool = False
-    table: str = ""  # Markdown shown below the claims (lr_transfer: best lr per width and seed)
-
-
-def select(runs: list[RunRecord], side: GroupSelector, seeds: list[int] | None = None) -> list[RunRecord]:
-    """The runs of one side of a claim: its arm, the cells with its `where:` grid values, and the
-    given seeds only (None: all)."""
-    where = {str(k): value_text(v) for k, v in side.where.items()}
-    return [r for r in runs if r.arm == side.arm and all(dict(r.overrides).get(k) == v for k, v in where.items())
-            and (seeds is None or r.seed in seeds)]
-
-
-def _label(side: GroupSelector) -> str:
-    where = ",".join(f"{k}={value_text(v)}" for k, v in side.where.items())
-    return side.arm + (f" ({where})" if where else "")
-
-
-def _seeds(runs: list[RunRecord]) -> str:
-    return ", ".join(str(s) for s in sorted({r.seed for r in runs if r.seed is not None})) or "none"
 
 
 def evaluate_claim(claim: Claim, runs: list[RunRecord], default: str, boundary: dict[str, Any] | None = None
@@ -316,76 +289,11 @@ def evaluate_claim(claim: Claim, runs: list[RunRecord], default: str, boundary: 
     chosen = [select(runs, side, claim.evaluation_seeds if not claim.best_lr else None) for side in sides]
     for side, mine in zip(sides, chosen):
         if not mine:
-            return ClaimResult(text, "not evaluated", f"no runs match {_label(side)}", primary=claim.primary)
+            return ClaimResult(text, "not evaluated", f"no runs match {side_label(side)}", primary=claim.primary)
     judge = {"difference": _difference, "equivalence": _difference, "lr_tolerance": _tolerance,
              "stability": _stability, "steps_to_target": judge_steps, "lr_transfer": judge_transfer,
              "boundary": functools.partial(_boundary, search=boundary)}[claim.kind]
     return judge(claim, text, sides, chosen, metric)
-
-
-def _one_per_seed(text: str, sides: list[GroupSelector], chosen: list[list[RunRecord]], claim: Claim
-                  ) -> ClaimResult | None:
-    for side, mine in zip(sides, chosen):
-        if len({r.seed for r in mine}) < len(mine):
-            why = f"{_label(side)}: several runs per seed; add `where:` to pick one cell"
-            return ClaimResult(text, "not evaluated", why, primary=claim.primary)
-    return None
-
-
-def best_lr_runs(mine: list[RunRecord], metric: str, selection: list[int] | None, evaluation: list[int] | None
-                 ) -> tuple[float, list[RunRecord]] | None:
-    """(best lr, its runs on the evaluation seeds): the lr whose seed-mean `metric` over the
-    selection seeds is best, an lr where a selection seed failed never chosen. Evaluation seeds
-    default to the seeds not used for selection (all of them when no selection is given)."""
-    curves = lr_curves(mine)
-    if len(curves) != 1:
-        return None
-    by_lr = next(iter(curves.values()))
-    better = higher_is_better(metric)
-    scores = {}
-    for lr, members in by_lr.items():
-        values = seed_values([r for r in members if selection is None or r.seed in selection], metric)
-        if values and all(v is not None and math.isfinite(v) for v in values.values()):
-            scores[lr] = sum(values.values()) / len(values)  # type: ignore[arg-type]
-    if not scores:
-        return None
-    best = (max if better else min)(scores, key=scores.__getitem__)
-    keep = evaluation or ([r.seed for r in by_lr[best] if r.seed not in selection] if selection else None)
-    return best, [r for r in by_lr[best] if keep is None or r.seed in keep]
-
-
-def _at_best_lr(claim: Claim, sides: list[GroupSelector], chosen: list[list[RunRecord]], metric: str
-                ) -> tuple[list[list[RunRecord]], str] | str:
-    """Each side at its best lr, and the words saying which seeds picked it and which judge it."""
-    picked, lrs = [], []
-    for side, mine in zip(sides, chosen):
-        found = best_lr_runs(mine, metric, claim.selection_seeds, claim.evaluation_seeds)
-        if found is None or not found[1]:
-            return f"{_label(side)}: no single lr curve with a finite result on the selection seeds"
-        lrs.append(f"{_label(side)} {found[0]:.4g}")
-        picked.append(found[1])
-    select_seeds = ", ".join(map(str, claim.selection_seeds)) if claim.selection_seeds else _seeds(
-        [r for mine in chosen for r in mine])
-    judged = _seeds([r for mine in picked for r in mine])
-    same = "" if claim.selection_seeds else " (the same seeds: the best lr's own luck favours it)"
-    return picked, f"; lr picked on seeds {select_seeds} ({', '.join(lrs)}), judged on seeds {judged}{same}"
-
-
-def _pvalues(p: Paired) -> str:
-    return "" if p.p is None else f", p = {_pnum(p.p)}"
-
-
-def paired_runs(claim: Claim, text: str, sides: list[GroupSelector], chosen: list[list[RunRecord]], metric: str
-                ) -> tuple[list[list[RunRecord]], str] | ClaimResult:
-    """Each side's runs to pair by seed — at its best lr where the claim asks — and the words
-    saying which seeds picked the lr; or why the claim cannot be evaluated."""
-    seeds_words = ""
-    if claim.best_lr:
-        found = _at_best_lr(claim, sides, chosen, metric)
-        if isinstance(found, str):
-            return ClaimResult(text, "not evaluated", found, primary=claim.primary)
-        chosen, seeds_words = found
-    return _one_per_seed(text, sides, chosen, claim) or (chosen, seeds_words)
 
 
 def _difference(claim: Claim, text: str, sides: list[GroupSelector], chosen: list[list[RunRecord]],
@@ -406,8 +314,8 @@ def _difference(claim: Claim, text: str, sides: list[GroupSelector], chosen: lis
     failed = f", {p.failed} diverged run(s) ranked worst" if p.failed else ""
     excluded = f", {p.excluded} seed(s) excluded (unpaired or unfinished)" if p.excluded else ""
     note = f"; {p.note}" if p.note else ""
-    numbers = (f"final {metric} {_label(sides[0])} − {_label(sides[1])} = {_num(p.mean_diff)}, 95% CI "
-               f"{interval_text(p.lo, p.hi)} ({test} over n = {p.n} seeds{failed}{excluded}{_pvalues(p)})"
+    numbers = (f"final {metric} {side_label(sides[0])} − {side_label(sides[1])} = {num(p.mean_diff)}, 95% CI "
+               f"{interval_text(p.lo, p.hi)} ({test} over n = {p.n} seeds{failed}{excluded}{p_text(p)})"
                f"{seeds_words}{note}")
     return ClaimResult(text, p.verdict, numbers, p.p, p.p_against, claim.primary)
 
@@ -419,7 +327,7 @@ def _tolerance(claim: Claim, text: str, sides: list[GroupSelector], chosen: list
         found = lr_curves(mine)
         if len(found) != 1 or len(next(iter(found.values()))) < 2:
             why = "no lr axis" if not found else f"{len(found)} lr curves; add `where:` to pick one"
-            return ClaimResult(text, "not evaluated", f"{_label(side)}: {why}", primary=claim.primary)
+            return ClaimResult(text, "not evaluated", f"{side_label(side)}: {why}", primary=claim.primary)
         curves.append(next(iter(found.values())))
     (lrs_a, a), (lrs_b, b) = (curve_values(c, metric) for c in curves)
     refs = [reference_value([r for rs in c.values() for r in rs], metric) for c in curves]
@@ -433,34 +341,34 @@ def _tolerance(claim: Claim, text: str, sides: list[GroupSelector], chosen: list
         band = curve_band(curve, metric, claim.tolerance)
         bound = "≥ " if band.open_low or band.open_high else ""
         seeds = ", ".join(f"{w:.2f}" for w in band.seed_widths)
-        widths.append(f"{_label(side)} {bound}{_num(band.decades)} (per seed {seeds})")
-    others = ", ".join(f"{t:.0%}: {_num(width_diff(t).mean_diff)}" for t in TOLERANCES if t != claim.tolerance)
+        widths.append(f"{side_label(side)} {bound}{num(band.decades)} (per seed {seeds})")
+    others = ", ".join(f"{t:.0%}: {num(width_diff(t).mean_diff)}" for t in TOLERANCES if t != claim.tolerance)
     note = f"; {p.note}" if p.note else ""
     numbers = (f"lr band width (decades, within {claim.tolerance:.0%} of the best improvement) "
-               f"{_label(sides[0])} − {_label(sides[1])} = {_num(p.mean_diff)} (mean of per-seed differences; "
-               f"exact sign-flip test over n = {p.n} seeds{_pvalues(p)}); widths {'; '.join(widths)}; "
+               f"{side_label(sides[0])} − {side_label(sides[1])} = {num(p.mean_diff)} (mean of per-seed differences; "
+               f"exact sign-flip test over n = {p.n} seeds{p_text(p)}); widths {'; '.join(widths)}; "
                f"the same difference at other tolerances: {others}{note}")
     return ClaimResult(text, p.verdict, numbers, p.p, p.p_against, claim.primary)
 
 
 def _stability(claim: Claim, text: str, sides: list[GroupSelector], chosen: list[list[RunRecord]],
                metric: str) -> ClaimResult:
-    bad = _one_per_seed(text, sides, chosen, claim)
+    bad = one_per_seed(text, sides, chosen, claim)
     if bad:
         return bad
     a, b = (seed_failures(mine) for mine in chosen)
     p = failure_difference(a, b)
-    counts = [f"{_label(side)} {sum(bool(v) for v in f.values())}/{len(f)}" for side, f in zip(sides, (a, b))]
+    counts = [f"{side_label(side)} {sum(bool(v) for v in f.values())}/{len(f)}" for side, f in zip(sides, (a, b))]
     note = f"; {p.note}" if p.note else ""
     numbers = (f"seeds that diverged or stalled: {', '.join(counts)} (exact McNemar test on the discordant seeds "
-               f"of n = {p.n}{_pvalues(p)}){note}")
+               f"of n = {p.n}{p_text(p)}){note}")
     return ClaimResult(text, p.verdict, numbers, p.p, p.p_against, claim.primary)
 
 
 def _boundary(claim: Claim, text: str, sides: list[GroupSelector], chosen: list[list[RunRecord]], metric: str,
               search: dict[str, Any] | None = None) -> ClaimResult:
     equivalent = claim.expect == "equivalent"
-    p, numbers = boundary_numbers(chosen, [_label(s) for s in sides], claim.delta or 0.0, equivalent, search)
+    p, numbers = boundary_numbers(chosen, [side_label(s) for s in sides], claim.delta or 0.0, equivalent, search)
     if p is None:
         return ClaimResult(text, "not evaluated", numbers, primary=claim.primary)
     return ClaimResult(text, p.verdict, numbers, p.p, p.p_against, claim.primary)
@@ -498,7 +406,7 @@ def claims_section(runs: list[RunRecord], claims: Any, metric: str, boundary: di
         tag = " (primary)" if res.primary else ""
         change = f" (alone: {res.verdict})" if said != res.verdict else ""
         other = " (the other way)" if said == CONTRADICTED else ""
-        holm_p = "" if res.primary or adjusted is None else f"; Holm-adjusted p{other} = {_pnum(adjusted)}"
+        holm_p = "" if res.primary or adjusted is None else f"; Holm-adjusted p{other} = {pnum(adjusted)}"
         lines.append(f"- **{said}**{tag}{change}: {res.text}. {res.numbers}{holm_p}")
     tables: dict[str, list[str]] = {}  # two claims on one arm and axis share their table
     for res in results:
@@ -583,14 +491,6 @@ def figures_section(figures: list[tuple[str, str]]) -> str:
     for kind, name in figures:
         lines += [f"![{CAPTIONS.get(kind, kind)}]({name})", ""]
     return "\n".join(lines).rstrip()
-
-
-def _pnum(p: float | None) -> str:
-    return "-" if p is None else f"{p:.2g}"
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.4g}"
 
 
 def _now() -> str:

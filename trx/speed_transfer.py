@@ -37,11 +37,11 @@ from trx.compare import (
     seed_values,
     steps_to_target,
 )
+from trx.claims import ClaimResult, num, p_text, paired_runs, pnum, select, side_label
 from trx.stats import Paired, decide, paired_difference, rounding_floor, sign_flip_pvalue, t_interval, too_few
 
 if TYPE_CHECKING:
     from trx.config import Claim, GroupSelector
-    from trx.report import ClaimResult
 
 
 # ---- statistics -----------------------------------------------------------------------------------
@@ -148,7 +148,6 @@ def transfer_verdict(slopes: Mapping[int, float | None], expect: str, delta: flo
 # ---- claims ---------------------------------------------------------------------------------------
 def _result(claim: Claim, text: str, verdict: str, numbers: str, p: float | None = None,
             p_against: float | None = None, table: str = "") -> ClaimResult:
-    from trx.report import ClaimResult
 
     return ClaimResult(text, verdict, numbers, p, p_against, claim.primary, table)
 
@@ -173,7 +172,6 @@ def _steps_by_seed(mine: list[RunRecord], metric: str, target: float) -> tuple[d
 def judge_steps(claim: Claim, text: str, sides: list[GroupSelector], chosen: list[list[RunRecord]],
                 metric: str) -> ClaimResult:
     """A `steps_to_target` claim: each side's steps to the target, paired by seed."""
-    from trx.report import ClaimResult, _label, _num, _pvalues, paired_runs
 
     found = paired_runs(claim, text, sides, chosen, metric)
     if isinstance(found, ClaimResult):
@@ -188,7 +186,7 @@ def judge_steps(claim: Claim, text: str, sides: list[GroupSelector], chosen: lis
         seen = [10**v for v in by_seed.values() if v is not None]
         med = float(np.median(seen)) if seen else None
         not_reached = f", {miss} not reached" if miss else ""
-        medians.append(f"{_label(side)} {_num(med)}{not_reached}")
+        medians.append(f"{side_label(side)} {num(med)}{not_reached}")
     comparator = "≥" if higher_is_better(metric) else "≤"
     excluded = f", {p.excluded} seed(s) excluded (unpaired or unfinished)" if p.excluded else ""
     test = "paired t" if p.method == "paired t" else "exact sign-flip"
@@ -196,8 +194,8 @@ def judge_steps(claim: Claim, text: str, sides: list[GroupSelector], chosen: lis
     note = f"; {p.note}" if p.note else ""
     numbers = (f"steps to {metric} {comparator} {target:g}: median {'; '.join(medians)} (a seed that never reaches "
                f"it, or diverged, scores {steps + 1} steps: a lower bound on its own steps); ratio of steps "
-               f"{_label(sides[0])} / {_label(sides[1])} = {_num(ratio)}, 95% CI {interval_text(lo, hi)} "
-               f"({test} on log10 steps over n = {p.n} seeds{delta}{excluded}{_pvalues(p)}){seeds_words}{note}")
+               f"{side_label(sides[0])} / {side_label(sides[1])} = {num(ratio)}, 95% CI {interval_text(lo, hi)} "
+               f"({test} on log10 steps over n = {p.n} seeds{delta}{excluded}{p_text(p)}){seeds_words}{note}")
     return _result(claim, text, p.verdict, numbers, p.p, p.p_against)
 
 
@@ -238,35 +236,33 @@ def _best_by_width(mine: list[RunRecord], axis: str, metric: str
 def transfer_table(best: Mapping[float, Mapping[int, float | None]], slopes: Mapping[int, float | None],
                    axis: str) -> str:
     """Markdown: per seed, the best lr at each axis value and the slope."""
-    from trx.report import _num
 
     widths = sorted(best)
     head = f"| seed | {' | '.join(f'best lr at {axis}={w:g}' for w in widths)} | slope |"
     rows = [head, "|---" * (len(widths) + 2) + "|"]
     for s in sorted(slopes):
-        cells = [_num(best[w].get(s)) for w in widths]
-        rows.append(f"| {s} | {' | '.join(cells)} | {_num(slopes[s])} |")
+        cells = [num(best[w].get(s)) for w in widths]
+        rows.append(f"| {s} | {' | '.join(cells)} | {num(slopes[s])} |")
     return "\n".join(rows)
 
 
 def judge_transfer(claim: Claim, text: str, sides: list[GroupSelector], chosen: list[list[RunRecord]],
                    metric: str) -> ClaimResult:
     """An `lr_transfer` claim: the slope of log best lr on log width over seeds."""
-    from trx.report import _label, _num, _pnum
 
     axis = str(claim.axis)
     best = _best_by_width(chosen[0], axis, metric)
     if isinstance(best, str):
-        return _result(claim, text, "not evaluated", f"{_label(sides[0])}: {best}")
+        return _result(claim, text, "not evaluated", f"{side_label(sides[0])}: {best}")
     slopes = seed_slopes(best)
     found = transfer_verdict(slopes, claim.expect, claim.delta)
     edges = [f"{w:g}" for w, by_seed in best.items() for lr in by_seed.values() if lr is not None
              and lr in _grid_ends(chosen[0], axis, w)]
     edge = f"; the best lr sits at the grid's end in {len(edges)} seed×width point(s): widen the grid" if edges else ""
     delta = f" against ±δ = {claim.delta:g}" if claim.delta else ""
-    p = f", p = {_pnum(found.p)}" if found.p is not None else ""
+    p = f", p = {pnum(found.p)}" if found.p is not None else ""
     note = f"; {found.note}" if found.note else ""
-    numbers = (f"slope of log10(best lr) on log10({axis}) for {_label(sides[0])} = {_num(found.mean)}, 95% CI "
+    numbers = (f"slope of log10(best lr) on log10({axis}) for {side_label(sides[0])} = {num(found.mean)}, 95% CI "
                f"{interval_text(found.lo, found.hi)} ({found.method}{delta}, over n = {found.n} seeds{p}; "
                f"widths {', '.join(f'{w:g}' for w in best)}){edge}{note}")
     return _result(claim, text, found.verdict, numbers, found.p, found.p_against, transfer_table(best, slopes, axis))
@@ -282,7 +278,6 @@ def transfer_figures(runs: list[RunRecord], claims: object, metric: str, report:
     """`<stem>_transfer.png` beside the report: best lr against the axis of the experiment's
     lr_transfer claims, log-log, one line per arm; [] without such a claim or data for it."""
     from trx.config import parse_claims
-    from trx.report import select
 
     if not claims:
         return []
