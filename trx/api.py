@@ -47,12 +47,14 @@ def run(source: Config, out: str | Path = "runs", *, overrides: list[str] | tupl
 
 def sweep(source: str | Path | dict[str, Any] | Plan, out: str | Path = "runs", *,
           overrides: list[str] | tuple[str, ...] = (), grid: list[str] | tuple[str, ...] = (), seeds: int | None = None,
-          executor: str | Executor = "inprocess", notify: Notify | None = None, stop: Any = None) -> Outcome:
+          executor: str | Executor = "inprocess", notify: Notify | None = None, stop: Any = None,
+          dry_run: bool = False) -> Outcome:
     """`trx sweep`: every cell (arm × grid point × seed) into `out/<name>/sweep/`; finished cells
-    are kept. `grid`: extra axes as `--grid` writes them (`optimizers.adam.lr=log:1e-4:1e-1:4`)."""
+    are kept. `grid`: extra axes as `--grid` writes them (`optimizers.adam.lr=log:1e-4:1e-1:4`).
+    `dry_run`: every cell checked against its model, nothing written or run."""
     plan = source if isinstance(source, Plan) else plan_sweep(source, list(overrides), list(grid), seeds, Path(out))
     chosen = make_executor(executor) if isinstance(executor, str) else executor
-    return run_sweep(plan, executor=chosen, notify=notify, stop=stop)
+    return run_sweep(plan, executor=chosen, notify=notify, stop=stop, dry_run=dry_run)
 
 
 def load(*folders: str | Path) -> list[RunRecord]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from trx.boundary import Probe, brackets, max_probes, plan_probes, point_text
+from trx.boundary import Probe, brackets, plan_probes, point_text
 from trx.executors import Executor, run_jobs
 from trx.io import atomic_write
 from trx.jobs import ArmJob, JobResult, Notify
@@ -30,13 +30,6 @@ def coarse_lrs(plan: Plan) -> dict[str, list[float]]:
     for cell in plan.cells:
         out.setdefault(cell.arm, set()).add(float(dict(cell.overrides)[lr_key(cell.arm)]))
     return {arm: sorted(lrs) for arm, lrs in out.items()}
-
-
-def probe_limit(plan: Plan) -> int:
-    """At most this many probe cells beyond the grid (`--dry-run` says it)."""
-    assert plan.boundary is not None
-    series = {(p.arm, p.point, p.seed) for p in (cell_probe(c, {}) for c in plan.cells)}
-    return max_probes(len(series), plan.boundary.bisections)
 
 
 def finished_probes(cells: list[Cell], results: list[JobResult]) -> list[Probe]:

@@ -468,17 +468,15 @@ def sweep(
     sets = [*(set_ or []), *(["tensorboard=true"] if tensorboard else [])]
     plan = plan_sweep(config, sets, grid or [], seeds, out)
     arms = sorted({c.arm for c in plan.cells})
-    probes = _boundary_probes(plan)
+    probes = (f" + at most {plan.probe_limit} boundary probes ({plan.boundary.bisections} bisections per series)"
+              if plan.boundary else "")
     console.print(f"sweep {plan.name}: {len(plan.cells)} cells ({', '.join(arms)}){probes}, {_where(chosen)}, "
                   f"into {plan.root}", highlight=False)
     if dry_run:
-        from trx.sweep_plan import check_plan
-
-        check_plan(plan, None)
+        api.sweep(plan, dry_run=True)
         console.print("dry run: every cell checked, nothing written")
         return
-    most = len(plan.cells) + (_probe_limit(plan) if plan.boundary else 0)
-    with stop_on_signals(StopFlag()) as stop, JobProgress(most, "sweep") as progress:
+    with stop_on_signals(StopFlag()) as stop, JobProgress(len(plan.cells) + plan.probe_limit, "sweep") as progress:
         outcome = api.sweep(plan, executor=chosen, notify=progress.event, stop=stop)
     if progress.skipped:
         console.print(f"{len(progress.skipped)} cell(s) were already finished and skipped")
@@ -512,18 +510,6 @@ def _report_sweep(plan: Any, results: list[Any]) -> None:
         if not lrs.empty:
             show(render_table(_display(lrs), title=f"learning-rate tolerance (final {metric}; band: ≥ 90% of the "
                                                    "best lr's improvement over the initial value; seed_decades: median per-seed width, its interval of confidence ci_conf)"))
-
-
-def _probe_limit(plan: Any) -> int:
-    from trx.boundary_search import probe_limit
-
-    return probe_limit(plan)
-
-
-def _boundary_probes(plan: Any) -> str:
-    if plan.boundary is None:
-        return ""
-    return f" + at most {_probe_limit(plan)} boundary probes ({plan.boundary.bisections} bisections per series)"
 
 
 def _report_boundary(plan: Any) -> None:

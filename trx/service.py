@@ -72,10 +72,13 @@ def run_experiment(cfg: ExperimentConfig, out: Path, *, device: str | None = Non
 
 
 def run_sweep(plan: Plan, *, executor: Executor | None = None, notify: Notify | None = None,
-              stop: Any = None) -> Outcome:
+              stop: Any = None, dry_run: bool = False) -> Outcome:
     """Every cell of a planned sweep (finished cells are kept), then sweep.csv unless stopped; a
-    boundary sweep runs its probe rounds after the grid and writes boundary.csv too."""
+    boundary sweep runs its probe rounds after the grid and writes boundary.csv too. `dry_run`:
+    the grid's cells checked (the plan's checks), nothing written or run."""
     jobs = check_plan(plan, None)
+    if dry_run:
+        return Outcome(plan.root, jobs, [])
     write_experiment(plan, plan.config)
     if plan.boundary is None:
         outcome = Outcome(plan.root, jobs, run_jobs(jobs, executor or InProcess(), notify, stop))

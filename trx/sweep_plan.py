@@ -25,6 +25,7 @@ from trx.io import atomic_write, load_yaml, read_yaml, yaml_problem
 from trx.experiment import Experiment, prepare
 from trx.jobs import ArmJob, CellMeta, JobResult, check_fits, check_jobs, task_key
 from trx.optim import ConfigError, plan_groups
+from trx.boundary import max_probes
 from trx.rundir import SWEEP, ExperimentDir, RunDir, cell_id, value_text
 RESERVED_KEYS = {"name": "the experiment name names the output folder", "seed": "use sweep.seeds or --seeds",
                  "sweep": "a sweep cannot sweep its own grid"}
@@ -143,6 +144,15 @@ class Plan:
     config: dict[str, Any] = field(default_factory=dict, repr=False)  # the whole resolved config
     boundary: BoundarySearch | None = None  # sweep.boundary: bisect each arm's lr after this grid
     data: dict[str, Any] = field(default_factory=dict, repr=False)  # the raw config cells are made from
+
+    @property
+    def probe_limit(self) -> int:
+        """At most this many boundary probe cells beyond the grid: one per bisection per series
+        (arm × the other grid values × seed); 0 without `sweep.boundary`."""
+        if self.boundary is None:
+            return 0
+        series = {(c.arm, tuple((k, value_text(v)) for k, v in c.short if k != "lr"), c.seed) for c in self.cells}
+        return max_probes(len(series), self.boundary.bisections)
 
     def make_cell(self, arm: str, overrides: list[tuple[str, Any]], seed: int) -> Cell:
         """A cell beyond the grid (a boundary probe), validated like the grid's."""
