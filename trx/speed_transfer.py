@@ -163,7 +163,7 @@ def _steps_by_seed(mine: list[RunRecord], metric: str, target: float) -> tuple[d
         if not run.complete and not run.diverged:
             out[seed] = None
             continue
-        reached = None if run.diverged else steps_to_target(run, metric, target)
+        reached = steps_to_target(run, metric, target)  # a diverged run's last row cannot meet it
         missed += reached is None
         out[seed] = log_steps(reached, steps)
     return out, missed, steps
