@@ -46,8 +46,10 @@ def test_steps_difference_is_a_paired_test_on_log_steps_with_a_ratio_interval():
 
 def test_best_lrs_skip_diverged_points_and_the_slope_is_exact_on_a_power_law():
     lrs = [1e-3, 1e-2, 1e-1]
-    assert best_lrs(lrs, {0: [1.0, 0.5, math.nan], 1: [None, 2.0, 1.0], 2: [math.inf, None, math.nan]},
+    assert best_lrs(lrs, {0: [1.0, 0.5, math.nan], 1: [math.nan, 2.0, 1.0], 2: [math.inf, math.nan, math.nan]},
                     higher_better=False) == {0: 1e-2, 1: 1e-1, 2: None}
+    # a crashed or missing cell (None) could have been the best: that seed has no best lr here
+    assert best_lrs(lrs, {0: [None, 2.0, 1.0], 1: [2.0, 1.0]}, higher_better=False) == {0: None, 1: None}
     assert best_lrs(lrs, {0: [0.2, 0.9, 0.5]}, higher_better=True) == {0: 1e-2}
     assert slope([32, 64, 128], [4e-3, 2e-3, 1e-3]) == pytest.approx(-1.0)  # lr ∝ 1/width
     assert slope([64, 64], [1e-3, 2e-3]) is None

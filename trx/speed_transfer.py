@@ -68,12 +68,14 @@ def ratio_interval(p: Paired) -> tuple[float | None, float | None, float | None]
 
 def best_lrs(lrs: Sequence[float], values_by_seed: Mapping[int, Sequence[float | None]], higher_better: bool
              ) -> dict[int, float | None]:
-    """Each seed's best lr: the argmin (argmax for an accuracy) of its finite final values; None
-    where none is finite (every lr diverged or is missing)."""
+    """Each seed's best lr: the argmin (argmax for an accuracy) of its finite final values (a
+    diverged lr, NaN, is never best); None where none is finite or any lr has no result (None: a
+    crashed or missing cell could have been the best)."""
     out: dict[int, float | None] = {}
     for seed, values in values_by_seed.items():
         finite = [(float(v), lr) for v, lr in zip(values, lrs) if v is not None and math.isfinite(v)]
-        out[seed] = None if not finite else ((max if higher_better else min)(finite)[1])
+        missing = len(values) < len(lrs) or any(v is None for v in values)
+        out[seed] = None if missing or not finite else ((max if higher_better else min)(finite)[1])
     return out
 
 
@@ -259,6 +261,8 @@ def judge_transfer(claim: Claim, text: str, sides: list[GroupSelector], chosen: 
     edges = [f"{w:g}" for w, by_seed in best.items() for lr in by_seed.values() if lr is not None
              and lr in _grid_ends(chosen[0], axis, w)]
     edge = f"; the best lr sits at the grid's end in {len(edges)} seed×width point(s): widen the grid" if edges else ""
+    lost = sum(lr is None for by_seed in best.values() for lr in by_seed.values())
+    edge += f"; {lost} seed×width point(s) without a best lr (a crashed or missing cell, or every lr diverged)" if lost else ""
     delta = f" against ±δ = {claim.delta:g}" if claim.delta else ""
     p = f", p = {pnum(found.p)}" if found.p is not None else ""
     note = f"; {found.note}" if found.note else ""
