@@ -233,3 +233,24 @@ def test_per_all_probes_every_seed_at_one_lr_and_writes_one_row(tmp_path):
         lr, seed = cell.split("/")[-1].split(",")
         lrs.setdefault(lr, set()).add(seed)
     assert len(lrs) == 5 and all(seeds == {"seed=0", "seed=1"} for seeds in lrs.values())
+
+
+def test_a_series_with_a_crashed_cell_is_incomplete_not_closed_and_stays_out_of_claims(tmp_path):
+    from test_compare import write_run
+
+    from trx.compare import find_runs
+    from trx.report_boundary import boundary_section, seed_brackets
+
+    crashed = series((0.1, False), (10.0, True)) + [probe(1.0, status="failed", final_loss=None)]
+    found = brackets(crashed, RULE)[("gd", (), 0)]
+    assert found.status == "incomplete" and found.text() == "[0.1, 10) incomplete" and found.log10 is None
+    assert plan_probes(crashed, {"gd": GRID}, RULE, 3) == []  # no bisection on a bracket it cannot trust
+    assert brackets([probe(1.0, status="failed")], RULE)[("gd", (), 0)].status == "incomplete"
+    for seed in (0, 1):  # the report reads the same from cell folders: seed 1's cell at lr 1 crashed
+        for lr, loss, status in ((0.1, 0.1, "complete"), (1.0, 0.1, "complete" if seed == 0 else "failed"),
+                                 (10.0, None, "diverged")):
+            write_run(tmp_path / f"lr={lr},seed={seed}", "gd", loss, seed=seed, lr=lr, status=status, short={"lr": lr})
+    by_seed = seed_brackets(find_runs([tmp_path]), {"stable": RULE})[("gd", ())]
+    assert by_seed[0] == Bracket(1.0, 10.0) and by_seed[1].status == "incomplete"
+    assert "0: [1, 10); 1: [0.1, 10) incomplete" in boundary_section(find_runs([tmp_path]), {"stable": RULE})
+    assert boundary_difference(by_seed, by_seed).n == 1  # the incomplete seed is left out
