@@ -254,3 +254,26 @@ def test_a_series_with_a_crashed_cell_is_incomplete_not_closed_and_stays_out_of_
     assert by_seed[0] == Bracket(1.0, 10.0) and by_seed[1].status == "incomplete"
     assert "0: [1, 10); 1: [0.1, 10) incomplete" in boundary_section(find_runs([tmp_path]), {"stable": RULE})
     assert boundary_difference(by_seed, by_seed).n == 1  # the incomplete seed is left out
+
+
+def test_probe_cells_are_marked_and_stay_out_of_lr_curves_bands_and_best_lrs(tmp_path):
+    from trx.claims import best_lr_runs
+    from trx.compare import find_runs, lr_table
+    from trx.rundir import CellMeta
+
+    cfg = quad(optimizers={"gd": {"lr": 0.5}}, claims=[],
+               task={"name": "quadratic1d", "curvature": 1.0, "init": 1.0, "noise": 0.1})
+    cfg["sweep"]["boundary"]["bisections"] = 2
+    grid_only = {**cfg, "sweep": {k: v for k, v in cfg["sweep"].items() if k != "boundary"}}
+    tables, best = [], []
+    for name, data in (("probes", cfg), ("grid", grid_only)):
+        out = tmp_path / name
+        assert not trx.sweep(write(tmp_path, data), out=out).interrupted
+        runs = find_runs([out / "qb" / "sweep"])
+        tables.append(lr_table(runs).drop(columns="arm"))
+        best.append(best_lr_runs(runs, "loss", None, None))
+    probed = find_runs([tmp_path / "probes" / "qb" / "sweep"])
+    assert sum(r.probe for r in probed) == 4 and len(probed) == 10  # 3 grid lrs × 2 seeds + 2 probes per seed
+    assert tables[0].to_dict() == tables[1].to_dict() and tables[0]["lrs"].tolist() == [3]
+    assert best[0][0] == best[1][0] and [r.dir.name for r in best[0][1]] == [r.dir.name for r in best[1][1]]
+    assert CellMeta.from_json({"name": "q", "arm": "gd", "seed": 0}).probe is False  # cell.json before the key
