@@ -277,3 +277,14 @@ def test_probe_cells_are_marked_and_stay_out_of_lr_curves_bands_and_best_lrs(tmp
     assert tables[0].to_dict() == tables[1].to_dict() and tables[0]["lrs"].tolist() == [3]
     assert best[0][0] == best[1][0] and [r.dir.name for r in best[0][1]] == [r.dir.name for r in best[1][1]]
     assert CellMeta.from_json({"name": "q", "arm": "gd", "seed": 0}).probe is False  # cell.json before the key
+
+
+def test_a_boundary_claim_with_per_all_is_refused_naming_the_key():
+    from trx.config import resolve
+    from trx.errors import UserError
+
+    cfg = quad()
+    cfg["sweep"]["boundary"]["per"] = "all"
+    with pytest.raises(UserError, match=r"claims.0.kind: a boundary claim pairs per-seed brackets.*per: all"):
+        resolve(cfg)
+    assert resolve(quad()).claims[0].kind == "boundary"
