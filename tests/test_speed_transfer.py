@@ -183,5 +183,5 @@ def test_a_run_that_diverged_after_reaching_the_target_scores_the_step_it_reache
 
     write_run(tmp_path / "d", "a", None, status="diverged", losses=[2.0, 0.5, math.nan])  # 0.5 ≤ 1 at step 10
     write_run(tmp_path / "e", "a", None, seed=1, status="diverged", losses=[2.0, 1.5, math.nan])
-    by_seed, missed, steps = _steps_by_seed(find_runs([tmp_path]), "loss", 1.0)
+    by_seed, missed, _ = _steps_by_seed(find_runs([tmp_path]), "loss", 1.0)
     assert by_seed == {0: pytest.approx(math.log10(10)), 1: pytest.approx(math.log10(31))} and missed == 1
