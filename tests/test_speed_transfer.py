@@ -119,7 +119,7 @@ def test_steps_to_target_report_counts_a_seed_that_never_reaches_it(tmp_path):
              "a": {"arm": "slow"}, "b": {"arm": "fast"}, "expect": "b_faster"}
     lines, _ = report_lines(root, [claim])
     assert lines[0].startswith("- **supported**: fast gets there first. steps to loss ≤ 1: median fast 10; "
-                               "slow 20, 1 not reached (a seed that never reaches it, or diverged, scores 31 steps")
+                               "slow 20, 1 not reached (a seed that never reaches it, or diverged before it, scores 31 steps")
     assert "ratio of steps fast / slow = 0.4" in lines[0] and "n = 6 seeds" in lines[0]
 
 

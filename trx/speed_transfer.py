@@ -6,7 +6,7 @@ judges read the runs and give `trx report` a verdict with its numbers in words. 
 defines both and gives their measured false-positive rates.
 
 - steps_to_target: per seed, log10 of the first logged step whose metric reaches the target; a
-  run that never reaches it, or diverged, scores log10(steps + 1) — the best it could have done
+  run that never reaches it, or diverged before it, scores log10(steps + 1) — the best it could have done
   had it reached the target just after its last update, so a non-reaching seed only ever
   *understates* how much slower it is. The per-seed differences a − b in log10 steps are tested
   like any final metric (paired t, exact sign-flip where every seed agrees; one-sided 2.5%);
@@ -195,7 +195,7 @@ def judge_steps(claim: Claim, text: str, sides: list[GroupSelector], chosen: lis
     delta = f", δ = {claim.delta:g} decades" if claim.delta else ""
     note = f"; {p.note}" if p.note else ""
     numbers = (f"steps to {metric} {comparator} {target:g}: median {'; '.join(medians)} (a seed that never reaches "
-               f"it, or diverged, scores {steps + 1} steps: a lower bound on its own steps); ratio of steps "
+               f"it, or diverged before it, scores {steps + 1} steps: a lower bound on its own steps); ratio of steps "
                f"{side_label(sides[0])} / {side_label(sides[1])} = {num(ratio)}, 95% CI {interval_text(lo, hi)} "
                f"({test} on log10 steps over n = {p.n} seeds{delta}{excluded}{p_text(p)}){seeds_words}{note}")
     return _result(claim, text, p.verdict, numbers, p.p, p.p_against)
