@@ -2,7 +2,7 @@
 training), judged by the same functions `trx report` calls.
 
 For each verdict kind — a paired mean difference, an lr-band width, a divergence count,
-equivalence, steps to a target, lr transfer across width — many simulated experiments where the claim is false (the two arms are the same, or
+equivalence, steps to a target, lr transfer across width, the stability boundary — many simulated experiments where the claim is false (the two arms are the same, or
 the true difference sits exactly at the margin) give the false "supported" rate, which must stay
 at or below the nominal one-sided 2.5%; experiments with a known effect give the power.
 
@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from trx.boundary import Bracket, boundary_difference  # noqa: E402
 from trx.speed_transfer import log_steps, seed_slopes, steps_difference, transfer_verdict  # noqa: E402
 from trx.stats import (ALPHA, SUPPORTED, equivalence, failure_difference, paired_difference,  # noqa: E402
                        tolerance_difference)
@@ -137,6 +138,24 @@ def lr_transfer(true_slope: float, expect: str = "shifts", delta: float | None =
     return judge
 
 
+LATTICE = 1 / 8  # decades: a bracket after 3 bisections of a one-decade grid step
+
+
+def boundary(higher: float) -> Callable[[np.random.Generator, int], bool]:
+    """Each seed's true boundary (log10 lr) on each side: a common offset (−2 + U(0, 1) decades,
+    so the lattice falls anywhere) + noise of sd 0.1 decade, a's raised by `higher`; the search
+    finds the bracket [L, L + 1/8) of the 1/8-decade lattice holding it (3 bisections of a
+    one-decade grid). Claim: a's boundary is higher (`boundary_difference`)."""
+    def judge(rng: np.random.Generator, n: int) -> bool:
+        offset = -2.0 + rng.uniform(0.0, 1.0)
+
+        def side(shift: float) -> dict[int, Bracket]:
+            low = np.floor((offset + shift + rng.normal(0.0, 0.1, n)) / LATTICE) * LATTICE
+            return {s: Bracket(float(10**x), float(10 ** (x + LATTICE))) for s, x in enumerate(low)}
+        return boundary_difference(side(higher), side(0.0)).verdict == SUPPORTED
+    return judge
+
+
 SCENARIOS = [
     Scenario("mean difference", "same arms, normal noise", False, difference(0.0)),
     Scenario("mean difference", "same arms, heavy tails (t, 3 df)", False, difference(0.0, "t3")),
@@ -159,6 +178,8 @@ SCENARIOS = [
     Scenario("steps to target", "a takes half the steps, 20% of runs never reach it", True, steps_to_target(0.5)),
     Scenario("lr transfer", "shifts: best lr ∝ 1/width (slope −1)", True, lr_transfer(-1.0)),
     Scenario("lr transfer", "transfers: true slope 0, δ = 0.5", True, lr_transfer(0.0, "transfers", 0.5)),
+    Scenario("boundary", "same true boundaries (sd 0.1 decade), brackets of 1/8 decade", False, boundary(0.0)),
+    Scenario("boundary", "a's boundary 0.25 decade higher (×1.8)", True, boundary(0.25)),
 ]
 
 

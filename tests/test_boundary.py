@@ -233,3 +233,58 @@ def test_per_all_probes_every_seed_at_one_lr_and_writes_one_row(tmp_path):
         lr, seed = cell.split("/")[-1].split(",")
         lrs.setdefault(lr, set()).add(seed)
     assert len(lrs) == 5 and all(seeds == {"seed=0", "seed=1"} for seeds in lrs.values())
+
+
+def test_a_series_with_a_crashed_cell_is_incomplete_not_closed_and_stays_out_of_claims(tmp_path):
+    from test_compare import write_run
+
+    from trx.compare import find_runs
+    from trx.report_boundary import boundary_section, seed_brackets
+
+    crashed = series((0.1, False), (10.0, True)) + [probe(1.0, status="failed", final_loss=None)]
+    found = brackets(crashed, RULE)[("gd", (), 0)]
+    assert found.status == "incomplete" and found.text() == "[0.1, 10) incomplete" and found.log10 is None
+    assert plan_probes(crashed, {"gd": GRID}, RULE, 3) == []  # no bisection on a bracket it cannot trust
+    assert brackets([probe(1.0, status="failed")], RULE)[("gd", (), 0)].status == "incomplete"
+    for seed in (0, 1):  # the report reads the same from cell folders: seed 1's cell at lr 1 crashed
+        for lr, loss, status in ((0.1, 0.1, "complete"), (1.0, 0.1, "complete" if seed == 0 else "failed"),
+                                 (10.0, None, "diverged")):
+            write_run(tmp_path / f"lr={lr},seed={seed}", "gd", loss, seed=seed, lr=lr, status=status, short={"lr": lr})
+    by_seed = seed_brackets(find_runs([tmp_path]), {"stable": RULE})[("gd", ())]
+    assert by_seed[0] == Bracket(1.0, 10.0) and by_seed[1].status == "incomplete"
+    assert "0: [1, 10); 1: [0.1, 10) incomplete" in boundary_section(find_runs([tmp_path]), {"stable": RULE})
+    assert boundary_difference(by_seed, by_seed).n == 1  # the incomplete seed is left out
+
+
+def test_probe_cells_are_marked_and_stay_out_of_lr_curves_bands_and_best_lrs(tmp_path):
+    from trx.claims import best_lr_runs
+    from trx.compare import find_runs, lr_table
+    from trx.rundir import CellMeta
+
+    cfg = quad(optimizers={"gd": {"lr": 0.5}}, claims=[],
+               task={"name": "quadratic1d", "curvature": 1.0, "init": 1.0, "noise": 0.1})
+    cfg["sweep"]["boundary"]["bisections"] = 2
+    grid_only = {**cfg, "sweep": {k: v for k, v in cfg["sweep"].items() if k != "boundary"}}
+    tables, best = [], []
+    for name, data in (("probes", cfg), ("grid", grid_only)):
+        out = tmp_path / name
+        assert not trx.sweep(write(tmp_path, data), out=out).interrupted
+        runs = find_runs([out / "qb" / "sweep"])
+        tables.append(lr_table(runs).drop(columns="arm"))
+        best.append(best_lr_runs(runs, "loss", None, None))
+    probed = find_runs([tmp_path / "probes" / "qb" / "sweep"])
+    assert sum(r.probe for r in probed) == 4 and len(probed) == 10  # 3 grid lrs × 2 seeds + 2 probes per seed
+    assert tables[0].to_dict() == tables[1].to_dict() and tables[0]["lrs"].tolist() == [3]
+    assert best[0][0] == best[1][0] and [r.dir.name for r in best[0][1]] == [r.dir.name for r in best[1][1]]
+    assert CellMeta.from_json({"name": "q", "arm": "gd", "seed": 0}).probe is False  # cell.json before the key
+
+
+def test_a_boundary_claim_with_per_all_is_refused_naming_the_key():
+    from trx.config import resolve
+    from trx.errors import UserError
+
+    cfg = quad()
+    cfg["sweep"]["boundary"]["per"] = "all"
+    with pytest.raises(UserError, match=r"claims.0.kind: a boundary claim pairs per-seed brackets.*per: all"):
+        resolve(cfg)
+    assert resolve(quad()).claims[0].kind == "boundary"

@@ -22,7 +22,7 @@ REPS = 2000
 NEW_REPS = 1000  # steps to target and lr transfer: about 6 s for the six cells
 NEW_KINDS = {"steps to target", "lr transfer"}
 NULLS = [s for s in sims.SCENARIOS if not s.effect]
-FAST = [s for s in NULLS if s.kind not in {"band width", *NEW_KINDS}]
+FAST = [s for s in NULLS if s.kind not in {"band width", "boundary", *NEW_KINDS}]
 
 
 def _check(scenario, n: int, reps: int = REPS) -> float:
@@ -53,8 +53,16 @@ def test_steps_to_target_and_lr_transfer_hold_their_level(scenario, n):
         assert found == 0.0  # exact sign-flip on per-seed slopes: 2⁻ⁿ > 2.5% cannot support anything
 
 
+@pytest.mark.parametrize("n", sorted({*sims.SEEDS, 6}))
+def test_the_boundary_claim_holds_its_level_on_lattice_brackets(n):
+    """Brackets floored to a 1/8-decade lattice tie often: the paired t test with its exact
+    fallback measured 2.6–2.8% at 6 seeds over 8,000 experiments (docs/statistics.md): above the
+    nominal 2.5% by about 1 Monte-Carlo sd, within the 3 sd limit."""
+    _check(next(s for s in NULLS if s.kind == "boundary"), n)
+
+
 def test_every_verdict_kind_has_a_null_and_a_power_row():
-    kinds = {"mean difference", "band width", "divergence count", "equivalence", *NEW_KINDS}
+    kinds = {"mean difference", "band width", "divergence count", "equivalence", "boundary", *NEW_KINDS}
     assert {s.kind for s in NULLS} == kinds and {s.kind for s in sims.SCENARIOS if s.effect} == kinds
 
 

@@ -377,3 +377,15 @@ def test_an_untested_claim_leaves_the_family_and_the_count_says_what_was_tested(
     assert (v1, p1) == ("supported", pytest.approx(0.024)) and (v2, p2) == ("inconclusive", None)
     words = family_words(results)
     assert "Holm over 2" in words and "1 claim(s) could not be tested" in words
+
+
+def test_the_best_lr_needs_a_finite_result_on_every_selection_seed(tmp_path):
+    from test_compare import make_sweep
+
+    from trx.claims import best_lr_runs
+
+    # 0.1 has the lowest loss but only seed 0 ran there (as a boundary probe does)
+    runs = find_runs([make_sweep(tmp_path, {"a": {1e-3: [0.5, 0.5, 0.5], 1e-2: [0.3, 0.3, 0.3], 1e-1: [0.1]}})])
+    for selection in ([0, 1], None):
+        found = best_lr_runs(runs, "loss", selection, None)
+        assert found is not None and found[0] == pytest.approx(1e-2)

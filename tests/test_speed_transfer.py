@@ -46,8 +46,10 @@ def test_steps_difference_is_a_paired_test_on_log_steps_with_a_ratio_interval():
 
 def test_best_lrs_skip_diverged_points_and_the_slope_is_exact_on_a_power_law():
     lrs = [1e-3, 1e-2, 1e-1]
-    assert best_lrs(lrs, {0: [1.0, 0.5, math.nan], 1: [None, 2.0, 1.0], 2: [math.inf, None, math.nan]},
+    assert best_lrs(lrs, {0: [1.0, 0.5, math.nan], 1: [math.nan, 2.0, 1.0], 2: [math.inf, math.nan, math.nan]},
                     higher_better=False) == {0: 1e-2, 1: 1e-1, 2: None}
+    # a crashed or missing cell (None) could have been the best: that seed has no best lr here
+    assert best_lrs(lrs, {0: [None, 2.0, 1.0], 1: [2.0, 1.0]}, higher_better=False) == {0: None, 1: None}
     assert best_lrs(lrs, {0: [0.2, 0.9, 0.5]}, higher_better=True) == {0: 1e-2}
     assert slope([32, 64, 128], [4e-3, 2e-3, 1e-3]) == pytest.approx(-1.0)  # lr ∝ 1/width
     assert slope([64, 64], [1e-3, 2e-3]) is None
@@ -117,7 +119,7 @@ def test_steps_to_target_report_counts_a_seed_that_never_reaches_it(tmp_path):
              "a": {"arm": "slow"}, "b": {"arm": "fast"}, "expect": "b_faster"}
     lines, _ = report_lines(root, [claim])
     assert lines[0].startswith("- **supported**: fast gets there first. steps to loss ≤ 1: median fast 10; "
-                               "slow 20, 1 not reached (a seed that never reaches it, or diverged, scores 31 steps")
+                               "slow 20, 1 not reached (a seed that never reaches it, or diverged before it, scores 31 steps")
     assert "ratio of steps fast / slow = 0.4" in lines[0] and "n = 6 seeds" in lines[0]
 
 
@@ -173,3 +175,13 @@ def test_an_lr_transfer_axis_must_be_a_grid_key(tmp_path):
         resolve(data)
     data["sweep"]["grid"]["task.n_embd"] = [32, 64]
     assert resolve(data).claims[0].axis == "task.n_embd"
+
+
+def test_a_run_that_diverged_after_reaching_the_target_scores_the_step_it_reached_it(tmp_path):
+    from trx.compare import find_runs
+    from trx.speed_transfer import _steps_by_seed
+
+    write_run(tmp_path / "d", "a", None, status="diverged", losses=[2.0, 0.5, math.nan])  # 0.5 ≤ 1 at step 10
+    write_run(tmp_path / "e", "a", None, seed=1, status="diverged", losses=[2.0, 1.5, math.nan])
+    by_seed, missed, _ = _steps_by_seed(find_runs([tmp_path]), "loss", 1.0)
+    assert by_seed == {0: pytest.approx(math.log10(10)), 1: pytest.approx(math.log10(31))} and missed == 1

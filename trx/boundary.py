@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
-from trx.rundir import value_text
+from trx.rundir import FINISHED, value_text
 from trx.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED, Paired, equivalence, paired_difference
 
 RULE_METRICS = ("final_val_loss", "final_loss")  # the final metric the rule bounds: val loss where evaluated
@@ -42,16 +42,21 @@ class Bracket:
 
     stable: float | None
     unstable: float | None
+    incomplete: bool = False  # a cell of the series has no outcome (crashed): the bracket is unsure
 
     @property
     def status(self) -> str:
         """closed; open (every lr stable: the boundary lies above the top); censored (none stable:
-        below the bottom); missing (nothing probed)."""
+        below the bottom); missing (nothing probed); incomplete (a cell crashed or did not run)."""
+        if self.incomplete:
+            return "incomplete"
         if self.stable is not None:
             return "closed" if self.unstable is not None else "open"
         return "censored" if self.unstable is not None else "missing"
 
     def text(self) -> str:
+        if self.incomplete:
+            return f"{replace(self, incomplete=False).text()} incomplete"
         if self.status == "closed":
             return f"[{value_text(self.stable)}, {value_text(self.unstable)})"
         if self.status == "open":
@@ -60,7 +65,10 @@ class Bracket:
 
     @property
     def log10(self) -> float | None:
-        """The boundary's stand-in in decades: log10 L, or log10 of the bottom lr when censored."""
+        """The boundary's stand-in in decades: log10 L, or log10 of the bottom lr when censored;
+        None when missing or incomplete (kept out of claims)."""
+        if self.incomplete:
+            return None
         lr = self.stable if self.stable is not None else self.unstable
         return None if lr is None else math.log10(lr)
 
@@ -71,6 +79,11 @@ def final_metric(summary: Mapping[str, Any]) -> float | None:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     return None
+
+
+def lost(summary: Mapping[str, Any]) -> bool:
+    """No outcome (crashed, interrupted, not run): neither stable nor unstable."""
+    return summary.get("status") not in FINISHED and not summary.get("diverged")
 
 
 def failed(summary: Mapping[str, Any]) -> bool:
@@ -132,7 +145,7 @@ SeriesKey = tuple[str, Point, int | None]  # arm, point, seed (None: every seed,
 
 def seed_series(probes: Iterable[Probe]) -> dict[tuple[str, Point, int], dict[float, Mapping[str, Any]]]:
     out: dict[tuple[str, Point, int], dict[float, Mapping[str, Any]]] = {}
-    for p in probes:
+    for p in (p for p in probes if not lost(p.summary)):
         out.setdefault((p.arm, p.point, p.seed), {})[p.lr] = p.summary
     return out
 
@@ -153,11 +166,13 @@ def series_flags(probes: Iterable[Probe], rule: Mapping[str, Any], per: str) -> 
 def plan_probes(probes: Iterable[Probe], coarse: Mapping[str, Iterable[float]], rule: Mapping[str, Any],
                 bisections: int, per: str = "seed") -> list[tuple[str, Point, int | None, float]]:
     """The next round: (arm, point, seed or None for every seed, lr) for each series that probes
-    again, in a stable order. `coarse`: each arm's lr grid."""
+    again, in a stable order. `coarse`: each arm's lr grid. A series with a lost cell stops."""
+    probes = list(probes)
+    skip = lost_series(probes, per)
     out = []
     for (arm, point, seed), flags in sorted(series_flags(probes, rule, per).items(), key=_order):
         lr = next_lr(flags, coarse[arm], bisections)
-        if lr is not None:
+        if lr is not None and (arm, point, seed) not in skip:
             out.append((arm, point, seed, lr))
     return out
 
@@ -168,8 +183,15 @@ def _order(item: tuple[SeriesKey, Any]) -> tuple[str, Point, int]:
 
 
 def brackets(probes: Iterable[Probe], rule: Mapping[str, Any], per: str = "seed") -> dict[SeriesKey, Bracket]:
-    """Every series' bracket, in a stable order."""
-    return {key: bracket(flags) for key, flags in sorted(series_flags(probes, rule, per).items(), key=_order)}
+    """Every series' bracket, in a stable order; incomplete where a cell of it has no outcome."""
+    probes = list(probes)
+    skip = lost_series(probes, per)
+    flags = {**{key: {} for key in skip}, **series_flags(probes, rule, per)}
+    return {key: replace(bracket(f), incomplete=key in skip) for key, f in sorted(flags.items(), key=_order)}
+
+
+def lost_series(probes: Iterable[Probe], per: str) -> set[SeriesKey]:
+    return {(p.arm, p.point, p.seed if per == "seed" else None) for p in probes if lost(p.summary)}
 
 
 def max_probes(series: int, bisections: int) -> int:
@@ -178,8 +200,9 @@ def max_probes(series: int, bisections: int) -> int:
 
 
 def probe_of(run: Any) -> Probe | None:
-    """A finished sweep cell (a `trx.compare.RunRecord`) as a probe; None without an lr or a result."""
-    if run.cell is None or run.lr is None or run.failed is None:
+    """A sweep cell (a `trx.compare.RunRecord`) as a probe, crashed ones too (`lost`); None
+    without an lr."""
+    if run.cell is None or run.lr is None:
         return None
     point = tuple((k, v) for k, v in run.overrides if k != "lr")
     return Probe(run.arm, point, run.seed, float(run.lr), run.summary)

@@ -15,7 +15,7 @@ from trx.boundary import Probe, brackets, plan_probes, point_text
 from trx.executors import Executor, run_jobs
 from trx.io import atomic_write
 from trx.jobs import ArmJob, JobResult, Notify
-from trx.rundir import FINISHED, UNFINISHED, ExperimentDir, value_text
+from trx.rundir import UNFINISHED, ExperimentDir, value_text
 from trx.sweep_plan import Cell, Plan, cell_record, check_plan, lr_key
 
 
@@ -32,16 +32,16 @@ def coarse_lrs(plan: Plan) -> dict[str, list[float]]:
     return {arm: sorted(lrs) for arm, lrs in out.items()}
 
 
-def finished_probes(cells: list[Cell], results: list[JobResult]) -> list[Probe]:
-    records = [(cell, cell_record(r)) for cell, r in zip(cells, results)]
-    return [cell_probe(cell, s) for cell, s in records if s.get("status") in FINISHED]
+def cell_probes(cells: list[Cell], results: list[JobResult]) -> list[Probe]:
+    """Every cell as a probe; one without an outcome (crashed) makes its series incomplete."""
+    return [cell_probe(cell, cell_record(r)) for cell, r in zip(cells, results)]
 
 
 def next_cells(plan: Plan, cells: list[Cell], results: list[JobResult]) -> list[Cell]:
     """The probes of the next round as cells: each a grid cell of its series with the lr replaced."""
     assert plan.boundary is not None
     b = plan.boundary
-    targets = plan_probes(finished_probes(cells, results), coarse_lrs(plan), b.stable.model_dump(), b.bisections, b.per)
+    targets = plan_probes(cell_probes(cells, results), coarse_lrs(plan), b.stable.model_dump(), b.bisections, b.per)
     templates = {(c.arm, cell_probe(c, {}).point, c.seed): c for c in plan.cells}
     have = {(c.arm, c.id) for c in cells}
     out = []
@@ -74,7 +74,7 @@ def search(plan: Plan, jobs: list[ArmJob], executor: Executor, notify: Notify | 
 def boundary_rows(plan: Plan, results: list[JobResult]) -> list[dict[str, Any]]:
     """One row per series: arm, grid point, seed (`all` for `per: all`), L, U, status, lrs probed."""
     assert plan.boundary is not None
-    probes = finished_probes(plan.cells, results)
+    probes = cell_probes(plan.cells, results)
     rows = []
     for (arm, point, seed), br in brackets(probes, plan.boundary.stable.model_dump(), plan.boundary.per).items():
         n = len({p.lr for p in probes if p.arm == arm and p.point == point and seed in (None, p.seed)})

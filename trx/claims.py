@@ -57,17 +57,19 @@ def one_per_seed(text: str, sides: list[GroupSelector], chosen: list[list[RunRec
 def best_lr_runs(mine: list[RunRecord], metric: str, selection: list[int] | None, evaluation: list[int] | None
                  ) -> tuple[float, list[RunRecord]] | None:
     """(best lr, its runs on the evaluation seeds): the lr whose seed-mean `metric` over the
-    selection seeds is best, an lr where a selection seed failed never chosen. Evaluation seeds
+    selection seeds is best, an lr where a selection seed (every seed of the curve without a
+    selection) failed or has no cell never chosen. Evaluation seeds
     default to the seeds not used for selection (all of them when no selection is given)."""
     curves = lr_curves(mine)
     if len(curves) != 1:
         return None
     by_lr = next(iter(curves.values()))
     better = higher_is_better(metric)
+    needed = set(selection) if selection else {r.seed for rs in by_lr.values() for r in rs}
     scores = {}
     for lr, members in by_lr.items():
-        values = seed_values([r for r in members if selection is None or r.seed in selection], metric)
-        if values and all(v is not None and math.isfinite(v) for v in values.values()):
+        values = seed_values([r for r in members if r.seed in needed], metric)
+        if needed <= {r.seed for r in members} and all(v is not None and math.isfinite(v) for v in values.values()):
             scores[lr] = sum(values.values()) / len(values)  # type: ignore[arg-type]
     if not scores:
         return None

@@ -64,6 +64,7 @@ class RunRecord:
     name = property(lambda self: self.meta.name)
     seed = property(lambda self: self.meta.seed)
     cell = property(lambda self: self.meta.cell)  # the sweep cell id, None for an arm of `trx run`
+    probe = property(lambda self: self.meta.probe)  # a boundary probe: not on the lr grid every seed ran
 
     @property
     def overrides(self) -> list[tuple[str, str]]:
@@ -415,10 +416,11 @@ def reference_value(runs: list[RunRecord], metric: str) -> float | None:
 
 
 def lr_curves(runs: list[RunRecord]) -> dict[tuple[str, str, str], dict[float, list[RunRecord]]]:
-    """Sweep cells by (experiment, arm, other grid values) and learning rate."""
+    """Sweep grid cells by (experiment, arm, other grid values) and learning rate; boundary
+    probes (run by some seeds at lrs off the grid) are left out: they count for the boundary only."""
     curves: dict[tuple[str, str, str], dict[float, list[RunRecord]]] = {}
     for run in sorted(runs, key=lambda r: (r.name, r.arm, [(k, natural_key(v)) for k, v in r.overrides])):
-        if run.cell is None or run.lr is None:
+        if run.cell is None or run.lr is None or run.probe:
             continue
         rest = ",".join(f"{k}={v}" for k, v in run.overrides if k != "lr")
         curves.setdefault((run.name, run.arm, rest), {}).setdefault(run.lr, []).append(run)

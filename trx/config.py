@@ -234,6 +234,9 @@ class ExperimentConfig(Strict):
             grid = (self.sweep.grid if self.sweep else {}).keys()
             if claim.axis is not None and not {claim.axis, f"optimizers.{claim.a.arm}.{claim.axis}"} & grid:
                 raise ValueError(f"claims.{i}.axis: {claim.axis!r} is not a key of sweep.grid")
+            if claim.kind == "boundary" and self.sweep and self.sweep.boundary and self.sweep.boundary.per == "all":
+                raise ValueError(f"claims.{i}.kind: a boundary claim pairs per-seed brackets, which "
+                                 "sweep.boundary.per: all does not bisect (use per: seed)")
         return self
 
     def seed_list(self) -> list[int]:

@@ -61,7 +61,8 @@ def boundary_section(runs: list[RunRecord], search: Mapping[str, Any] | None) ->
         "(the final val loss where evaluated, else the final train loss; `within` against the series' best). "
         "Each seed's bracket is [L, U): L the largest stable lr, U the next unstable lr probed above it; "
         "`> L`: every lr probed was stable (open: the boundary lies above the grid); `< U`: none was "
-        "(censored below the grid). `median L` is the median over seeds of L (the bottom lr for a censored "
+        "(censored below the grid); `incomplete`: a cell of the series crashed or did not run, so the bracket is "
+        "unsure: it is left out of the median and the claims. `median L` is the median over seeds of L (the bottom lr for a censored "
         "seed) with its distribution-free order-statistic interval and exact confidence (75% at 3 seeds).",
         "", to_markdown(pd.DataFrame(rows, dtype=str))])
 

@@ -71,6 +71,7 @@ class CellMeta:
     seed: int
     overrides: dict[str, Any] = field(default_factory=dict)  # full dotted keys → grid value
     cell: str | None = None  # the sweep cell id; None for an arm of `trx run`
+    probe: bool = False  # a boundary probe (`sweep.boundary`), not a grid cell: lr curves leave it out
 
     @property
     def short(self) -> dict[str, Any]:
@@ -92,7 +93,7 @@ class CellMeta:
             return None
         try:
             return cls(str(data["name"]), str(data["arm"]), int(data["seed"]), dict(data.get("overrides") or {}),
-                       data.get("cell"))
+                       data.get("cell"), bool(data.get("probe", False)))
         except (KeyError, TypeError, ValueError):
             return None
 

@@ -6,7 +6,7 @@ judges read the runs and give `trx report` a verdict with its numbers in words. 
 defines both and gives their measured false-positive rates.
 
 - steps_to_target: per seed, log10 of the first logged step whose metric reaches the target; a
-  run that never reaches it, or diverged, scores log10(steps + 1) — the best it could have done
+  run that never reaches it, or diverged before it, scores log10(steps + 1) — the best it could have done
   had it reached the target just after its last update, so a non-reaching seed only ever
   *understates* how much slower it is. The per-seed differences a − b in log10 steps are tested
   like any final metric (paired t, exact sign-flip where every seed agrees; one-sided 2.5%);
@@ -68,12 +68,14 @@ def ratio_interval(p: Paired) -> tuple[float | None, float | None, float | None]
 
 def best_lrs(lrs: Sequence[float], values_by_seed: Mapping[int, Sequence[float | None]], higher_better: bool
              ) -> dict[int, float | None]:
-    """Each seed's best lr: the argmin (argmax for an accuracy) of its finite final values; None
-    where none is finite (every lr diverged or is missing)."""
+    """Each seed's best lr: the argmin (argmax for an accuracy) of its finite final values (a
+    diverged lr, NaN, is never best); None where none is finite or any lr has no result (None: a
+    crashed or missing cell could have been the best)."""
     out: dict[int, float | None] = {}
     for seed, values in values_by_seed.items():
         finite = [(float(v), lr) for v, lr in zip(values, lrs) if v is not None and math.isfinite(v)]
-        out[seed] = None if not finite else ((max if higher_better else min)(finite)[1])
+        missing = len(values) < len(lrs) or any(v is None for v in values)
+        out[seed] = None if missing or not finite else ((max if higher_better else min)(finite)[1])
     return out
 
 
@@ -163,7 +165,7 @@ def _steps_by_seed(mine: list[RunRecord], metric: str, target: float) -> tuple[d
         if not run.complete and not run.diverged:
             out[seed] = None
             continue
-        reached = None if run.diverged else steps_to_target(run, metric, target)
+        reached = steps_to_target(run, metric, target)  # a diverged run's last row cannot meet it
         missed += reached is None
         out[seed] = log_steps(reached, steps)
     return out, missed, steps
@@ -193,7 +195,7 @@ def judge_steps(claim: Claim, text: str, sides: list[GroupSelector], chosen: lis
     delta = f", δ = {claim.delta:g} decades" if claim.delta else ""
     note = f"; {p.note}" if p.note else ""
     numbers = (f"steps to {metric} {comparator} {target:g}: median {'; '.join(medians)} (a seed that never reaches "
-               f"it, or diverged, scores {steps + 1} steps: a lower bound on its own steps); ratio of steps "
+               f"it, or diverged before it, scores {steps + 1} steps: a lower bound on its own steps); ratio of steps "
                f"{side_label(sides[0])} / {side_label(sides[1])} = {num(ratio)}, 95% CI {interval_text(lo, hi)} "
                f"({test} on log10 steps over n = {p.n} seeds{delta}{excluded}{p_text(p)}){seeds_words}{note}")
     return _result(claim, text, p.verdict, numbers, p.p, p.p_against)
@@ -259,6 +261,8 @@ def judge_transfer(claim: Claim, text: str, sides: list[GroupSelector], chosen: 
     edges = [f"{w:g}" for w, by_seed in best.items() for lr in by_seed.values() if lr is not None
              and lr in _grid_ends(chosen[0], axis, w)]
     edge = f"; the best lr sits at the grid's end in {len(edges)} seed×width point(s): widen the grid" if edges else ""
+    lost = sum(lr is None for by_seed in best.values() for lr in by_seed.values())
+    edge += f"; {lost} seed×width point(s) without a best lr (a crashed or missing cell, or every lr diverged)" if lost else ""
     delta = f" against ±δ = {claim.delta:g}" if claim.delta else ""
     p = f", p = {pnum(found.p)}" if found.p is not None else ""
     note = f"; {found.note}" if found.note else ""

@@ -106,6 +106,7 @@ class Cell:
     overrides: list[tuple[str, Any]]
     seed: int
     config: ExperimentConfig = field(repr=False)  # the validated config of this cell (one arm, no sweep)
+    probe: bool = False  # a boundary probe beyond the grid (`make_cell`)
 
     @property
     def short(self) -> list[tuple[str, Any]]:
@@ -156,7 +157,7 @@ class Plan:
 
     def make_cell(self, arm: str, overrides: list[tuple[str, Any]], seed: int) -> Cell:
         """A cell beyond the grid (a boundary probe), validated like the grid's."""
-        return Cell(arm, overrides, seed, _cell_config(self.data, arm, overrides, seed))
+        return Cell(arm, overrides, seed, _cell_config(self.data, arm, overrides, seed), probe=True)
 
     def cell_dir(self, cell: Cell) -> Path:
         """`root/<arm>/<id>`, checked to lie inside the sweep root (links planted below it count)."""
@@ -298,7 +299,7 @@ def check_lr_axes(data: dict[str, Any], grid: dict[str, list[Any]]) -> None:
 def plan_jobs(plan: Plan, device: str | None = None) -> list[ArmJob]:
     """One job per cell, in plan order; the cell's metadata goes into its folder as data."""
     return [ArmJob(cell.config, str(plan.cell_dir(cell)),
-                   CellMeta(plan.name, cell.arm, cell.seed, dict(cell.overrides), cell.id), device)
+                   CellMeta(plan.name, cell.arm, cell.seed, dict(cell.overrides), cell.id, cell.probe), device)
             for cell in plan.cells]
 
 
