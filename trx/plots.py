@@ -428,7 +428,7 @@ def lr_points(runs: list[RunRecord]) -> dict[str, dict[float, list[RunRecord]]]:
     curves: dict[str, dict[float, list[RunRecord]]] = {}
     several = len({r.name for r in runs if r.cell}) > 1
     for run in sorted(runs, key=lambda r: (natural_key(r.arm), [natural_key(v) for _, v in r.overrides])):
-        if run.cell is None or run.lr is None:
+        if run.cell is None or run.lr is None or run.probe:  # boundary probes: only some seeds ran them
             continue
         rest = ",".join(f"{k}={v}" for k, v in run.overrides if k != "lr")
         curves.setdefault(group_label((run.name, run.arm, rest), several), {}).setdefault(run.lr, []).append(run)
@@ -764,7 +764,7 @@ def heatmap_cells(runs: list[RunRecord], key: str, metric: str) -> dict[str, dic
     panels: dict[str, dict[tuple[float, float], list[float]]] = {}
     for run in runs:
         y = _number(dict(run.overrides).get(key))
-        if run.cell is None or run.lr is None or y is None:
+        if run.cell is None or run.lr is None or run.probe or y is None:
             continue
         value = math.inf if run.summary.get("diverged") else result(run, metric)
         if value is not None:
