@@ -139,6 +139,29 @@ def test_the_search_brackets_the_closed_form_divergence_boundary_and_reports_it(
     text = (out / "qb" / "sweep" / "report.md").read_text()
     assert "## Stability boundary" in text and "0: [1.778, 2.054); 1: [1.778, 2.054)" in text
     assert "largest stable lr hb / gd = ×1.54" in text  # 2.738 / 1.778, every seed alike: 2 seeds cannot decide
+    assert "![Largest stable lr per seed](report_boundary.png)" in text
+    assert (out / "qb" / "sweep" / "report_boundary.png").read_bytes()[:4] == b"\x89PNG"
+    from trx.compare import find_runs
+    from trx.plots import grid_runs
+
+    runs = find_runs([out / "qb" / "sweep"])
+    assert len(grid_runs(runs)) == 12 < len(runs)  # the curves and warmup figures draw the grid, not each probe
+    assert grid_runs([r for r in runs if r.probe]) != []  # only probes: they are all there is to draw
+
+
+def test_the_boundary_figure_draws_every_kind_of_bracket_and_only_for_a_boundary_sweep(tmp_path):
+    from trx.boundary import Bracket
+    from trx.report_boundary import boundary_figures, draw_boundary
+
+    found = {("gd", ()): {0: Bracket(1.0, 2.0), 1: Bracket(2.0, None), 2: Bracket(None, 0.5),
+                          3: Bracket(1.0, 2.0, incomplete=True)},
+             ("hb", (("schedule.warmup", "0.05"),)): {0: Bracket(None, None)}}
+    path = tmp_path / "b.png"
+    draw_boundary(found, path)
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert boundary_figures([], None, tmp_path / "report.md") == []  # no sweep.boundary: no figure
+    assert boundary_figures([], {"bisections": 2}, tmp_path / "report.md") == []  # no probes: none
+    assert not (tmp_path / "report_boundary.png").exists()
 
 
 def test_an_interrupted_search_resumes_to_the_same_cells(tmp_path):

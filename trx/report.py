@@ -15,7 +15,7 @@ import pandas as pd
 import trx
 from trx.errors import UserError
 from trx.io import atomic_write
-from trx.report_boundary import boundary_numbers, boundary_section, search_rule
+from trx.report_boundary import boundary_figures, boundary_numbers, boundary_section, search_rule
 from trx.rundir import CONFIG, EXPERIMENT, ExperimentDir, RunDir, value_text
 from trx.compare import (RunRecord, axis_table, check_metric, compare_table, curve_band, curve_values,
                         default_metric, duration_text, failure_table, find_runs, higher_is_better, interval_text,
@@ -42,7 +42,8 @@ def write_report(paths: list[Path], out: Path | None = None, metric: str | None 
     check_metric(runs, metric)
     path = report_path(Path(paths[0]), out)
     experiment = find_experiment([Path(p) for p in paths], runs)
-    figures = draw_figures(runs, path, metric) + transfer_figures(runs, (experiment or {}).get("claims"), metric, path)
+    figures = (draw_figures(runs, path, metric) + transfer_figures(runs, (experiment or {}).get("claims"), metric, path)
+               + boundary_figures(runs, search_rule(experiment), path))
     arms = arm_order(runs, experiment)
     sections = [what_ran(runs, experiment, paths), results(runs, metric), lr_section(runs, metric),
                 tolerance_section(runs, metric), paired_section(runs, metric, arms), axis_section(runs, metric),
@@ -481,7 +482,7 @@ def draw_figures(runs: list[RunRecord], report: Path, metric: str) -> list[tuple
 
 CAPTIONS = {"curves": "Loss curves, mean ± sd over seeds", "lr": "Final result vs learning rate",
             "warmup": "Warmup ablation", "band": "lr band width against the tolerance",
-            "transfer": "Best learning rate against width"}
+            "transfer": "Best learning rate against width", "boundary": "Largest stable lr per seed"}
 
 
 def figures_section(figures: list[tuple[str, str]]) -> str:

@@ -5,6 +5,7 @@ its order-statistic interval, and the numbers of a `boundary` claim."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
@@ -91,3 +92,61 @@ def boundary_numbers(chosen: list[list[RunRecord]], labels: list[str], delta: fl
     mean = "-" if p.mean_diff is None or not math.isfinite(p.mean_diff) else f"{p.mean_diff:.3g}"
     return p, (f"largest stable lr {labels[0]} / {labels[1]} = {factor}, 95% CI {ci} (log10 difference {mean} "
                f"decades; {test} over n = {p.n} seeds{pval}); brackets {per_seed}{note}")
+
+
+def boundary_figures(runs: list[RunRecord], search: Mapping[str, Any] | None, report: Path) -> list[tuple[str, str]]:
+    """`<stem>_boundary.png` beside the report: each series' brackets per seed; [] when the
+    sweep has no boundary search or no probes."""
+    if search is None:
+        return []
+    found = seed_brackets(runs, search)
+    if not found:
+        return []
+    name = f"{report.stem}_boundary.png"
+    draw_boundary(found, report.parent / name)
+    return [("boundary", name)]
+
+
+def draw_boundary(found: Mapping[tuple[str, Point], Mapping[int, Bracket]], path: Path) -> None:
+    """One row per series (arm × grid point), log lr across: each seed's bracket [L, U) a short
+    bar (seeds stacked within the row), the median L over seeds a diamond with its order-statistic
+    interval; an open bracket ends in ▶ at its top lr, a censored one in ◀ at its bottom lr."""
+    import matplotlib.pyplot as plt
+
+    from trx.io import atomic_write
+    from trx.plots import STYLE, plain_log_ticks
+
+    arms = list(dict.fromkeys(arm for arm, _ in found))
+    rows = sorted(found, key=lambda key: (arms.index(key[0]), key[1]))
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(rows) + 1.3))
+        for y, key in enumerate(rows):
+            color = plt.get_cmap("tab10")(arms.index(key[0]) % 10)
+            by_seed = found[key]
+            n = len(by_seed)
+            for k, (_, br) in enumerate(sorted(by_seed.items())):
+                dy = y + 0.4 * ((k - (n - 1) / 2) / max(n - 1, 1))  # seeds spread over ±0.2 of the row
+                if br.status == "closed":
+                    ax.plot([br.stable, br.unstable], [dy, dy], "-", color=color, lw=1.6, alpha=0.75)
+                elif br.status == "open":
+                    ax.plot([br.stable], [dy], ">", color=color, ms=4)
+                elif br.status == "censored":
+                    ax.plot([br.unstable], [dy], "<", color=color, ms=4)
+            logs = sorted(v for v in (b.log10 for b in by_seed.values()) if v is not None)
+            if logs:
+                mid = 10 ** ((logs[(len(logs) - 1) // 2] + logs[len(logs) // 2]) / 2)
+                interval = median_interval(logs)
+                if interval:
+                    ax.plot([10 ** interval[0], 10 ** interval[1]], [y + 0.36, y + 0.36], "-", color="0.3", lw=1)
+                ax.plot([mid], [y + 0.36], "D", color="0.15", ms=4)
+        ax.set_yticks(range(len(rows)), [f"{arm}  {point_text(point)}".rstrip() for arm, point in rows])
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        plain_log_ticks(ax)
+        ax.set_xlabel("learning rate μ (each arm in its own units: compare rows of one arm)")
+        ax.set_title("largest stable lr: each seed's bracket [L, U) (bars); ◆ median L over seeds with its interval",
+                     fontsize=9)
+        try:
+            atomic_write(path, lambda f: fig.savefig(f, format="png", bbox_inches="tight"))
+        finally:
+            plt.close(fig)
