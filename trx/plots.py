@@ -364,6 +364,7 @@ def plot_curves(runs: list[RunRecord], metric: str = "loss"):
     """Train loss and the metric (default: validation loss) vs update, one line per arm or cell;
     below, the same over the last quarter of the run, fitted to it (the whole run's y range
     squashes the late differences the figure exists to show)."""
+    runs = grid_runs(runs)
     panels = curve_columns(runs, metric)
     groups = group_runs(runs)
     pal = palette(groups)
@@ -421,6 +422,12 @@ def plot_lr(runs: list[RunRecord], metric: str = "loss"):
     points = {(text, lr): members for text, by_lr in curves.items() for lr, members in by_lr.items()}
     fig.suptitle(_title(runs, seeds_text(points, "mean and each of {n} seeds")))
     return fig
+
+
+def grid_runs(runs: list[RunRecord]) -> list[RunRecord]:
+    """The runs without boundary probes (each probe lr ran on only some seeds: a line of its own
+    per probe would bury the grid); all of them when nothing else is left."""
+    return [r for r in runs if not r.probe] or runs
 
 
 def lr_points(runs: list[RunRecord]) -> dict[str, dict[float, list[RunRecord]]]:
@@ -662,6 +669,7 @@ def plot_warmup(runs: list[RunRecord], metric: str = "loss"):
     """With and without warmup, one column of panels per optimizer: the whole run above, the first
     10% of updates (where warmup acts) below; the panels of a row share their y scale. Line style:
     the warmup; colour: the other grid values (e.g. lr), else the warmup too."""
+    runs = grid_runs(runs)
     arms = sorted({r.arm for r in runs}, key=natural_key)
     warmups = sorted({warmup_of(r) for r in runs}, key=natural_key)
     if not any(len({warmup_of(r) for r in runs if r.arm == arm}) > 1 for arm in arms):
@@ -805,6 +813,6 @@ def _heat_panel(ax, arm: str, cells: dict[tuple[float, float], float], cmap: Any
                 color="white" if shown and norm(value) > 0.6 else "black")
     ax.set(xlim=(-0.5, len(xs) - 0.5), ylim=(-0.5, len(ys) - 0.5), title=arm,
            xlabel=GRID_LABELS["lr"])
-    ax.set_xticks(range(len(xs)), [_g(x) for x in xs], rotation=45)
-    ax.set_yticks(range(len(ys)), [_g(y) for y in ys])
+    ax.set_xticks(range(len(xs)), [f"{x:.4g}" for x in xs], rotation=45)  # log grids: 0.0003162, not 0.00031623
+    ax.set_yticks(range(len(ys)), [f"{y:.4g}" for y in ys])
     ax.grid(False)
