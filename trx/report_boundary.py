@@ -30,15 +30,24 @@ def seed_brackets(runs: list[RunRecord], search: Mapping[str, Any]) -> dict[tupl
     return out
 
 
-def median_text(by_seed: Mapping[int, Bracket]) -> tuple[str, str]:
-    """(median boundary over seeds, its order-statistic interval with confidence)."""
+def median_boundary(by_seed: Mapping[int, Bracket]) -> tuple[float, tuple[float, float, float] | None] | None:
+    """(median L over seeds, its order-statistic interval (lo, hi, confidence) or None), in lr;
+    None when no seed has a boundary."""
     logs = sorted(v for v in (b.log10 for b in by_seed.values()) if v is not None)
     if not logs:
-        return "-", "-"
-    mid = 10 ** ((logs[(len(logs) - 1) // 2] + logs[len(logs) // 2]) / 2)
+        return None
     found = median_interval(logs)
-    ci = f"{interval_text(10 ** found[0], 10 ** found[1])} ({found[2]:.0%})" if found else "-"
-    return f"{mid:.4g}", ci
+    return (10 ** ((logs[(len(logs) - 1) // 2] + logs[len(logs) // 2]) / 2),
+            (10 ** found[0], 10 ** found[1], found[2]) if found else None)
+
+
+def median_text(by_seed: Mapping[int, Bracket]) -> tuple[str, str]:
+    """(median boundary over seeds, its order-statistic interval with confidence)."""
+    found = median_boundary(by_seed)
+    if found is None:
+        return "-", "-"
+    mid, ci = found
+    return f"{mid:.4g}", f"{interval_text(ci[0], ci[1])} ({ci[2]:.0%})" if ci else "-"
 
 
 def boundary_section(runs: list[RunRecord], search: Mapping[str, Any] | None) -> str:
@@ -132,12 +141,11 @@ def draw_boundary(found: Mapping[tuple[str, Point], Mapping[int, Bracket]], path
                     ax.plot([br.stable], [dy], ">", color=color, ms=4)
                 elif br.status == "censored":
                     ax.plot([br.unstable], [dy], "<", color=color, ms=4)
-            logs = sorted(v for v in (b.log10 for b in by_seed.values()) if v is not None)
-            if logs:
-                mid = 10 ** ((logs[(len(logs) - 1) // 2] + logs[len(logs) // 2]) / 2)
-                interval = median_interval(logs)
-                if interval:
-                    ax.plot([10 ** interval[0], 10 ** interval[1]], [y + 0.36, y + 0.36], "-", color="0.3", lw=1)
+            median = median_boundary(by_seed)
+            if median is not None:
+                mid, ci = median
+                if ci:
+                    ax.plot([ci[0], ci[1]], [y + 0.36, y + 0.36], "-", color="0.3", lw=1)
                 ax.plot([mid], [y + 0.36], "D", color="0.15", ms=4)
         ax.set_yticks(range(len(rows)), [f"{arm}  {point_text(point)}".rstrip() for arm, point in rows])
         ax.invert_yaxis()
