@@ -67,11 +67,21 @@ finish() {
   stamp stopped
 }
 trap finish EXIT
-# A cell of `out` that has a checkpoint and is still running (waits up to 15 minutes).
-running_cell() {
+# A cell of `out` that has a checkpoint and at least 20 updates still to run, with the Ray worker
+# running it frozen (SIGSTOP): prints "CELL PID" (waits up to 15 minutes). On an idle machine a
+# cell ends 0.2 s after it starts, so a signal sent to a cell that is merely running loses the race
+# to its end; a frozen one cannot end before the test acts on it.
+frozen_cell() {
   for i in $(seq 1 9000); do
     for c in "$1"/*/sweep/*/*/checkpoint.pt; do
-      if [ -e "$c" ] && [ ! -e "$(dirname "$c")/summary.json" ]; then dirname "$c"; return; fi
+      d=$(dirname "$c")
+      pid=$(pgrep -f -x -- "ray::trx $NAME $(basename "$(dirname "$d")")/$(basename "$d")" | head -1)
+      [ -n "$pid" ] && kill -STOP "$pid" 2>/dev/null || continue
+      last=$(tail -n 1 "$d/metrics.csv" 2>/dev/null | cut -d, -f1)
+      if [ -e "$c" ] && [ ! -e "$d/summary.json" ] && [ "${last:-$STEPS}" -le $((STEPS - 20)) ] 2>/dev/null; then
+        echo "$d $pid"; return
+      fi
+      kill -CONT "$pid"
     done
     sleep 0.1
   done
@@ -111,8 +121,11 @@ mkdir -p "$W/blind"
 (unshare -m bash -c "mount -t tmpfs tmpfs '$W/blind' && timeout 1200 '$PY' -m trx sweep '$CFG' --ray auto --out '$W/blind'" \
   > "$W/blind.log" 2>&1; record blind) &
 (sweep --out "$W/stop" > "$W/stop1.log" 2>&1; record stop1) &
-cell=$(running_cell "$W/stop")
-[ -n "$cell" ] && pkill -INT -f -- "^$PY -m trx sweep .*--out $W/stop\$"
+read -r cell pid < <(frozen_cell "$W/stop")
+if [ -n "$cell" ]; then
+  pkill -INT -f -- "^$PY -m trx sweep .*--out $W/stop\$"
+  kill -INT "$pid"; kill -CONT "$pid"   # the SIGINT that Ray's cancel delivers, waiting for the worker to run
+fi
 wait
 cp -r "$W/stop" "$W/stopped"   # as Ctrl-C left it
 
@@ -120,10 +133,8 @@ cp -r "$W/stop" "$W/stopped"   # as Ctrl-C left it
 stamp kill
 sweep --out "$W/kill" > "$W/kill.log" 2>&1 &
 driver=$!
-cell=$(running_cell "$W/kill")
+read -r cell pid < <(frozen_cell "$W/kill")
 if [ -n "$cell" ]; then
-  name="ray::trx $NAME $(basename "$(dirname "$cell")")/$(basename "$cell")"
-  pid=$(pgrep -f -x -- "$name" | head -1)
   kill -9 "$pid"
   cp "$cell/checkpoint.pt" "$W/killed.pt"; cp "$cell/metrics.csv" "$W/killed.csv"
   echo "$cell" > "$W/killed.cell"; echo "$pid" > "$W/killed.pid"
@@ -134,8 +145,11 @@ wait $driver; record kill
 stamp sigterm
 sweep --out "$W/term" > "$W/term1.log" 2>&1 &
 driver=$!
-cell=$(running_cell "$W/term")
-[ -n "$cell" ] && pkill -TERM -f -- "^$PY -m trx sweep .*--out $W/term\$"
+read -r cell pid < <(frozen_cell "$W/term")
+if [ -n "$cell" ]; then
+  pkill -TERM -f -- "^$PY -m trx sweep .*--out $W/term\$"
+  kill -INT "$pid"; kill -CONT "$pid"
+fi
 wait $driver; record term1
 cp -r "$W/term" "$W/termed"   # as SIGTERM left it
 
@@ -177,7 +191,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = work / "sweep.yaml"
     config.write_text(yaml.safe_dump(SWEEP))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-           "W": str(work), "PY": sys.executable, "CFG": str(config), "NAME": SWEEP["name"],
+           "W": str(work), "PY": sys.executable, "CFG": str(config), "NAME": SWEEP["name"], "STEPS": str(SWEEP["steps"]),
            "MEM": str(OBJECT_STORE_BYTES)}
     for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
         env.pop(name, None)
