@@ -61,15 +61,20 @@ def make_plot(kind: str, runs: list[RunRecord], path: Path, metric: str = "loss"
     draw = {"curves": plot_curves, "lr": plot_lr, "schedule": plot_schedule, "warmup": plot_warmup,
             "band": plot_band_tolerance, "heatmap": plot_heatmap}[kind]
     with plt.rc_context(STYLE):
-        fig = draw(runs, metric)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, lambda f: fig.savefig(f, format="png", bbox_inches="tight"))  # never through a link
-        except OSError as exc:
-            raise UserError(f"--out: cannot write {path}: {exc.strerror or exc}") from None
-        finally:
-            plt.close(fig)
+        save_figure(draw(runs, metric), path)
     return path
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write `fig` as the PNG `path` (atomically: never through a link) and close it; an unwritable
+    path is a UserError naming it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda f: fig.savefig(f, format="png", bbox_inches="tight"))
+    except OSError as exc:
+        raise UserError(f"--out: cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
 
 
 # ---- data -------------------------------------------------------------------------------------

@@ -122,8 +122,7 @@ def draw_boundary(found: Mapping[tuple[str, Point], Mapping[int, Bracket]], path
     interval; an open bracket ends in ▶ at its top lr, a censored one in ◀ at its bottom lr."""
     import matplotlib.pyplot as plt
 
-    from trx.io import atomic_write
-    from trx.plots import STYLE, plain_log_ticks
+    from trx.plots import STYLE, plain_log_ticks, save_figure
 
     arms = list(dict.fromkeys(arm for arm, _ in found))
     rows = sorted(found, key=lambda key: (arms.index(key[0]), key[1]))
@@ -154,7 +153,4 @@ def draw_boundary(found: Mapping[tuple[str, Point], Mapping[int, Bracket]], path
         ax.set_xlabel("learning rate μ (each arm in its own units: compare rows of one arm)")
         ax.set_title("largest stable lr: each seed's bracket [L, U) (bars); ◆ median L over seeds with its interval",
                      fontsize=9)
-        try:
-            atomic_write(path, lambda f: fig.savefig(f, format="png", bbox_inches="tight"))
-        finally:
-            plt.close(fig)
+        save_figure(fig, path)

@@ -305,8 +305,7 @@ def draw_transfer(lines: Mapping[str, Mapping[float, Mapping[int, float | None]]
     seed's best lr (dots, spread sideways so that seeds on one grid point stay visible)."""
     import matplotlib.pyplot as plt
 
-    from trx.io import atomic_write
-    from trx.plots import STYLE, plain_log_ticks
+    from trx.plots import STYLE, plain_log_ticks, save_figure
 
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(5.5, 4.0))
@@ -327,7 +326,4 @@ def draw_transfer(lines: Mapping[str, Mapping[float, Mapping[int, float | None]]
         ax.set_xticks([], minor=True)
         ax.set_title("best lr against width (dots: seeds; a flat line: the lr transfers)", fontsize=9)
         ax.legend(fontsize=8)
-        try:
-            atomic_write(path, lambda f: fig.savefig(f, format="png", bbox_inches="tight"))
-        finally:
-            plt.close(fig)
+        save_figure(fig, path)
