@@ -176,6 +176,18 @@ def test_a_link_planted_in_a_sweep_cannot_lead_a_cell_out_of_it(tmp_path):
         plan_jobs(plan)
 
 
+def test_a_link_loop_in_a_sweep_is_one_line_not_a_traceback(tmp_path):
+    """A link that points at itself under the sweep folder: exit 2 naming the cell, nothing written."""
+    data = tiny_config(optimizers={"sgd": {"lr": 0.1}}, sweep={"grid": {"optimizers.sgd.lr": [0.1]}})
+    out = tmp_path / "runs"
+    root = out / "tiny" / "sweep"
+    root.mkdir(parents=True)
+    (root / "sgd").symlink_to(root / "sgd")
+    before = sorted(out.rglob("*"))
+    assert_refused(cli("sweep", config_text(tmp_path, yaml.safe_dump(data)), "--out", out), "sgd/", "cannot be resolved")
+    assert sorted(out.rglob("*")) == before
+
+
 def test_cell_ids_encode_separators_and_stay_one_folder():
     from trx.errors import UserError
     from trx.sweep_plan import safe_id

@@ -162,7 +162,12 @@ class Plan:
     def cell_dir(self, cell: Cell) -> Path:
         """`root/<arm>/<id>`, checked to lie inside the sweep root (links planted below it count)."""
         folder = self.root / cell.arm / cell.id
-        if not folder.resolve().is_relative_to(self.root.resolve()):
+        try:
+            inside = folder.resolve().is_relative_to(self.root.resolve())
+        except (RuntimeError, OSError) as e:  # a symlink loop (RuntimeError before Python 3.13, OSError after)
+            raise UserError(f"sweep cell {cell.arm}/{cell.id}: its folder {folder} cannot be resolved ({e})",
+                            hint="remove the link loop under the sweep folder") from None
+        if not inside:
             raise UserError(f"sweep cell {cell.arm}/{cell.id}: its folder {folder} resolves outside {self.root}",
                             hint="remove the link that leads it there")
         return folder
