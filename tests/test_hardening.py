@@ -278,6 +278,21 @@ def test_a_planted_link_in_a_run_folder_is_refused_on_resume(tmp_path, name):
     assert target.read_text() == "keep me"
 
 
+def test_overwrite_refuses_a_run_folder_that_is_a_link(tmp_path):
+    """--overwrite on a run folder planted as a link: exit 2 naming it; the folder it points to
+    keeps its files and nothing is written there (it used to be a silent no-op delete, then a run
+    written through the link)."""
+    out = tmp_path / "runs"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("keep me")
+    (out / "tiny").mkdir(parents=True)
+    (out / "tiny" / "sgd").symlink_to(elsewhere, target_is_directory=True)
+    assert_refused(cli("run", one_arm(tmp_path), "--out", out, "--overwrite"), "sgd", "symbolic link")
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["precious.txt"]
+    assert (elsewhere / "precious.txt").read_text() == "keep me"
+
+
 def test_metrics_are_never_appended_through_a_link(tmp_path):
     from trx.io import MetricsWriter
 

@@ -253,6 +253,9 @@ def clear(jobs: list[ArmJob]) -> None:
     """--overwrite: delete the jobs' folders. A folder holding a sweep is never one of them
     (reserved arm names keep them apart; this refuses should they ever meet)."""
     for job in jobs:
+        if Path(job.dir).is_symlink():  # rmtree refuses a link, and the run would then write through it
+            raise UserError(f"--overwrite: {job.dir} is a symbolic link; refusing to delete or write through it",
+                            hint="remove the link yourself if the folder it points to is not yours to overwrite")
         mark = RunDir(job.dir).holds_sweep()
         if mark:
             raise UserError(f"--overwrite: {job.dir} holds a sweep ({mark}); refusing to delete it",
