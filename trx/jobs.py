@@ -229,9 +229,12 @@ def check_jobs(jobs: list[ArmJob], mode: str, locked: str = "error", model_for: 
     distinct task config)."""
     for job in jobs[:1]:
         check_writable(Path(job.dir))
-    if mode != "overwrite":
-        for job in jobs:
+    for job in jobs:
+        if mode != "overwrite":
             RunDir(job.dir).refuse_links()
+        elif Path(job.dir).is_symlink():  # clear() cannot delete a link, and the run would write through it
+            raise UserError(f"--overwrite: {job.dir} is a symbolic link; refusing to delete or write through it",
+                            hint="remove the link yourself if the folder it points to is not yours to overwrite")
     if locked == "error":
         for job in jobs:
             who = lock_holder(Path(job.dir))
@@ -253,9 +256,6 @@ def clear(jobs: list[ArmJob]) -> None:
     """--overwrite: delete the jobs' folders. A folder holding a sweep is never one of them
     (reserved arm names keep them apart; this refuses should they ever meet)."""
     for job in jobs:
-        if Path(job.dir).is_symlink():  # rmtree refuses a link, and the run would then write through it
-            raise UserError(f"--overwrite: {job.dir} is a symbolic link; refusing to delete or write through it",
-                            hint="remove the link yourself if the folder it points to is not yours to overwrite")
         mark = RunDir(job.dir).holds_sweep()
         if mark:
             raise UserError(f"--overwrite: {job.dir} holds a sweep ({mark}); refusing to delete it",
