@@ -132,6 +132,10 @@ def _sharded_worker(rank: int, world: int, init: str, out: str) -> None:
             p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(100 * step + i))
         opt.step()
     torch.save({"seen": seen, "ok_map": ok_map, "params": [p.detach() for p in params]}, f"{out}.{rank}")
+    # Both ranks past their last collective before either tears its group down: a rank that closes
+    # its gloo connections while the other still reads the last all_gather aborts it (SIGABRT,
+    # "terminate called without an active exception"; seen twice in full-suite runs).
+    dist.barrier()
     dist.destroy_process_group()
 
 
